@@ -1,0 +1,134 @@
+/*
+ * caudal_receiver.h - the receiving end of the Caudal protocol.
+ *
+ * An ingest process (the Ray ingest actor, through the Python extension, or
+ * any C program) listens on an endpoint, accepts the ranks' connections and
+ * reads their frames as a stream of events. A block event points straight at
+ * the data (in the rank's shared-memory slot, or in a buffer the receiver
+ * read it into); the data stays valid and unchanged until the block is
+ * released, and only then can the rank reuse the slot.
+ *
+ * Threads: caudal_receiver_next and the steering calls belong to one thread.
+ * caudal_block_release may be called from any thread, also after
+ * caudal_receiver_close (the memory of held blocks lives until released).
+ */
+#ifndef CAUDAL_RECEIVER_H
+#define CAUDAL_RECEIVER_H
+
+#include "caudal.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct caudal_receiver caudal_receiver;
+typedef struct caudal_block caudal_block; /* a held block; release it once */
+
+typedef struct caudal_receiver_options {
+    const char *endpoint; /* "unix:/path" (created; removed at close) or
+                             "tcp:host:port" (port 0: any free port) */
+    const char *token;    /* NULL: $CAUDAL_TOKEN, else the empty token */
+    size_t max_queued_bytes; /* per connection, frames waiting for a slow client;
+                                0: 16 MiB. Past it the client is disconnected. */
+} caudal_receiver_options;
+
+int caudal_receiver_options_init(caudal_receiver_options *opts);
+
+/* Listen. On failure *receiver is NULL and errbuf (if given) says why. */
+int caudal_receiver_open(caudal_receiver **receiver,
+                         const caudal_receiver_options *opts, char *errbuf,
+                         size_t errlen);
+
+/* The endpoint clients should use ("tcp:127.0.0.1:40123" once a port was
+ * chosen). Owned by the receiver. */
+const char *caudal_receiver_endpoint(const caudal_receiver *receiver);
+
+typedef enum caudal_event_type {
+    CAUDAL_EVENT_CONNECT = 1, /* a rank said hello: rank, size */
+    CAUDAL_EVENT_DECLARE,     /* rank declared `array` */
+    CAUDAL_EVENT_BLOCK,       /* a block: array, step, data, nbytes, count, block */
+    CAUDAL_EVENT_STEP_END,    /* rank finished `step` with `nblocks` blocks */
+    CAUDAL_EVENT_DROP,        /* rank dropped steps first_step..step, `ndropped` */
+    CAUDAL_EVENT_STEER,       /* rank reported a steering value */
+    CAUDAL_EVENT_BYE,         /* rank closed cleanly: counters */
+    CAUDAL_EVENT_DISCONNECT   /* rank's connection ended without BYE, or was cut
+                                 for a protocol error: status, message */
+} caudal_event_type;
+
+typedef struct caudal_array_info {
+    const char *name;
+    caudal_dtype dtype;
+    caudal_order order;
+    int variable; /* declared with caudal_declare_var: 1-D, count per block */
+    int ndim;
+    uint64_t shape[CAUDAL_MAX_DIMS];
+    uint64_t start[CAUDAL_MAX_DIMS];
+    uint64_t count[CAUDAL_MAX_DIMS];
+} caudal_array_info;
+
+typedef struct caudal_event {
+    caudal_event_type type;
+    int rank;
+    int size;
+    uint64_t connection; /* distinct per accepted connection */
+    uint64_t step;       /* BLOCK, STEP_END; DROP: the last dropped step */
+    const caudal_array_info *array; /* DECLARE, BLOCK */
+    /* BLOCK */
+    const void *data;     /* 64-byte aligned; valid until the block is released */
+    uint64_t nbytes;
+    uint64_t count;       /* elements in this block */
+    int in_shared_memory; /* 1: data is in the rank's slot; 0: read inline */
+    caudal_block *block;  /* owned by the caller: release exactly once */
+    /* STEP_END */
+    uint32_t nblocks;
+    /* DROP */
+    uint64_t first_step;
+    uint64_t ndropped;
+    /* STEER */
+    const char *key;
+    caudal_value_type value_type;
+    double value_double;
+    int64_t value_int64;
+    const char *value_string;
+    /* BYE */
+    caudal_counters counters;
+    /* DISCONNECT */
+    int status;
+    const char *message;
+} caudal_event;
+
+/* Wait up to timeout_ms (0: do not wait, -1: forever) for the next event.
+ * CAUDAL_OK with *event filled, CAUDAL_ERR_TIMEOUT if none came. The event's
+ * pointers, but for `data` and `block`, are valid until the next call. A
+ * misbehaving client is disconnected with a DISCONNECT event, never fails the
+ * receiver. */
+int caudal_receiver_next(caudal_receiver *receiver, caudal_event *event,
+                         int timeout_ms);
+
+/* Give the block back: the rank may reuse its slot once all blocks of that
+ * step are released. Any thread. NULL: CAUDAL_ERR_INVALID. */
+int caudal_block_release(caudal_block *block);
+
+/* Set a steering value for one rank, or for every rank (rank -1), the ones
+ * that connect later included. */
+int caudal_receiver_steer_double(caudal_receiver *receiver, int rank,
+                                 const char *key, double value);
+int caudal_receiver_steer_int64(caudal_receiver *receiver, int rank,
+                                const char *key, int64_t value);
+int caudal_receiver_steer_string(caudal_receiver *receiver, int rank,
+                                 const char *key, const char *value);
+
+/* Number of ranks connected now. */
+int caudal_receiver_connections(const caudal_receiver *receiver);
+
+const char *caudal_receiver_last_error(const caudal_receiver *receiver);
+
+/* Stop listening, close every connection, free what no held block needs and
+ * set *receiver to NULL. */
+int caudal_receiver_close(caudal_receiver **receiver);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CAUDAL_RECEIVER_H */

@@ -1,0 +1,958 @@
+/* receiver.c - the receiving end: accept ranks, turn frames into events. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "caudal_receiver.h"
+#include "outq.h"
+#include "protocol.h"
+#include "reader.h"
+#include "sock.h"
+#include "steer.h"
+
+#define DEFAULT_MAX_QUEUED (16u << 20)
+#define READ_BUF (256u << 10)
+
+typedef struct conn conn;
+
+struct caudal_block {
+    caudal_receiver *r;
+    conn *cn;
+    uint32_t slot; /* CDL_NO_SLOT: data is `heap` */
+    void *heap;
+    caudal_block *next;
+};
+
+struct conn {
+    caudal_receiver *r;
+    int fd;
+    int is_unix;
+    uint64_t id;
+    int rank, size;
+    int hello, bye;
+    int dead;     /* socket ended or cut: DISCONNECT (or nothing after BYE) due */
+    int rejected; /* cut for a protocol error: frames still buffered are ignored */
+    int reported; /* the last event of this connection was given */
+    int status;
+    char why[400];
+    int refs; /* the receiver's list + each held block */
+    cdl_reader in;
+    cdl_outq out;
+    caudal_array_info **arrays;
+    size_t narrays, arrays_cap;
+    /* the rank's ring, mapped read-only */
+    uint8_t *ring;
+    size_t ring_bytes;
+    uint32_t depth;
+    uint64_t slot_bytes;
+    uint32_t *holds;
+    uint8_t *ended;
+    /* the step being received */
+    int in_step, any_step;
+    uint64_t step;
+    uint32_t step_blocks, step_slot;
+    /* an inline payload being read */
+    int in_payload;
+    cdl_msg block_msg;
+    uint8_t *payload;
+    uint64_t payload_got;
+};
+
+struct caudal_receiver {
+    int lfd, wake_fd;
+    char endpoint[400];
+    char unix_path[CDL_MAX_PATH];
+    char token[CDL_MAX_TOKEN + 1];
+    size_t max_queued;
+    conn **conns;
+    size_t nconns, conns_cap, rr;
+    uint64_t next_id;
+    cdl_store steer;    /* set by the analytics: rank or -1 for all */
+    cdl_store reported; /* reported by the ranks, by rank */
+    pthread_mutex_t mu; /* guards released, holds and closed */
+    caudal_block *released;
+    size_t holds;
+    int closed;
+    char err[512];
+};
+
+/* Zero-length blocks still get a valid, aligned pointer. */
+static _Alignas(64) const uint8_t empty_block[64];
+
+static int rfail(caudal_receiver *r, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->err, sizeof r->err, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+/* ---- connection life cycle ------------------------------------------------ */
+
+static void conn_free(conn *cn)
+{
+    if (cn->fd >= 0)
+        close(cn->fd);
+    if (cn->ring)
+        munmap(cn->ring, cn->ring_bytes);
+    for (size_t i = 0; i < cn->narrays; i++) {
+        free((char *)cn->arrays[i]->name);
+        free(cn->arrays[i]);
+    }
+    free(cn->arrays);
+    free(cn->holds);
+    free(cn->ended);
+    free(cn->payload);
+    cdl_reader_free(&cn->in);
+    cdl_outq_free(&cn->out);
+    free(cn);
+}
+
+static void conn_unref(conn *cn)
+{
+    if (--cn->refs == 0)
+        conn_free(cn);
+}
+
+/* Stop reading: the connection's last event (DISCONNECT, unless it said BYE)
+ * is given once the frames already read are handed out. */
+static void conn_end(conn *cn, int status, const char *fmt, ...)
+{
+    if (cn->dead)
+        return;
+    cn->dead = 1;
+    cn->status = status;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cn->why, sizeof cn->why, fmt, ap);
+    va_end(ap);
+    shutdown(cn->fd, SHUT_RDWR);
+}
+
+/* A protocol violation: tell the client why (best effort) and cut it off. */
+static void conn_reject(conn *cn, int status, const char *fmt, ...)
+{
+    char text[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    cn->rejected = 1;
+    uint8_t frame[CDL_HEADER_LEN + 8 + sizeof text];
+    size_t n = cdl_encode_error(frame, sizeof frame, status, text);
+    if (cdl_outq_copy(&cn->out, frame, n, 0) == CAUDAL_OK)
+        cdl_outq_flush(&cn->out, cn->fd, NULL);
+    conn_end(cn, status, "%s", text);
+}
+
+static void conn_send(conn *cn, const uint8_t *frame, size_t n)
+{
+    if (cn->dead)
+        return;
+    int err_no = 0;
+    if (n == 0 || cdl_outq_copy(&cn->out, frame, n, 0) != CAUDAL_OK ||
+        cdl_outq_flush(&cn->out, cn->fd, &err_no) != CAUDAL_OK) {
+        conn_end(cn, CAUDAL_ERR_IO, "sending to the rank failed: %s", strerror(err_no));
+        return;
+    }
+    if (cn->out.bytes > cn->r->max_queued)
+        conn_end(cn, CAUDAL_ERR_IO,
+                 "the rank does not read its socket (%zu bytes queued for it)", cn->out.bytes);
+}
+
+static void send_release(conn *cn, uint32_t slot)
+{
+    uint8_t frame[CDL_HEADER_LEN + 8];
+    conn_send(cn, frame, cdl_encode_release(frame, sizeof frame, slot));
+}
+
+static void send_steer(conn *cn, const cdl_value *v)
+{
+    size_t cap = cdl_steer_frame_len(strlen(v->key), v->type, v->s ? strlen(v->s) : 0);
+    uint8_t *frame = malloc(cap);
+    if (!frame) {
+        conn_end(cn, CAUDAL_ERR_NOMEM, "out of memory sending steering value '%s'", v->key);
+        return;
+    }
+    const void *value = v->type == CAUDAL_VALUE_DOUBLE  ? (const void *)&v->d
+                        : v->type == CAUDAL_VALUE_INT64 ? (const void *)&v->i
+                                                        : (const void *)v->s;
+    conn_send(cn, frame, cdl_encode_steer(frame, cap, v->key, v->type, value));
+    free(frame);
+}
+
+/* ---- held blocks ----------------------------------------------------------- */
+
+/* Undo what a held block holds; the owner thread, or any after close. */
+static void block_finish(caudal_block *b, int may_send)
+{
+    conn *cn = b->cn;
+    if (b->slot == CDL_NO_SLOT) {
+        free(b->heap);
+    } else if (--cn->holds[b->slot] == 0 && cn->ended[b->slot]) {
+        cn->ended[b->slot] = 0;
+        if (may_send)
+            send_release(cn, b->slot);
+    }
+    conn_unref(cn);
+    free(b);
+}
+
+static void process_released(caudal_receiver *r)
+{
+    pthread_mutex_lock(&r->mu);
+    caudal_block *list = r->released;
+    r->released = NULL;
+    for (caudal_block *b = list; b; b = b->next)
+        r->holds--;
+    pthread_mutex_unlock(&r->mu);
+    uint64_t drain;
+    if (read(r->wake_fd, &drain, sizeof drain) < 0 && errno != EAGAIN) {
+        /* nothing to do: the eventfd only wakes poll */
+    }
+    while (list) {
+        caudal_block *next = list->next;
+        block_finish(list, 1);
+        list = next;
+    }
+}
+
+static void receiver_free(caudal_receiver *r)
+{
+    cdl_store_free(&r->steer);
+    cdl_store_free(&r->reported);
+    free(r->conns);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+int caudal_block_release(caudal_block *b)
+{
+    if (!b)
+        return CAUDAL_ERR_INVALID;
+    caudal_receiver *r = b->r;
+    pthread_mutex_lock(&r->mu);
+    if (!r->closed) {
+        b->next = r->released;
+        r->released = b;
+        uint64_t one = 1;
+        if (write(r->wake_fd, &one, sizeof one) < 0) {
+            /* the counter is saturated: poll wakes anyway */
+        }
+        pthread_mutex_unlock(&r->mu);
+        return CAUDAL_OK;
+    }
+    /* The receiver is closed: nobody else touches its connections now. */
+    block_finish(b, 0);
+    int last = --r->holds == 0;
+    pthread_mutex_unlock(&r->mu);
+    if (last)
+        receiver_free(r);
+    return CAUDAL_OK;
+}
+
+/* ---- frames to events ------------------------------------------------------ */
+
+static int hello(caudal_receiver *r, conn *cn, const cdl_msg *m, caudal_event *ev)
+{
+    if (cn->hello) {
+        conn_reject(cn, CAUDAL_ERR_PROTOCOL, "second hello from rank %d", cn->rank);
+        return 0;
+    }
+    cn->rank = (int)m->u.hello.rank;
+    cn->size = (int)m->u.hello.size;
+    if (m->u.hello.token_len != strlen(r->token) ||
+        memcmp(m->u.hello.token, r->token, m->u.hello.token_len) != 0) {
+        conn_reject(cn, CAUDAL_ERR_AUTH, "rank %d presented a wrong job token", cn->rank);
+        return 0;
+    }
+    cn->hello = 1;
+    ev->rank = cn->rank;
+    ev->size = cn->size;
+    uint8_t frame[CDL_HEADER_LEN + 16 + CDL_MAX_TOKEN];
+    conn_send(cn, frame, cdl_encode_welcome(frame, sizeof frame, cn->id, r->token));
+    /* Values set before the rank came: broadcast ones first, its own win. */
+    for (size_t k = 0; k < r->steer.n; k++)
+        if (r->steer.v[k].rank == -1)
+            send_steer(cn, &r->steer.v[k]);
+    for (size_t k = 0; k < r->steer.n; k++)
+        if (r->steer.v[k].rank == cn->rank)
+            send_steer(cn, &r->steer.v[k]);
+    ev->type = CAUDAL_EVENT_CONNECT;
+    return 1;
+}
+
+static int declare(conn *cn, const cdl_msg *m, caudal_event *ev)
+{
+    const struct cdl_declare *d = &m->u.declare;
+    if (d->id != cn->narrays) {
+        conn_reject(cn, CAUDAL_ERR_PROTOCOL, "rank %d declared array id %" PRIu32
+                    " out of sequence (expected %zu)", cn->rank, d->id, cn->narrays);
+        return 0;
+    }
+    for (size_t i = 0; i < cn->narrays; i++)
+        if (strlen(cn->arrays[i]->name) == d->name_len &&
+            memcmp(cn->arrays[i]->name, d->name, d->name_len) == 0) {
+            conn_reject(cn, CAUDAL_ERR_DUPLICATE, "rank %d declared array '%.*s' twice",
+                        cn->rank, (int)d->name_len, (const char *)d->name);
+            return 0;
+        }
+    if (!d->variable)
+        for (unsigned k = 0; k < d->ndim; k++)
+            if (d->start[k] > d->shape[k] || d->count[k] > d->shape[k] - d->start[k]) {
+                conn_reject(cn, CAUDAL_ERR_SHAPE,
+                            "rank %d, array '%.*s': block outside the global shape in "
+                            "dimension %u", cn->rank, (int)d->name_len,
+                            (const char *)d->name, k);
+                return 0;
+            }
+    if (cn->narrays == cn->arrays_cap) {
+        size_t ncap = cn->arrays_cap ? 2 * cn->arrays_cap : 8;
+        caudal_array_info **na = realloc(cn->arrays, ncap * sizeof *na);
+        if (!na) {
+            conn_end(cn, CAUDAL_ERR_NOMEM, "out of memory");
+            return 0;
+        }
+        cn->arrays = na;
+        cn->arrays_cap = ncap;
+    }
+    caudal_array_info *a = calloc(1, sizeof *a);
+    char *name = a ? strndup((const char *)d->name, d->name_len) : NULL;
+    if (!name) {
+        free(a);
+        conn_end(cn, CAUDAL_ERR_NOMEM, "out of memory");
+        return 0;
+    }
+    a->name = name;
+    a->dtype = (caudal_dtype)d->dtype;
+    a->order = (caudal_order)d->order;
+    a->variable = d->variable;
+    a->ndim = d->ndim;
+    memcpy(a->shape, d->shape, sizeof a->shape);
+    memcpy(a->start, d->start, sizeof a->start);
+    memcpy(a->count, d->count, sizeof a->count);
+    cn->arrays[cn->narrays++] = a;
+    ev->type = CAUDAL_EVENT_DECLARE;
+    ev->array = a;
+    return 1;
+}
+
+static void ring(conn *cn, const cdl_msg *m)
+{
+    int fd = cdl_reader_pop_fd(&cn->in);
+    if (cn->ring || !cn->is_unix || fd < 0) {
+        if (fd >= 0)
+            close(fd);
+        conn_reject(cn, CAUDAL_ERR_PROTOCOL, "rank %d: ring frame %s", cn->rank,
+                    cn->ring ? "sent twice" : "without a shared-memory descriptor");
+        return;
+    }
+    uint64_t total = (uint64_t)m->u.ring.depth * m->u.ring.slot_bytes;
+    struct stat st;
+    int seals = fcntl(fd, F_GET_SEALS);
+    /* An unsealed memfd could shrink under us and turn reads into SIGBUS. */
+    if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != total || total > SIZE_MAX ||
+        seals < 0 || !(seals & F_SEAL_SHRINK)) {
+        close(fd);
+        conn_reject(cn, CAUDAL_ERR_PROTOCOL,
+                    "rank %d: the ring is not a sealed memfd of %" PRIu64 " bytes", cn->rank,
+                    total);
+        return;
+    }
+    void *p = mmap(NULL, (size_t)total, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    cn->holds = calloc(m->u.ring.depth, sizeof *cn->holds);
+    cn->ended = calloc(m->u.ring.depth, 1);
+    if (p == MAP_FAILED || !cn->holds || !cn->ended) {
+        if (p != MAP_FAILED)
+            munmap(p, (size_t)total);
+        conn_end(cn, CAUDAL_ERR_SYSTEM, "rank %d: cannot map its ring: %s", cn->rank,
+                 strerror(errno));
+        return;
+    }
+    cn->ring = p;
+    cn->ring_bytes = (size_t)total;
+    cn->depth = m->u.ring.depth;
+    cn->slot_bytes = m->u.ring.slot_bytes;
+}
+
+/* Checks common to every block of a step; returns the array or NULL. */
+static caudal_array_info *check_block(conn *cn, const cdl_msg *m)
+{
+    const struct cdl_block *b = &m->u.block;
+    if (b->id >= cn->narrays) {
+        conn_reject(cn, CAUDAL_ERR_UNKNOWN_ARRAY, "rank %d, step %" PRIu64
+                    ": block of undeclared array id %" PRIu32, cn->rank, b->step, b->id);
+        return NULL;
+    }
+    caudal_array_info *a = cn->arrays[b->id];
+    size_t isz = caudal_dtype_size(a->dtype);
+    uint64_t expect = 1;
+    for (int d = 0; d < a->ndim && !a->variable; d++)
+        expect *= a->count[d];
+    if (a->variable)
+        expect = b->count;
+    if (b->count != expect || b->count > UINT64_MAX / isz || b->nbytes != b->count * isz) {
+        conn_reject(cn, CAUDAL_ERR_SHAPE, "rank %d, step %" PRIu64 ", array '%s': block of %"
+                    PRIu64 " bytes and %" PRIu64 " elements does not match the declaration",
+                    cn->rank, b->step, a->name, b->nbytes, b->count);
+        return NULL;
+    }
+    if (cn->in_step ? b->step != cn->step : cn->any_step && b->step <= cn->step) {
+        conn_reject(cn, CAUDAL_ERR_STEP_ORDER, "rank %d, array '%s': block of step %" PRIu64
+                    " after step %" PRIu64, cn->rank, a->name, b->step, cn->step);
+        return NULL;
+    }
+    if (b->slot != CDL_NO_SLOT &&
+        (!cn->ring || b->slot >= cn->depth || b->offset > cn->slot_bytes ||
+         b->nbytes > cn->slot_bytes - b->offset || b->offset % 64 || cn->ended[b->slot] ||
+         (cn->in_step && cn->step_slot != CDL_NO_SLOT && cn->step_slot != b->slot))) {
+        conn_reject(cn, CAUDAL_ERR_PROTOCOL, "rank %d, step %" PRIu64 ", array '%s': block "
+                    "outside the ring (slot %" PRIu32 ", offset %" PRIu64 ")", cn->rank,
+                    b->step, a->name, b->slot, b->offset);
+        return NULL;
+    }
+    return a;
+}
+
+static int give_block(caudal_receiver *r, conn *cn, const cdl_msg *m,
+                      caudal_array_info *a, const void *data, void *heap,
+                      caudal_event *ev)
+{
+    caudal_block *blk = malloc(sizeof *blk);
+    if (!blk) {
+        free(heap);
+        conn_end(cn, CAUDAL_ERR_NOMEM, "out of memory");
+        return 0;
+    }
+    blk->r = r;
+    blk->cn = cn;
+    blk->slot = m->u.block.slot;
+    blk->heap = heap;
+    blk->next = NULL;
+    cn->refs++;
+    if (blk->slot != CDL_NO_SLOT) {
+        cn->holds[blk->slot]++;
+        cn->step_slot = blk->slot;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->holds++;
+    pthread_mutex_unlock(&r->mu);
+    if (!cn->in_step) {
+        cn->in_step = 1;
+        cn->step = m->u.block.step;
+    }
+    cn->step_blocks++;
+    ev->type = CAUDAL_EVENT_BLOCK;
+    ev->array = a;
+    ev->step = m->u.block.step;
+    ev->data = data;
+    ev->nbytes = m->u.block.nbytes;
+    ev->count = m->u.block.count;
+    ev->in_shared_memory = blk->slot != CDL_NO_SLOT;
+    ev->block = blk;
+    return 1;
+}
+
+static int step_end(conn *cn, const cdl_msg *m, caudal_event *ev)
+{
+    const struct cdl_step_end *s = &m->u.step_end;
+    int order_ok = cn->in_step ? s->step == cn->step : !cn->any_step || s->step > cn->step;
+    if (!order_ok || s->nblocks != cn->step_blocks || s->slot != cn->step_slot) {
+        conn_reject(cn, CAUDAL_ERR_PROTOCOL, "rank %d: end of step %" PRIu64 " with %" PRIu32
+                    " blocks does not match the %" PRIu32 " blocks received", cn->rank,
+                    s->step, s->nblocks, cn->step_blocks);
+        return 0;
+    }
+    if (s->slot != CDL_NO_SLOT) {
+        if (cn->holds[s->slot] == 0)
+            send_release(cn, s->slot);
+        else
+            cn->ended[s->slot] = 1;
+    }
+    cn->in_step = 0;
+    cn->any_step = 1;
+    cn->step = s->step;
+    cn->step_blocks = 0;
+    cn->step_slot = CDL_NO_SLOT;
+    ev->type = CAUDAL_EVENT_STEP_END;
+    ev->step = s->step;
+    ev->nblocks = s->nblocks;
+    return 1;
+}
+
+/* Hand out the next event of one connection from what is buffered; no
+ * system call but sends. Returns 1 with *ev filled, 0 if nothing is ready. */
+static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
+{
+    for (;;) {
+        if (cn->reported)
+            return 0;
+        memset(ev, 0, sizeof *ev);
+        ev->rank = cn->rank;
+        ev->size = cn->size;
+        ev->connection = cn->id;
+        if (cn->in_payload) {
+            cn->payload_got += cdl_reader_take(&cn->in, cn->payload + cn->payload_got,
+                                               cn->block_msg.u.block.nbytes - cn->payload_got);
+            if (cn->payload_got < cn->block_msg.u.block.nbytes) {
+                if (!cn->dead)
+                    return 0;
+            } else {
+                cn->in_payload = 0;
+                uint8_t *p = cn->payload;
+                cn->payload = NULL;
+                return give_block(r, cn, &cn->block_msg, cn->arrays[cn->block_msg.u.block.id],
+                                  p, p, ev);
+            }
+        }
+        cdl_header h;
+        const uint8_t *body = NULL;
+        uint64_t need = 0;
+        int got = cn->rejected ? 0 : cdl_reader_peek(&cn->in, &h, &body, &need);
+        if (got < 0) {
+            conn_reject(cn, got, "rank %d sent a bad frame header (%s)", cn->rank,
+                        caudal_strerror(got));
+            got = 0;
+        }
+        if (got == 0) {
+            if (!cn->dead)
+                return 0;
+            cn->reported = 1;
+            if (cn->bye)
+                return 0;
+            ev->type = CAUDAL_EVENT_DISCONNECT;
+            ev->status = cn->status;
+            ev->message = cn->why;
+            return 1;
+        }
+        cdl_msg m;
+        int rc = cdl_parse_body(h.type, body, h.body_len, &m);
+        if (rc != CAUDAL_OK) {
+            conn_reject(cn, rc, "rank %d sent a malformed frame of type %u", cn->rank, h.type);
+            continue;
+        }
+        if (!cn->hello && h.type != CDL_HELLO) {
+            conn_reject(cn, CAUDAL_ERR_PROTOCOL, "frame of type %u before hello", h.type);
+            continue;
+        }
+        cdl_reader_consume(&cn->in, CDL_HEADER_LEN + (size_t)need);
+        int out = 0;
+        switch (h.type) {
+        case CDL_HELLO:
+            out = hello(r, cn, &m, ev);
+            break;
+        case CDL_DECLARE:
+            out = declare(cn, &m, ev);
+            break;
+        case CDL_RING:
+            ring(cn, &m);
+            break;
+        case CDL_BLOCK: {
+            caudal_array_info *a = check_block(cn, &m);
+            if (!a)
+                break;
+            if (m.u.block.slot != CDL_NO_SLOT) {
+                out = give_block(r, cn, &m, a,
+                                 cn->ring + m.u.block.slot * cn->slot_bytes + m.u.block.offset,
+                                 NULL, ev);
+            } else if (m.u.block.nbytes == 0) {
+                out = give_block(r, cn, &m, a, empty_block, NULL, ev);
+            } else {
+                cn->payload = aligned_alloc(64, (m.u.block.nbytes + 63) / 64 * 64);
+                if (!cn->payload) {
+                    conn_end(cn, CAUDAL_ERR_NOMEM, "out of memory for a block of %" PRIu64
+                             " bytes", m.u.block.nbytes);
+                    break;
+                }
+                cn->block_msg = m;
+                cn->payload_got = 0;
+                cn->in_payload = 1;
+            }
+            break;
+        }
+        case CDL_STEP_END:
+            out = step_end(cn, &m, ev);
+            break;
+        case CDL_DROP:
+            if (cn->in_step || (cn->any_step && m.u.drop.first_step <= cn->step)) {
+                conn_reject(cn, CAUDAL_ERR_STEP_ORDER, "rank %d: drop of steps %" PRIu64
+                            "..%" PRIu64 " out of order", cn->rank, m.u.drop.first_step,
+                            m.u.drop.last_step);
+                break;
+            }
+            cn->any_step = 1;
+            cn->step = m.u.drop.last_step;
+            ev->type = CAUDAL_EVENT_DROP;
+            ev->first_step = m.u.drop.first_step;
+            ev->step = m.u.drop.last_step;
+            ev->ndropped = m.u.drop.count;
+            out = 1;
+            break;
+        case CDL_STEER: {
+            /* Key and string are handed out as terminated copies from the store. */
+            ev->type = CAUDAL_EVENT_STEER;
+            ev->value_type = (caudal_value_type)m.u.steer.value_type;
+            ev->value_double = m.u.steer.d;
+            ev->value_int64 = m.u.steer.i;
+            if (cdl_store_set(&r->reported, cn->rank, m.u.steer.key, m.u.steer.key_len,
+                              m.u.steer.value_type, m.u.steer.d, m.u.steer.i, m.u.steer.str,
+                              m.u.steer.value_len) != CAUDAL_OK) {
+                conn_end(cn, CAUDAL_ERR_NOMEM, "out of memory");
+                break;
+            }
+            char key[CAUDAL_MAX_NAME + 1];
+            memcpy(key, m.u.steer.key, m.u.steer.key_len);
+            key[m.u.steer.key_len] = 0;
+            const cdl_value *v = cdl_store_get(&r->reported, cn->rank, key);
+            ev->key = v->key;
+            ev->value_string = v->s;
+            out = 1;
+            break;
+        }
+        case CDL_BYE:
+            cn->bye = 1;
+            {
+                uint8_t frame[CDL_HEADER_LEN];
+                conn_send(cn, frame, cdl_encode_bye_ack(frame, sizeof frame));
+            }
+            ev->type = CAUDAL_EVENT_BYE;
+            {
+                const uint64_t *k = m.u.bye.counters;
+                caudal_counters c = {k[0], k[1], k[2], k[3], k[4], k[5], k[6]};
+                ev->counters = c;
+            }
+            out = 1;
+            break;
+        default:
+            conn_reject(cn, CAUDAL_ERR_PROTOCOL, "rank %d sent a frame of type %u that only "
+                        "a receiver sends", cn->rank, h.type);
+            break;
+        }
+        if (out)
+            return 1;
+    }
+}
+
+/* ---- socket work ---------------------------------------------------------- */
+
+static void accept_all(caudal_receiver *r)
+{
+    for (;;) {
+        int fd = accept4(r->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        conn *cn = calloc(1, sizeof *cn);
+        if (!cn || cdl_reader_init(&cn->in, READ_BUF) != CAUDAL_OK) {
+            free(cn);
+            close(fd);
+            return;
+        }
+        if (r->nconns == r->conns_cap) {
+            size_t ncap = r->conns_cap ? 2 * r->conns_cap : 16;
+            conn **nc = realloc(r->conns, ncap * sizeof *nc);
+            if (!nc) {
+                cdl_reader_free(&cn->in);
+                free(cn);
+                close(fd);
+                return;
+            }
+            r->conns = nc;
+            r->conns_cap = ncap;
+        }
+        cn->r = r;
+        cn->fd = fd;
+        cn->is_unix = r->unix_path[0] != 0;
+        cn->id = ++r->next_id;
+        cn->rank = -1;
+        cn->refs = 1;
+        cn->step_slot = CDL_NO_SLOT;
+        cdl_outq_init(&cn->out, NULL, NULL);
+        r->conns[r->nconns++] = cn;
+    }
+}
+
+static void conn_read(conn *cn)
+{
+    int err_no = 0;
+    if (cn->in_payload && cn->in.start == cn->in.end) {
+        /* A large payload goes straight to its buffer, not through the reader. */
+        uint64_t want = cn->block_msg.u.block.nbytes - cn->payload_got;
+        while (want) {
+            ssize_t n = recv(cn->fd, cn->payload + cn->payload_got, want, MSG_DONTWAIT);
+            if (n > 0) {
+                cn->payload_got += (uint64_t)n;
+                want -= (uint64_t)n;
+                continue;
+            }
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                return;
+            if (n < 0 && errno == EINTR)
+                continue;
+            err_no = n == 0 ? 0 : errno;
+            break;
+        }
+        if (!want)
+            return;
+    } else if (cdl_reader_fill(&cn->in, cn->fd, &err_no) == CAUDAL_OK) {
+        return;
+    }
+    if (cn->bye && err_no == 0)
+        conn_end(cn, CAUDAL_OK, "closed after goodbye");
+    else if (err_no == 0)
+        conn_end(cn, CAUDAL_ERR_IO, "rank %d closed its connection without goodbye%s",
+                 cn->rank, cn->in_step ? " in the middle of a step" : "");
+    else
+        conn_end(cn, CAUDAL_ERR_IO, "rank %d: connection lost: %s", cn->rank,
+                 strerror(err_no));
+}
+
+/* Remove connections whose last event was given; held blocks keep them. */
+static void reap(caudal_receiver *r)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < r->nconns; i++) {
+        conn *cn = r->conns[i];
+        if (cn->reported) {
+            close(cn->fd);
+            cn->fd = -1;
+            conn_unref(cn);
+        } else {
+            r->conns[k++] = cn;
+        }
+    }
+    r->nconns = k;
+}
+
+int caudal_receiver_next(caudal_receiver *r, caudal_event *ev, int timeout_ms)
+{
+    if (!r)
+        return CAUDAL_ERR_CLOSED;
+    if (!ev)
+        return rfail(r, CAUDAL_ERR_INVALID, "caudal_receiver_next: event is NULL");
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
+                                       : cdl_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    struct pollfd *pf = NULL;
+    size_t pf_cap = 0;
+    int rc;
+    for (;;) {
+        process_released(r);
+        for (size_t k = 0; k < r->nconns; k++) {
+            size_t i = (r->rr + k) % r->nconns;
+            if (conn_event(r, r->conns[i], ev)) {
+                r->rr = i + 1;
+                rc = CAUDAL_OK;
+                goto out;
+            }
+        }
+        reap(r);
+        if (pf_cap < r->nconns + 2) {
+            free(pf);
+            pf_cap = r->nconns + 16;
+            if (!(pf = malloc(pf_cap * sizeof *pf))) {
+                rc = rfail(r, CAUDAL_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+        }
+        pf[0] = (struct pollfd){r->lfd, POLLIN, 0};
+        pf[1] = (struct pollfd){r->wake_fd, POLLIN, 0};
+        for (size_t i = 0; i < r->nconns; i++) {
+            conn *cn = r->conns[i];
+            short want = cn->dead ? 0 : (short)(POLLIN | (cn->out.count ? POLLOUT : 0));
+            pf[i + 2] = (struct pollfd){cn->dead ? -1 : cn->fd, want, 0};
+        }
+        int n = poll(pf, r->nconns + 2, cdl_poll_timeout(deadline));
+        if (n < 0 && errno != EINTR) {
+            rc = rfail(r, CAUDAL_ERR_SYSTEM, "poll failed: %s", strerror(errno));
+            goto out;
+        }
+        if (n == 0) {
+            rc = CAUDAL_ERR_TIMEOUT;
+            goto out;
+        }
+        size_t polled = r->nconns;
+        for (size_t i = 0; i < polled; i++) {
+            conn *cn = r->conns[i];
+            short re = pf[i + 2].revents;
+            if (re & POLLOUT) {
+                int err_no = 0;
+                if (cdl_outq_flush(&cn->out, cn->fd, &err_no) != CAUDAL_OK)
+                    conn_end(cn, CAUDAL_ERR_IO, "rank %d: connection lost: %s", cn->rank,
+                             strerror(err_no));
+            }
+            if (re & (POLLIN | POLLHUP | POLLERR))
+                conn_read(cn);
+        }
+        if (pf[0].revents & POLLIN)
+            accept_all(r);
+    }
+out:
+    free(pf);
+    return rc;
+}
+
+/* ---- steering ------------------------------------------------------------ */
+
+static int steer(caudal_receiver *r, int rank, const char *key, uint8_t type, double d,
+                 int64_t i, const char *s)
+{
+    if (!r)
+        return CAUDAL_ERR_CLOSED;
+    if (!key || !*key || strlen(key) > CAUDAL_MAX_NAME || rank < -1)
+        return rfail(r, CAUDAL_ERR_INVALID, "steering: key must be 1 to %d bytes and rank "
+                     ">= -1", CAUDAL_MAX_NAME);
+    if (type == CAUDAL_VALUE_STRING && (!s || strlen(s) > CDL_MAX_STRING_VALUE))
+        return rfail(r, CAUDAL_ERR_INVALID, "steering '%s': string NULL or longer than %u "
+                     "bytes", key, CDL_MAX_STRING_VALUE);
+    process_released(r);
+    int rc = cdl_store_set(&r->steer, rank, key, strlen(key), type, d, i, s,
+                           s ? strlen(s) : 0);
+    if (rc != CAUDAL_OK)
+        return rfail(r, rc, "out of memory");
+    const cdl_value *v = cdl_store_get(&r->steer, rank, key);
+    for (size_t k = 0; k < r->nconns; k++) {
+        conn *cn = r->conns[k];
+        if (cn->hello && !cn->dead && (rank == -1 || cn->rank == rank))
+            send_steer(cn, v);
+    }
+    return CAUDAL_OK;
+}
+
+int caudal_receiver_steer_double(caudal_receiver *r, int rank, const char *key, double value)
+{
+    return steer(r, rank, key, CAUDAL_VALUE_DOUBLE, value, 0, NULL);
+}
+
+int caudal_receiver_steer_int64(caudal_receiver *r, int rank, const char *key, int64_t value)
+{
+    return steer(r, rank, key, CAUDAL_VALUE_INT64, 0, value, NULL);
+}
+
+int caudal_receiver_steer_string(caudal_receiver *r, int rank, const char *key,
+                                 const char *value)
+{
+    return steer(r, rank, key, CAUDAL_VALUE_STRING, 0, 0, value);
+}
+
+/* ---- open and close -------------------------------------------------------- */
+
+int caudal_receiver_options_init(caudal_receiver_options *o)
+{
+    if (!o)
+        return CAUDAL_ERR_INVALID;
+    memset(o, 0, sizeof *o);
+    return CAUDAL_OK;
+}
+
+int caudal_receiver_open(caudal_receiver **out, const caudal_receiver_options *o,
+                         char *errbuf, size_t errlen)
+{
+    char scratch[8];
+    if (!errbuf || !errlen) {
+        errbuf = scratch;
+        errlen = sizeof scratch;
+    }
+    errbuf[0] = 0;
+    if (out)
+        *out = NULL;
+    if (!out || !o) {
+        snprintf(errbuf, errlen, "caudal_receiver_open: receiver and opts must not be NULL");
+        return CAUDAL_ERR_INVALID;
+    }
+    const char *token = o->token ? o->token : getenv("CAUDAL_TOKEN");
+    if (!token)
+        token = "";
+    if (strlen(token) > CDL_MAX_TOKEN) {
+        snprintf(errbuf, errlen, "job token longer than %u bytes", CDL_MAX_TOKEN);
+        return CAUDAL_ERR_INVALID;
+    }
+    cdl_endpoint ep;
+    int rc = cdl_endpoint_parse(o->endpoint, &ep, errbuf, errlen);
+    if (rc != CAUDAL_OK)
+        return rc;
+    caudal_receiver *r = calloc(1, sizeof *r);
+    if (!r) {
+        snprintf(errbuf, errlen, "out of memory");
+        return CAUDAL_ERR_NOMEM;
+    }
+    strcpy(r->token, token);
+    r->max_queued = o->max_queued_bytes ? o->max_queued_bytes : DEFAULT_MAX_QUEUED;
+    r->lfd = -1;
+    pthread_mutex_init(&r->mu, NULL);
+    r->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->wake_fd < 0) {
+        snprintf(errbuf, errlen, "eventfd: %s", strerror(errno));
+        receiver_free(r);
+        return CAUDAL_ERR_SYSTEM;
+    }
+    rc = cdl_listen(&ep, &r->lfd, r->endpoint, sizeof r->endpoint, errbuf, errlen);
+    if (rc != CAUDAL_OK) {
+        close(r->wake_fd);
+        receiver_free(r);
+        return rc;
+    }
+    if (!ep.is_tcp)
+        strcpy(r->unix_path, ep.path);
+    *out = r;
+    return CAUDAL_OK;
+}
+
+const char *caudal_receiver_endpoint(const caudal_receiver *r)
+{
+    return r ? r->endpoint : "";
+}
+
+int caudal_receiver_connections(const caudal_receiver *r)
+{
+    if (!r)
+        return CAUDAL_ERR_CLOSED;
+    int n = 0;
+    for (size_t i = 0; i < r->nconns; i++)
+        n += r->conns[i]->hello && !r->conns[i]->dead;
+    return n;
+}
+
+const char *caudal_receiver_last_error(const caudal_receiver *r)
+{
+    return r ? r->err : "receiver is NULL or closed";
+}
+
+int caudal_receiver_close(caudal_receiver **rp)
+{
+    if (!rp || !*rp)
+        return CAUDAL_ERR_CLOSED;
+    caudal_receiver *r = *rp;
+    *rp = NULL;
+    process_released(r);
+    pthread_mutex_lock(&r->mu);
+    r->closed = 1;
+    for (size_t i = 0; i < r->nconns; i++) {
+        conn *cn = r->conns[i];
+        close(cn->fd);
+        cn->fd = -1;
+        conn_unref(cn);
+    }
+    r->nconns = 0;
+    close(r->lfd);
+    close(r->wake_fd);
+    if (r->unix_path[0])
+        unlink(r->unix_path);
+    int last = r->holds == 0;
+    pthread_mutex_unlock(&r->mu);
+    if (last)
+        receiver_free(r);
+    return CAUDAL_OK;
+}
