@@ -860,7 +860,7 @@ int caudal_end_step(caudal_client *c) { TIMED(c, end_impl(c)); }
 
 static int get_double(caudal_client *c, const char *key, double *value)
 {
-    const cdl_value *v;
+    const cdl_value *v = NULL;
     if (!value)
         return fail(c, CAUDAL_ERR_INVALID, NULL, "steering: value pointer is NULL");
     int rc = steer_get(c, key, CAUDAL_VALUE_DOUBLE, &v);
@@ -871,7 +871,7 @@ static int get_double(caudal_client *c, const char *key, double *value)
 
 static int get_int64(caudal_client *c, const char *key, int64_t *value)
 {
-    const cdl_value *v;
+    const cdl_value *v = NULL;
     if (!value)
         return fail(c, CAUDAL_ERR_INVALID, NULL, "steering: value pointer is NULL");
     int rc = steer_get(c, key, CAUDAL_VALUE_INT64, &v);
@@ -882,7 +882,7 @@ static int get_int64(caudal_client *c, const char *key, int64_t *value)
 
 static int get_string(caudal_client *c, const char *key, char *buf, size_t buflen)
 {
-    const cdl_value *v;
+    const cdl_value *v = NULL;
     if (!buf || buflen == 0)
         return fail(c, CAUDAL_ERR_INVALID, NULL, "steering: buffer is NULL or empty");
     int rc = steer_get(c, key, CAUDAL_VALUE_STRING, &v);
