@@ -30,6 +30,11 @@ typedef struct caudal_receiver_options {
     const char *token;    /* NULL: $CAUDAL_TOKEN, else the empty token */
     size_t max_queued_bytes; /* per connection, frames waiting for a slow client;
                                 0: 16 MiB. Past it the client is disconnected. */
+    size_t max_held_bytes;   /* per connection, bytes of inline blocks (tcp, or
+                                too large for a slot) read but not released yet;
+                                0: 256 MiB. Past it the receiver stops reading
+                                that connection until blocks are released, so the
+                                rank's ring fills and its policy applies. */
 } caudal_receiver_options;
 
 int caudal_receiver_options_init(caudal_receiver_options *opts);

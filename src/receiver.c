@@ -23,6 +23,7 @@
 #include "steer.h"
 
 #define DEFAULT_MAX_QUEUED (16u << 20)
+#define DEFAULT_MAX_HELD (256u << 20)
 #define READ_BUF (256u << 10)
 
 typedef struct conn conn;
@@ -32,6 +33,7 @@ struct caudal_block {
     conn *cn;
     uint32_t slot; /* CDL_NO_SLOT: data is `heap` */
     void *heap;
+    uint64_t heap_bytes;
     caudal_block *next;
 };
 
@@ -59,6 +61,7 @@ struct conn {
     uint64_t slot_bytes;
     uint32_t *holds;
     uint8_t *ended;
+    uint64_t held_inline; /* bytes of inline blocks handed out, not released */
     /* the step being received */
     int in_step, any_step;
     uint64_t step;
@@ -76,6 +79,7 @@ struct caudal_receiver {
     char unix_path[CDL_MAX_PATH];
     char token[CDL_MAX_TOKEN + 1];
     size_t max_queued;
+    uint64_t max_held;
     conn **conns;
     size_t nconns, conns_cap, rr;
     uint64_t next_id;
@@ -202,6 +206,7 @@ static void block_finish(caudal_block *b, int may_send)
     conn *cn = b->cn;
     if (b->slot == CDL_NO_SLOT) {
         free(b->heap);
+        cn->held_inline -= b->heap_bytes;
     } else if (--cn->holds[b->slot] == 0 && cn->ended[b->slot]) {
         cn->ended[b->slot] = 0;
         if (may_send)
@@ -442,6 +447,8 @@ static int give_block(caudal_receiver *r, conn *cn, const cdl_msg *m,
     blk->cn = cn;
     blk->slot = m->u.block.slot;
     blk->heap = heap;
+    blk->heap_bytes = heap ? m->u.block.nbytes : 0;
+    cn->held_inline += blk->heap_bytes;
     blk->next = NULL;
     cn->refs++;
     if (blk->slot != CDL_NO_SLOT) {
@@ -519,6 +526,8 @@ static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
                                   p, p, ev);
             }
         }
+        if (cn->held_inline >= r->max_held && !cn->rejected)
+            return 0; /* back-pressure: read on once blocks come back */
         cdl_header h;
         const uint8_t *body = NULL;
         uint64_t need = 0;
@@ -771,8 +780,11 @@ int caudal_receiver_next(caudal_receiver *r, caudal_event *ev, int timeout_ms)
         pf[1] = (struct pollfd){r->wake_fd, POLLIN, 0};
         for (size_t i = 0; i < r->nconns; i++) {
             conn *cn = r->conns[i];
-            short want = cn->dead ? 0 : (short)(POLLIN | (cn->out.count ? POLLOUT : 0));
-            pf[i + 2] = (struct pollfd){cn->dead ? -1 : cn->fd, want, 0};
+            /* Over the held limit, leave the bytes in the socket: TCP flow
+             * control then holds the rank's slots, and its policy applies. */
+            short in = cn->held_inline < r->max_held ? POLLIN : 0;
+            short want = cn->dead ? 0 : (short)(in | (cn->out.count ? POLLOUT : 0));
+            pf[i + 2] = (struct pollfd){want ? cn->fd : -1, want, 0};
         }
         int n = poll(pf, r->nconns + 2, cdl_poll_timeout(deadline));
         if (n < 0 && errno != EINTR) {
@@ -890,6 +902,7 @@ int caudal_receiver_open(caudal_receiver **out, const caudal_receiver_options *o
     }
     strcpy(r->token, token);
     r->max_queued = o->max_queued_bytes ? o->max_queued_bytes : DEFAULT_MAX_QUEUED;
+    r->max_held = o->max_held_bytes ? o->max_held_bytes : DEFAULT_MAX_HELD;
     r->lfd = -1;
     pthread_mutex_init(&r->mu, NULL);
     r->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

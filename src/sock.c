@@ -171,6 +171,18 @@ int cdl_connect(const cdl_endpoint *ep, int timeout_ms, int *fd, char *err,
     return CAUDAL_OK;
 }
 
+/* A socket file at this path that refuses connections: its listener is gone. */
+static int stale_socket(const struct sockaddr_un *sa)
+{
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe < 0)
+        return 0;
+    int refused = connect(probe, (const struct sockaddr *)sa, sizeof *sa) < 0 &&
+                  errno == ECONNREFUSED;
+    close(probe);
+    return refused;
+}
+
 int cdl_listen(const cdl_endpoint *ep, int *fd_out, char *actual, size_t actual_len,
                char *err, size_t errlen)
 {
@@ -179,8 +191,13 @@ int cdl_listen(const cdl_endpoint *ep, int *fd_out, char *actual, size_t actual_
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         strcpy(sa.sun_path, ep->path);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-            listen(fd, 1024) < 0) {
+        int bound = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+        if (fd >= 0 && !bound && errno == EADDRINUSE && stale_socket(&sa)) {
+            /* Left behind by a receiver that died: nobody listens, reuse it. */
+            unlink(ep->path);
+            bound = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+        }
+        if (!bound || listen(fd, 1024) < 0) {
             snprintf(err, errlen, "cannot listen on unix:%s: %s", ep->path,
                      strerror(errno));
             if (fd >= 0)
