@@ -56,7 +56,6 @@ struct caudal_client {
     size_t ring_bytes, slot_bytes;
     int memfd;
     uint8_t *busy;
-    unsigned next_slot;
 
     int in_step, any_step, dropped, slot_in_shm, overflow;
     uint64_t step, step_gen;
@@ -559,14 +558,14 @@ static int ring_create(caudal_client *c)
     return CAUDAL_OK;
 }
 
+/* The lowest free slot: when the analytics keep up, the same one or two slots
+ * are reused and stay in cache, instead of cycling through the whole ring. */
 static int take_free_slot(caudal_client *c)
 {
-    for (unsigned k = 0; k < c->depth; k++) {
-        unsigned s = (c->next_slot + k) % c->depth;
+    for (unsigned s = 0; s < c->depth; s++) {
         if (!c->busy[s]) {
             c->busy[s] = 1;
             c->slot = s;
-            c->next_slot = (s + 1) % c->depth;
             return 1;
         }
     }
