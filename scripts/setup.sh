@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install what Caudal needs on a fresh Debian machine with Python 3.11, gcc and
+# cmake: an MPI (MPICH, from Debian), then a virtual environment in .venv with
+# the Python package built from this checkout. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v mpicc >/dev/null || ! command -v mpiexec >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "== installing MPICH from Debian"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            mpich libmpich-dev >/dev/null
+    else
+        echo "setup: mpicc/mpiexec not found; install MPICH (sudo apt-get install mpich libmpich-dev)" >&2
+        exit 1
+    fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "== creating .venv"
+    python3 -m venv .venv
+fi
+echo "== installing the caudal package into .venv"
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q ".[test]"
