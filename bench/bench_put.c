@@ -6,7 +6,9 @@
  * the same bytes between two warm buffers. Printed: microseconds per step and
  * the ratio to memcpy, for the time inside the calls without waiting for a
  * free slot (the simulation's own cost) and with it (bounded by how fast the
- * receiver hands slots back).
+ * receiver hands slots back). A second baseline, memcpy followed by one small
+ * message to a sleeping process over a unix socket pair, is the floor of any
+ * design that copies once and wakes its reader once per step.
  *
  * usage: bench_put [--quick]
  */
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,10 +70,11 @@ static int serve(const char *endpoint, int nclients, int ready_fd)
 }
 
 typedef struct result {
-    double memcpy_us, put_us, total_us, wait_share;
+    double memcpy_us, floor_us, put_us, total_us, wait_share;
 } result;
 
-static result measure(const char *endpoint, size_t bytes, int iters, unsigned depth)
+/* `wake` is a socket whose peer process reads and sleeps again. */
+static result measure(const char *endpoint, int wake, size_t bytes, int iters, unsigned depth)
 {
     uint8_t *src = aligned_alloc(64, bytes), *dst = aligned_alloc(64, bytes);
     if (!src || !dst)
@@ -102,19 +106,26 @@ static result measure(const char *endpoint, size_t bytes, int iters, unsigned de
             die("warm-up step", caudal_last_error(c));
     }
     /* Interleave the two so that both see the same machine state. */
-    uint64_t t_memcpy = 0, t_total = 0;
+    uint64_t t_memcpy = 0, t_floor = 0, t_total = 0;
     caudal_counters k0, k1;
     caudal_get_counters(c, &k0);
+    char note[64] = {0};
     for (int i = 0; i < iters; i++) {
         uint64_t t0 = now_ns();
         memcpy(dst, src, bytes);
         __asm__ volatile("" ::"r"(dst) : "memory");
+        uint64_t t01 = now_ns();
+        memcpy(dst, src, bytes);
+        __asm__ volatile("" ::"r"(dst) : "memory");
+        if (send(wake, note, sizeof note, 0) != (ssize_t)sizeof note)
+            die("wake", "send failed");
         uint64_t t1 = now_ns();
+        t_floor += t1 - t01;
         if (caudal_begin_step(c, step++) || caudal_put(c, "block", CAUDAL_UINT8, src) ||
             caudal_end_step(c))
             die("step", caudal_last_error(c));
         uint64_t t2 = now_ns();
-        t_memcpy += t1 - t0;
+        t_memcpy += t01 - t0;
         t_total += t2 - t1;
     }
     caudal_get_counters(c, &k1);
@@ -126,6 +137,7 @@ static result measure(const char *endpoint, size_t bytes, int iters, unsigned de
     uint64_t waiting = k1.ns_waiting - k0.ns_waiting;
     result r = {
         .memcpy_us = t_memcpy / 1e3 / iters,
+        .floor_us = t_floor / 1e3 / iters,
         .put_us = (inside - waiting) / 1e3 / iters,
         .total_us = t_total / 1e3 / iters,
         .wait_share = inside ? (double)waiting / (double)inside : 0,
@@ -154,13 +166,25 @@ int main(int argc, char **argv)
     char ch;
     if (read(pipefd[0], &ch, 1) != 1)
         die("receiver", "did not start");
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+        die("socketpair", "failed");
+    pid_t sleeper = fork();
+    if (sleeper == 0) {
+        close(sv[0]);
+        char buf[4096];
+        while (read(sv[1], buf, sizeof buf) > 0) {
+        }
+        _exit(0);
+    }
+    close(sv[1]);
 
     printf("publish cost (begin_step + put + end_step, shm) against memcpy of the same "
            "bytes, same run\n\n");
-    printf("| block | memcpy us | publish us | publish/memcpy | with slot waits us | "
-           "ratio | waiting |\n");
-    printf("|------:|----------:|-----------:|---------------:|-------------------:|"
-           "------:|--------:|\n");
+    printf("| block | memcpy us | memcpy+wake us | publish us | publish/memcpy | "
+           "publish/(memcpy+wake) | with slot waits us | ratio | waiting |\n");
+    printf("|------:|----------:|---------------:|-----------:|---------------:|"
+           "----------------------:|-------------------:|------:|--------:|\n");
     for (int s = 0; s < nsizes; s++) {
         size_t bytes = sizes[s];
         uint64_t budget = quick ? (256ull << 20) : (2ull << 30);
@@ -170,17 +194,20 @@ int main(int argc, char **argv)
         if (iters < 8)
             iters = 8;
         unsigned depth = bytes >= (64u << 20) ? 2 : 4;
-        result r = measure(endpoint, bytes, iters, depth);
+        result r = measure(endpoint, sv[0], bytes, iters, depth);
         char label[32];
         if (bytes >= (1u << 20))
             snprintf(label, sizeof label, "%zu MiB", bytes >> 20);
         else
             snprintf(label, sizeof label, "%zu KiB", bytes >> 10);
-        printf("| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f%% |\n", label, r.memcpy_us,
-               r.put_us, r.put_us / r.memcpy_us, r.total_us, r.total_us / r.memcpy_us,
+        printf("| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f%% |\n", label,
+               r.memcpy_us, r.floor_us, r.put_us, r.put_us / r.memcpy_us,
+               r.put_us / r.floor_us, r.total_us, r.total_us / r.memcpy_us,
                100 * r.wait_share);
         fflush(stdout);
     }
+    close(sv[0]);
+    waitpid(sleeper, NULL, 0);
     int st;
     waitpid(pid, &st, 0);
     return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1;
