@@ -315,8 +315,11 @@ static int declare(conn *cn, const cdl_msg *m, caudal_event *ev)
                         cn->rank, (int)d->name_len, (const char *)d->name);
             return 0;
         }
+    /* As the client checks at declare: check_block's element count and the
+     * block's byte size must not wrap. */
+    uint64_t bytes = caudal_dtype_size(d->dtype);
     if (!d->variable)
-        for (unsigned k = 0; k < d->ndim; k++)
+        for (unsigned k = 0; k < d->ndim; k++) {
             if (d->start[k] > d->shape[k] || d->count[k] > d->shape[k] - d->start[k]) {
                 conn_reject(cn, CAUDAL_ERR_SHAPE,
                             "rank %d, array '%.*s': block outside the global shape in "
@@ -324,6 +327,14 @@ static int declare(conn *cn, const cdl_msg *m, caudal_event *ev)
                             (const char *)d->name, k);
                 return 0;
             }
+            if (d->count[k] && bytes > UINT64_MAX / d->count[k]) {
+                conn_reject(cn, CAUDAL_ERR_SHAPE,
+                            "rank %d, array '%.*s': block size overflows 64 bits", cn->rank,
+                            (int)d->name_len, (const char *)d->name);
+                return 0;
+            }
+            bytes *= d->count[k];
+        }
     if (cn->narrays == cn->arrays_cap) {
         size_t ncap = cn->arrays_cap ? 2 * cn->arrays_cap : 8;
         caudal_array_info **na = realloc(cn->arrays, ncap * sizeof *na);
