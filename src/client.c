@@ -23,6 +23,9 @@
 #define ALIGN 64u
 #define FRAME_MAX 128u /* every small frame the client writes in a step */
 #define WARM_SLOT_BYTES (64u << 10)
+/* Beyond the ring's own bytes (tcp sends slots from the queue), this much
+ * may wait for the socket before steering reports wait too. */
+#define MAX_QUEUED_REPORTS (1u << 20)
 
 typedef struct cdl_array {
     char *name;
@@ -236,6 +239,13 @@ static int wait_until(caudal_client *c, int (*done)(caudal_client *), uint64_t d
     return rc;
 }
 
+static int queue_empty(caudal_client *c) { return c->out.count == 0; }
+
+static int queue_short(caudal_client *c)
+{
+    return c->out.bytes <= c->ring_bytes + MAX_QUEUED_REPORTS;
+}
+
 static uint64_t deadline_after(int ms)
 {
     return ms > 0 ? cdl_now_ns() + (uint64_t)ms * 1000000u : UINT64_MAX;
@@ -287,7 +297,8 @@ static int resolve_options(caudal_client *c, const caudal_options *o, const char
     if (!c->depth && env && *env) {
         char *end;
         unsigned long v = strtoul(env, &end, 10);
-        if (*end || v == 0 || v > 4096)
+        /* Digits only: strtoul alone would take " 3", "+3" and wrap "-1". */
+        if (*end || env[0] < '0' || env[0] > '9' || v == 0 || v > 4096)
             return fail(c, CAUDAL_ERR_INVALID, NULL,
                         "CAUDAL_RING_DEPTH='%s' is not a number from 1 to 4096", env);
         c->depth = (unsigned)v;
@@ -480,20 +491,13 @@ static int declare_impl(caudal_client *c, const char *name, caudal_dtype dtype, 
         return fail(c, CAUDAL_ERR_INVALID, name, "order %d is neither C nor Fortran",
                     (int)order);
     cdl_array a = {.name = (char *)name, .dtype = dtype, .order = order, .ndim = ndim};
-    uint64_t bytes = isz;
-    for (int d = 0; d < ndim; d++) {
-        if (start[d] > shape[d] || count[d] > shape[d] - start[d])
-            return fail(c, CAUDAL_ERR_SHAPE, name,
-                        "block start %" PRIu64 " + count %" PRIu64
-                        " is outside the global shape %" PRIu64 " in dimension %d",
-                        start[d], count[d], shape[d], d);
-        if (count[d] && bytes > UINT64_MAX / count[d])
-            return fail(c, CAUDAL_ERR_SHAPE, name, "block size overflows 64 bits");
-        bytes *= count[d];
-        a.shape[d] = shape[d];
-        a.start[d] = start[d];
-        a.count[d] = count[d];
-    }
+    char why[200];
+    uint64_t bytes;
+    if (cdl_check_block((unsigned)ndim, shape, start, count, isz, &bytes, why, sizeof why))
+        return fail(c, CAUDAL_ERR_SHAPE, name, "%s", why);
+    memcpy(a.shape, shape, (size_t)ndim * sizeof *shape);
+    memcpy(a.start, start, (size_t)ndim * sizeof *start);
+    memcpy(a.count, count, (size_t)ndim * sizeof *count);
     a.nbytes = bytes;
     return add_array(c, &a);
 }
@@ -509,8 +513,9 @@ static int declare_var_impl(caudal_client *c, const char *name, caudal_dtype dty
     size_t isz = caudal_dtype_size(dtype);
     if (isz == 0)
         return fail(c, CAUDAL_ERR_INVALID, name, "dtype %d is not a caudal_dtype", (int)dtype);
-    if (capacity > (UINT64_MAX >> 8) / isz)
-        return fail(c, CAUDAL_ERR_SHAPE, name, "capacity %" PRIu64 " is too large", capacity);
+    if (capacity >= CDL_MAX_EXTENT / isz)
+        return fail(c, CAUDAL_ERR_SHAPE, name, "capacity %" PRIu64 " is beyond 2^62 bytes",
+                    capacity);
     cdl_array a = {.name = (char *)name, .dtype = dtype, .variable = 1, .ndim = 1,
                    .count = {capacity}, .nbytes = capacity * isz};
     return add_array(c, &a);
@@ -616,6 +621,10 @@ static int begin_impl(caudal_client *c, uint64_t step)
      * reused: a syscall is cheap next to copying into a cold one. */
     if (c->slot_bytes >= WARM_SLOT_BYTES && c->busy[0] && (rc = pump(c)) < 0)
         return rc;
+    /* Over tcp a write to a dead receiver still succeeds locally: read first,
+     * so that its end is known before another step is handed to the kernel. */
+    if (c->tcp && (rc = pump(c)) < 0)
+        return rc;
     if (!take_free_slot(c)) {
         if ((rc = pump(c)) < 0)
             return rc;
@@ -682,8 +691,9 @@ static int put_impl(caudal_client *c, const char *name, caudal_dtype dtype, cons
     size_t isz = caudal_dtype_size(dtype);
     uint64_t nbytes = a->nbytes;
     if (variable) {
-        if (count > (UINT64_MAX >> 8) / isz)
-            return fail(c, CAUDAL_ERR_SHAPE, name, "count %" PRIu64 " is too large", count);
+        if (count >= CDL_MAX_EXTENT / isz)
+            return fail(c, CAUDAL_ERR_SHAPE, name, "count %" PRIu64 " is beyond 2^62 bytes",
+                        count);
         nbytes = count * isz;
     } else {
         count = nbytes / isz;
@@ -745,7 +755,7 @@ static int put_impl(caudal_client *c, const char *name, caudal_dtype dtype, cons
     return CAUDAL_OK;
 }
 
-static int queue_empty(caudal_client *c) { return c->out.count == 0; }
+
 
 static int end_impl(caudal_client *c)
 {
@@ -812,6 +822,20 @@ static int steer_set(caudal_client *c, const char *key, uint8_t type, const void
     if (sl > CDL_MAX_STRING_VALUE)
         return fail(c, CAUDAL_ERR_INVALID, NULL, "steering string '%s' longer than %u bytes",
                     key, CDL_MAX_STRING_VALUE);
+    if (!queue_short(c) && (rc = flush(c)) < 0)
+        return rc;
+    if (!queue_short(c)) {
+        /* The receiver is not reading: wait as the policy says, never queue
+         * without bound. */
+        rc = c->policy == CAUDAL_POLICY_DROP
+                 ? CAUDAL_ERR_TIMEOUT
+                 : wait_until(c, queue_short, deadline_after(c->block_timeout_ms));
+        if (rc == CAUDAL_ERR_TIMEOUT)
+            return fail(c, rc, NULL, "steering value '%s' not sent: the receiver is not "
+                        "reading (%zu bytes queued)", key, c->out.bytes);
+        if (rc < 0)
+            return rc;
+    }
     size_t cap = cdl_steer_frame_len(strlen(key), type, sl);
     uint8_t *frame = malloc(cap);
     if (!frame)

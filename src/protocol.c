@@ -1,6 +1,8 @@
 /* protocol.c - encode and parse frames; every read is bounds-checked. */
 #include "protocol.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 /* ---- little-endian writer ---------------------------------------------- */
@@ -280,6 +282,38 @@ int cdl_parse_body(uint8_t type, const uint8_t *body, uint64_t len, cdl_msg *m)
     /* Every frame is exactly as long as its fields: trailing bytes are an error. */
     if (r.short_read || r.pos != len)
         return CAUDAL_ERR_PROTOCOL;
+    return CAUDAL_OK;
+}
+
+/* ---- declarations ---------------------------------------------------------- */
+
+int cdl_check_block(unsigned ndim, const uint64_t *shape, const uint64_t *start,
+                    const uint64_t *count, size_t itemsize, uint64_t *nbytes, char *why,
+                    size_t whylen)
+{
+    uint64_t bytes = itemsize, nonempty = itemsize;
+    for (unsigned d = 0; d < ndim; d++) {
+        if (shape[d] >= CDL_MAX_EXTENT) {
+            snprintf(why, whylen, "global shape %" PRIu64 " in dimension %u is beyond 2^62",
+                     shape[d], d);
+            return CAUDAL_ERR_SHAPE;
+        }
+        if (start[d] > shape[d] || count[d] > shape[d] - start[d]) {
+            snprintf(why, whylen,
+                     "block start %" PRIu64 " + count %" PRIu64
+                     " is outside the global shape %" PRIu64 " in dimension %u",
+                     start[d], count[d], shape[d], d);
+            return CAUDAL_ERR_SHAPE;
+        }
+        if (count[d] && nonempty > (CDL_MAX_EXTENT - 1) / count[d]) {
+            snprintf(why, whylen, "block of 2^62 bytes or more");
+            return CAUDAL_ERR_SHAPE;
+        }
+        if (count[d])
+            nonempty *= count[d];
+        bytes *= count[d];
+    }
+    *nbytes = bytes;
     return CAUDAL_OK;
 }
 

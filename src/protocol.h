@@ -21,6 +21,9 @@
 #define CDL_MAX_STRING_VALUE 65536u
 #define CDL_NO_SLOT 0xFFFFFFFFu
 #define CDL_NCOUNTERS 7u
+/* Extents and block sizes stay below this, so that strides and sizes fit a
+ * signed 64-bit integer wherever a block is described (NumPy included). */
+#define CDL_MAX_EXTENT (1ull << 62)
 
 enum cdl_type {
     CDL_HELLO = 1,
@@ -102,6 +105,14 @@ size_t cdl_encode_release(uint8_t *out, size_t cap, uint32_t slot);
 size_t cdl_encode_bye(uint8_t *out, size_t cap, const uint64_t *counters);
 size_t cdl_encode_bye_ack(uint8_t *out, size_t cap);
 size_t cdl_encode_error(uint8_t *out, size_t cap, int32_t status, const char *text);
+
+/* The rules of a fixed array's declaration, shared by both ends: in every
+ * dimension shape < CDL_MAX_EXTENT and start + count <= shape, and the block's
+ * bytes (over its non-empty dimensions) below CDL_MAX_EXTENT. CAUDAL_OK with
+ * *nbytes, or CAUDAL_ERR_SHAPE with the reason written to why. */
+int cdl_check_block(unsigned ndim, const uint64_t *shape, const uint64_t *start,
+                    const uint64_t *count, size_t itemsize, uint64_t *nbytes, char *why,
+                    size_t whylen);
 
 /* Upper bound of an encoded frame with these variable parts (for buffers). */
 size_t cdl_declare_frame_len(size_t name_len, unsigned ndim);

@@ -74,6 +74,7 @@ int cdl_reader_fill(cdl_reader *r, int sock, int *err_no)
         return CAUDAL_ERR_IO;
     }
     r->end += (size_t)n;
+    r->total += (uint64_t)n;
     return CAUDAL_OK;
 }
 

@@ -18,6 +18,7 @@
 typedef struct cdl_reader {
     uint8_t *buf;
     size_t start, end, cap;
+    uint64_t total; /* bytes read so far */
     int fds[CDL_READER_MAX_FDS];
     int nfds;
 } cdl_reader;

@@ -315,26 +315,14 @@ static int declare(conn *cn, const cdl_msg *m, caudal_event *ev)
                         cn->rank, (int)d->name_len, (const char *)d->name);
             return 0;
         }
-    /* As the client checks at declare: check_block's element count and the
-     * block's byte size must not wrap. */
-    uint64_t bytes = caudal_dtype_size(d->dtype);
-    if (!d->variable)
-        for (unsigned k = 0; k < d->ndim; k++) {
-            if (d->start[k] > d->shape[k] || d->count[k] > d->shape[k] - d->start[k]) {
-                conn_reject(cn, CAUDAL_ERR_SHAPE,
-                            "rank %d, array '%.*s': block outside the global shape in "
-                            "dimension %u", cn->rank, (int)d->name_len,
-                            (const char *)d->name, k);
-                return 0;
-            }
-            if (d->count[k] && bytes > UINT64_MAX / d->count[k]) {
-                conn_reject(cn, CAUDAL_ERR_SHAPE,
-                            "rank %d, array '%.*s': block size overflows 64 bits", cn->rank,
-                            (int)d->name_len, (const char *)d->name);
-                return 0;
-            }
-            bytes *= d->count[k];
-        }
+    char why[200];
+    uint64_t bytes;
+    if (!d->variable && cdl_check_block(d->ndim, d->shape, d->start, d->count,
+                                        caudal_dtype_size(d->dtype), &bytes, why, sizeof why)) {
+        conn_reject(cn, CAUDAL_ERR_SHAPE, "rank %d, array '%.*s': %s", cn->rank,
+                    (int)d->name_len, (const char *)d->name, why);
+        return 0;
+    }
     if (cn->narrays == cn->arrays_cap) {
         size_t ncap = cn->arrays_cap ? 2 * cn->arrays_cap : 8;
         caudal_array_info **na = realloc(cn->arrays, ncap * sizeof *na);
@@ -421,7 +409,7 @@ static caudal_array_info *check_block(conn *cn, const cdl_msg *m)
         expect *= a->count[d];
     if (a->variable)
         expect = b->count;
-    if (b->count != expect || b->count > UINT64_MAX / isz || b->nbytes != b->count * isz) {
+    if (b->count != expect || b->count >= CDL_MAX_EXTENT / isz || b->nbytes != b->count * isz) {
         conn_reject(cn, CAUDAL_ERR_SHAPE, "rank %d, step %" PRIu64 ", array '%s': block of %"
                     PRIu64 " bytes and %" PRIu64 " elements does not match the declaration",
                     cn->rank, b->step, a->name, b->nbytes, b->count);
@@ -552,7 +540,9 @@ static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
             if (!cn->dead)
                 return 0;
             cn->reported = 1;
-            if (cn->bye)
+            /* A clean goodbye, or a probe that connected and never spoke (a
+             * new receiver checking whether this one is alive): no event. */
+            if (cn->bye || (!cn->hello && !cn->rejected && cn->in.total == 0))
                 return 0;
             ev->type = CAUDAL_EVENT_DISCONNECT;
             ev->status = cn->status;

@@ -274,7 +274,8 @@ static void check_open(const char *good)
         CHECK_RC(caudal_close(&c), CAUDAL_OK);
     }
     unsetenv("CAUDAL_POLICY");
-    const char *bad_depth[] = {"0", "abc", "4097", "12x", "-1", "0x10", "99999999999999999999"};
+    const char *bad_depth[] = {"0", "abc", "4097", "12x", "-1", "0x10", "99999999999999999999",
+                               " 3", "+3", "-18446744073709551615"};
     for (size_t i = 0; i < sizeof bad_depth / sizeof bad_depth[0]; i++) {
         setenv("CAUDAL_RING_DEPTH", bad_depth[i], 1);
         o = opts_for(good);
@@ -347,7 +348,16 @@ static void check_declare(caudal_client *c)
     uint64_t hs[2] = {UINT64_MAX, UINT64_MAX}, hz[2] = {0, 0};
     CHECK_RC(caudal_declare(c, "t", CAUDAL_FLOAT64, 2, hs, hz, hs, CAUDAL_ORDER_C),
              CAUDAL_ERR_SHAPE);
-    CHECK_MSG(c, "overflows");
+    CHECK_MSG(c, "beyond 2^62");
+    /* Extents that each fit but whose block size would wrap 64 bits. */
+    uint64_t big[2] = {1ull << 40, 1ull << 40};
+    CHECK_RC(caudal_declare(c, "t", CAUDAL_FLOAT64, 2, big, hz, big, CAUDAL_ORDER_C),
+             CAUDAL_ERR_SHAPE);
+    CHECK_MSG(c, "2^62 bytes or more");
+    /* An empty dimension makes the block empty, whatever the others are. */
+    uint64_t empty_count[2] = {1ull << 40, 0};
+    CHECK_RC(caudal_declare(c, "e", CAUDAL_FLOAT64, 2, big, hz, empty_count, CAUDAL_ORDER_C),
+             CAUDAL_OK);
     uint64_t wrap_s[1] = {UINT64_MAX - 1}, wrap_c[1] = {4}, wrap_g[1] = {UINT64_MAX};
     CHECK_RC(caudal_declare(c, "t", CAUDAL_FLOAT64, 1, wrap_g, wrap_s, wrap_c, CAUDAL_ORDER_C),
              CAUDAL_ERR_SHAPE);
@@ -945,7 +955,7 @@ static const bad_case bad_cases[] = {
     {"declared twice", CAUDAL_ERR_DUPLICATE, "'x' twice", 1, 0, 0},
     {"hang up in a step", CAUDAL_ERR_IO, "in the middle of a step", 0, 1, 0},
     {"hang up in a frame", CAUDAL_ERR_IO, "without goodbye", 0, 1, 0},
-    {"block size overflow", CAUDAL_ERR_SHAPE, "array 'x': block size overflows", 1, 0, 0},
+    {"block size overflow", CAUDAL_ERR_SHAPE, "array 'x': block of 2^62 bytes or more", 1, 0, 0},
     {"ring without descriptor", CAUDAL_ERR_PROTOCOL, "without a shared-memory descriptor", 1, 0,
      0},
     {"unsealed ring", CAUDAL_ERR_PROTOCOL, "not a sealed memfd of 128 bytes", 1, 0, 1},

@@ -247,10 +247,65 @@ static void trial(int tcp)
     CHECK(r == NULL);
 }
 
+/* Reports queue up while the receiver does not read; the queue is bounded:
+ * past it, drop gives up at once and block after its timeout, with a message. */
+static int fd_flooded[2];
+
+static int flood_client(void *arg)
+{
+    caudal_options o;
+    caudal_options_init(&o);
+    o.policy = (caudal_policy)(intptr_t)arg;
+    o.block_timeout_ms = 100;
+    caudal_client *c = open_client(endpoint, "tok-steer", 0, 1, &o);
+    static char big[60000];
+    memset(big, 'x', sizeof big - 1);
+    int rc = CAUDAL_OK, sent = 0;
+    for (int k = 0; k < 1000 && rc == CAUDAL_OK; k++)
+        if ((rc = caudal_steer_set_string(c, "log", big)) == CAUDAL_OK)
+            sent++;
+    CHECK_RC(rc, CAUDAL_ERR_TIMEOUT);
+    CHECK_MSG(c, "not reading");
+    CHECK((size_t)sent * sizeof big >= (1u << 20)); /* the bound, not less */
+    CHECK(write(fd_flooded[1], "f", 1) == 1);
+    CHECK_RC(caudal_close(&c), CAUDAL_OK); /* all queued reports go out */
+    return 0;
+}
+
+static void flood(int tcp, caudal_policy policy)
+{
+    char ep[128];
+    if (!tcp)
+        unix_endpoint(ep, sizeof ep, "flood");
+    caudal_receiver *r = open_receiver(tcp ? "tcp:127.0.0.1:0" : ep, "tok-steer");
+    endpoint = caudal_receiver_endpoint(r);
+    CHECK(pipe(fd_flooded) == 0);
+    pid_t pid = spawn(flood_client, (void *)(intptr_t)policy);
+    caudal_event ev;
+    do
+        CHECK_RC(caudal_receiver_next(r, &ev, 20000), CAUDAL_OK);
+    while (ev.type != CAUDAL_EVENT_CONNECT);
+    char ch;
+    CHECK(read(fd_flooded[0], &ch, 1) == 1); /* not reading until the client gave up */
+    int reports = 0;
+    do {
+        CHECK_RC(caudal_receiver_next(r, &ev, 20000), CAUDAL_OK);
+        CHECK(ev.type != CAUDAL_EVENT_DISCONNECT);
+        reports += ev.type == CAUDAL_EVENT_STEER;
+    } while (ev.type != CAUDAL_EVENT_BYE);
+    CHECK(reports >= 17);
+    CHECK(wait_exit(pid) == 0);
+    close(fd_flooded[0]);
+    close(fd_flooded[1]);
+    CHECK_RC(caudal_receiver_close(&r), CAUDAL_OK);
+}
+
 int main(void)
 {
     trial(0);
     trial(1);
-    printf("steering: both ways over unix and tcp\n");
+    flood(0, CAUDAL_POLICY_DROP);
+    flood(1, CAUDAL_POLICY_BLOCK);
+    printf("steering: both ways over unix and tcp; reports bounded under both policies\n");
     return 0;
 }
