@@ -24,3 +24,9 @@ fi
 echo "== installing the caudal package into .venv"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q ".[test]"
+# mpi4py built against this machine's MPI: PyPI's binary wheel looks for a
+# libmpi.so.12 that Debian's MPICH names libmpich.so.12. pip caches the build.
+if ! .venv/bin/python -c "from mpi4py import MPI" 2>/dev/null; then
+    echo "== building mpi4py against $(command -v mpicc)"
+    MPICC=mpicc .venv/bin/python -m pip install -q --no-binary=mpi4py "mpi4py>=4"
+fi

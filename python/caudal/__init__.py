@@ -17,6 +17,7 @@ libcaudal (``include/caudal.h`` and ``include/caudal_receiver.h``):
 """
 
 from . import _caudal
+from .analytics import Context, StepArray, analysis  # noqa: F401
 from ._caudal import (  # noqa: F401
     DTYPES,
     ERR_AUTH,
@@ -107,6 +108,9 @@ def get_lib():
 
 
 __all__ = [
+    "analysis",
+    "Context",
+    "StepArray",
     "ArrayInfo",
     "Block",
     "CaudalError",

@@ -1,7 +1,8 @@
 """The ``caudal`` command.
 
-``caudal config --cflags --libs`` prints what a C program needs to build
-against the libcaudal inside this package::
+``caudal run -n 4 --analytics a.py -- ./sim`` runs a simulation with online
+analytics (see caudal/run.py). ``caudal config --cflags --libs`` prints what a
+C program needs to build against the libcaudal inside this package::
 
     cc sim.c $(caudal config --cflags --libs)
 """
@@ -58,6 +59,9 @@ def _parser():
                    help="print the package directory (holds include/ and lib/)")
     c.set_defaults(func=_config)
     sub.add_parser("version", help="print the version").set_defaults(func=_version)
+    from . import run
+
+    run.add_parser(sub)
     return p
 
 

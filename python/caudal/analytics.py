@@ -1,0 +1,85 @@
+"""The analytics API: functions registered on arrays, called on windows of steps.
+
+An analytics script is a module whose decorated functions are its analyses:
+
+    import caudal
+
+    @caudal.analysis("temperature", window=2)
+    def rate(temperature, ctx):
+        old, new = temperature                    # oldest first
+        d = (new.data - old.data) / (new.step - old.step)
+        ctx.record("max_rate", float(abs(d).max().compute()))
+
+Each argument is the list of the last `window` steps of one array, oldest
+first; each item is a StepArray: its step number and the global array, a Dask
+array whose chunks are the ranks' blocks (computed on Ray). With several
+arrays, trigger="and" calls the function at a step where all of them have a
+new complete step, trigger="or" where any has (the others then give what
+their windows hold).
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Tuple
+
+
+@dataclass(frozen=True)
+class StepArray:
+    step: int
+    data: Any  # dask.array.Array
+
+
+@dataclass(frozen=True)
+class Analysis:
+    func: Callable
+    arrays: Tuple[str, ...]
+    window: int = 1
+    trigger: str = "and"
+    name: str = ""
+
+    def __call__(self, *args, **kwargs):
+        return self.func(*args, **kwargs)
+
+
+def analysis(*arrays, window=1, trigger="and", name=None):
+    """Register the decorated function on `arrays` (names as the simulation
+    declared them)."""
+    if not arrays or not all(isinstance(a, str) and a for a in arrays):
+        raise ValueError("caudal.analysis needs one or more array names")
+    if not isinstance(window, int) or window < 1:
+        raise ValueError("window must be a positive integer, not %r" % (window,))
+    if trigger not in ("and", "or"):
+        raise ValueError("trigger must be 'and' or 'or', not %r" % (trigger,))
+
+    def wrap(func):
+        return Analysis(func, tuple(arrays), window, trigger, name or func.__name__)
+
+    return wrap
+
+
+def analyses_in(namespace):
+    """The analyses a loaded analytics script defines, in definition order."""
+    return [v for v in namespace.values() if isinstance(v, Analysis)]
+
+
+@dataclass
+class Context:
+    """What an analysis can do besides computing: steer the simulation,
+    record results, read values the simulation reported."""
+
+    step: int
+    analysis: str
+    _steer: Callable = field(repr=False, default=None)
+    _record: Callable = field(repr=False, default=None)
+    _reported: Callable = field(repr=False, default=None)
+
+    def steer(self, key, value, rank=-1):
+        """Set steering value `key` (float, int or str) for one rank or all."""
+        self._steer(key, value, rank)
+
+    def record(self, name, value):
+        """Record a named result of this step (a scalar or a small array)."""
+        self._record(self.analysis, self.step, name, value)
+
+    def reported(self, key, rank=0):
+        """The latest value the simulation reported under `key`, or None."""
+        return self._reported(key, rank)

@@ -1,0 +1,153 @@
+"""The head actor: catalog of arrays, step completeness, run counters.
+
+A step is complete once every rank has finished it (published it, skipped it
+or dropped it) or has left: each rank's steps strictly increase, so the
+highest step a rank finished says it is done with every earlier one. The head
+never waits on a later step to decide an earlier one. Complete steps are
+handed to the driver in order, once; the head then forgets their references,
+and the driver's windows hold what it still needs. At most `max_pending`
+complete steps wait for the driver: past that, reports from the ingest actors
+wait, so the pressure reaches the ranks' rings.
+"""
+
+import asyncio
+import collections
+import time
+
+import ray
+
+from .catalog import CatalogError, Declaration, build_layout
+
+
+@ray.remote(num_cpus=0)
+class HeadActor:
+    def __init__(self, nranks, max_pending=8):
+        self.nranks = nranks
+        self.max_pending = max_pending
+        self.decls = collections.defaultdict(dict)  # array -> rank -> Declaration
+        self.layouts = {}
+        self.high = {}  # rank -> highest step finished; absent until it connects
+        self.done = {}  # rank -> (clean, counters or message)
+        self.steps = collections.defaultdict(lambda: collections.defaultdict(dict))
+        self.next_floor = -1  # every step at or below it was handed out
+        self.ready = collections.deque()
+        self.values = {}  # (rank, key) -> value the simulation reported
+        self.errors = []
+        self.drops = collections.Counter()  # rank -> steps dropped
+        self.incomplete = collections.Counter()  # array -> steps missing blocks
+        self.complete_at = {}
+        self.changed = asyncio.Condition()
+
+    # ---- from the ingest actors ----------------------------------------
+
+    async def connected(self, rank, size, node):
+        if size != self.nranks:
+            self.errors.append("rank %d says the run has %d ranks, caudal run started %d"
+                               % (rank, size, self.nranks))
+        self.high.setdefault(rank, -1)
+        await self._notify()
+
+    async def declare(self, rank, info):
+        name = info["name"]
+        self.decls[name][rank] = Declaration(
+            rank=rank, dtype=info["dtype"], order=info["order"], variable=info["variable"],
+            shape=tuple(info["shape"]), start=tuple(info["start"]), count=tuple(info["count"]))
+        if len(self.decls[name]) == self.nranks:
+            try:
+                self.layouts[name] = build_layout(name, self.decls[name], self.nranks)
+            except CatalogError as e:
+                self.errors.append(str(e))
+        await self._notify()
+
+    async def report(self, node, blocks, high):
+        async with self.changed:
+            await self.changed.wait_for(lambda: len(self.ready) < self.max_pending)
+        for step, name, rank, ref, count in blocks:
+            self.steps[step][name][rank] = (ref, count)
+        for rank, step in high.items():
+            self.high[rank] = max(self.high.get(rank, -1), step)
+        self._advance()
+        await self._notify()
+
+    async def dropped(self, rank, first, last, count):
+        self.drops[rank] += count
+
+    async def reported(self, rank, key, value):
+        self.values[(rank, key)] = value
+
+    async def rank_done(self, rank, clean, info):
+        self.done[rank] = (clean, info)
+        if not clean:
+            self.errors.append("rank %d left without goodbye: %s" % (rank, info))
+        self.high.setdefault(rank, -1)
+        self._advance()
+        await self._notify()
+
+    async def ingest_failed(self, node, message):
+        self.errors.append(message)
+        await self._notify()
+
+    # ---- for the driver -----------------------------------------------
+
+    async def take(self, timeout):
+        """Complete steps in order, as (step, {array: (layout, chunks, counts)}),
+        and whether the run is over (every rank left and nothing is pending)."""
+        async with self.changed:
+            if not self.ready and not self._over():
+                try:
+                    await asyncio.wait_for(self.changed.wait(), timeout)
+                except asyncio.TimeoutError:
+                    pass
+            out = list(self.ready)
+            self.ready.clear()
+            self.changed.notify_all()
+        return out, self._over(), list(self.errors)
+
+    async def value(self, rank, key):
+        return self.values.get((rank, key))
+
+    async def summary(self):
+        counters = {r: info for r, (clean, info) in self.done.items() if clean}
+        return {
+            "ranks": self.nranks,
+            "ranks_clean": sum(1 for c, _ in self.done.values() if c),
+            "steps_dropped_by_ranks": sum(self.drops.values()),
+            "steps_incomplete": dict(self.incomplete),
+            "rank_counters": counters,
+            "errors": list(self.errors),
+        }
+
+    # ---- internals -----------------------------------------------------
+
+    def _over(self):
+        return len(self.done) == self.nranks and not self.steps and not self.ready
+
+    def _floor(self):
+        if len(self.high) < self.nranks:
+            return -1  # a rank not yet connected may still publish any step
+        live = [h for r, h in self.high.items() if r not in self.done]
+        return min(live) if live else float("inf")
+
+    def _advance(self):
+        floor = self._floor()
+        for step in sorted(s for s in self.steps if s <= floor):
+            arrays = self.steps.pop(step)
+            out = {}
+            for name, chunks in arrays.items():
+                layout = self.layouts.get(name)
+                if layout is None:
+                    self.incomplete[name] += 1
+                    continue
+                missing = layout.blocks_needed() - set(chunks)
+                if missing and not layout.variable:
+                    self.incomplete[name] += 1
+                    continue
+                refs = {r: c[0] for r, c in chunks.items()}
+                counts = {r: c[1] for r, c in chunks.items()}
+                out[name] = (layout, refs, counts)
+            if out:
+                self.ready.append((step, out, time.time()))
+
+    async def _notify(self):
+        async with self.changed:
+            self.changed.notify_all()

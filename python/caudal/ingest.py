@@ -1,0 +1,115 @@
+"""The ingest actor: one per node, receiving that node's ranks.
+
+It runs libcaudal's receiving end in a thread (the socket work never blocks
+the actor's event loop), copies each block once into the Ray object store,
+gives the slot back to the rank at once, and reports a step's block
+references to the head in one call per node and step. That call waits while
+the head holds its limit of unanalysed steps: the receiver then stops giving
+slots back, the ranks' rings fill and their policy applies, so memory is
+bounded end to end.
+"""
+
+import collections
+import queue
+import threading
+import time
+
+import numpy as np
+import ray
+
+from . import _caudal
+
+
+@ray.remote(num_cpus=0, max_concurrency=4)
+class IngestActor:
+    def __init__(self, endpoint, token, head, node):
+        self.receiver = _caudal.Receiver(endpoint, token=token)
+        self.head = head
+        self.node = node
+        self.steer_q = queue.SimpleQueue()
+        self.stop = threading.Event()
+        self.error = None
+        self.stats = collections.Counter()
+        self.thread = threading.Thread(target=self._serve, name="caudal-ingest", daemon=True)
+        self.thread.start()
+
+    def endpoint(self):
+        return self.receiver.endpoint
+
+    def steer(self, rank, key, value):
+        """Queued for the receiving thread, which owns the receiver."""
+        self.steer_q.put((rank, key, value))
+
+    def counters(self):
+        return dict(self.stats, error=self.error)
+
+    def shutdown(self):
+        self.stop.set()
+        self.thread.join()
+        self.receiver.close()
+        return dict(self.stats, error=self.error)
+
+    # ---- the receiving thread ------------------------------------------
+
+    def _serve(self):
+        try:
+            self._loop()
+        except Exception as e:  # reported to the head: the run fails loudly
+            self.error = "ingest on node %s: %r" % (self.node, e)
+            ray.get(self.head.ingest_failed.remote(self.node, self.error))
+
+    def _loop(self):
+        r = self.receiver
+        pending = collections.defaultdict(list)  # step -> [(step, array, rank, ref, count)]
+        high = {}  # local rank -> highest step it finished (published or dropped)
+        reported = [None]  # the node's floor at the last report
+        while not self.stop.is_set():
+            while not self.steer_q.empty():
+                rank, key, value = self.steer_q.get()
+                r.steer(rank, key, value)
+            ev = r.next(50)
+            if ev is None:
+                continue
+            t = ev.type
+            if t == "block":
+                t0 = time.perf_counter()
+                ref = ray.put(np.asarray(ev.block))  # the one copy into the store
+                ev.block.release()
+                self.stats["put_seconds"] += time.perf_counter() - t0
+                self.stats["blocks"] += 1
+                self.stats["bytes"] += ev.nbytes
+                pending[ev.step].append((ev.step, ev.name, ev.rank, ref, ev.count))
+            elif t == "step_end":
+                high[ev.rank] = ev.step
+                self._report(pending, high, reported)
+            elif t == "drop":
+                high[ev.rank] = ev.step
+                ray.get(self.head.dropped.remote(ev.rank, ev.first_step, ev.step, ev.ndropped))
+                self._report(pending, high, reported)
+            elif t == "connect":
+                high[ev.rank] = -1
+                ray.get(self.head.connected.remote(ev.rank, ev.size, self.node))
+            elif t == "declare":
+                info = {k: getattr(ev, k) for k in
+                        ("name", "dtype", "order", "variable", "shape", "start", "count")}
+                ray.get(self.head.declare.remote(ev.rank, info))
+            elif t == "steer":
+                ray.get(self.head.reported.remote(ev.rank, ev.key, ev.value))
+            elif t in ("bye", "disconnect"):
+                high.pop(ev.rank, None)
+                self._report(pending, high, reported, force=True)
+                info = ev.counters if t == "bye" else ev.message
+                ray.get(self.head.rank_done.remote(ev.rank, t == "bye", info))
+
+    def _report(self, pending, high, reported, force=False):
+        """Once every rank of this node finished a step, hand the head that
+        step's blocks (and any earlier ones) with the ranks' progress: one
+        call per node and step."""
+        floor = min(high.values()) if high else None
+        if not force and (floor is None or floor == reported[0]):
+            return
+        steps = [s for s in pending if floor is None or s <= floor]
+        blocks = [b for s in sorted(steps) for b in pending.pop(s)]
+        reported[0] = floor
+        self.stats["reports"] += 1
+        ray.get(self.head.report.remote(self.node, blocks, dict(high)))
