@@ -292,3 +292,24 @@ def receiver(transport):
     yield r
     if not r.closed:
         r.close()
+
+
+# ------------------------------------------------------------ examples
+
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+@pytest.fixture(scope="session")
+def heat2d(tmp_path_factory):
+    """examples/heat2d built as a user would: mpicc and `caudal config`."""
+    import shutil
+
+    mpicc = shutil.which("mpicc")
+    assert mpicc, "mpicc not found: scripts/setup.sh installs MPICH"
+    flags = subprocess.run([sys.executable, "-m", "caudal", "config", "--cflags", "--libs"],
+                           check=True, capture_output=True, text=True).stdout.split()
+    exe = str(tmp_path_factory.mktemp("heat2d") / "heat2d")
+    subprocess.run([mpicc, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror",
+                    os.path.join(ROOT, "examples", "heat2d", "heat2d.c"), "-o", exe, *flags,
+                    "-lm"], check=True)
+    return exe

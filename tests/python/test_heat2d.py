@@ -4,26 +4,10 @@ receiver in examples/heat2d/analyse.py, which checks every step's mean against
 the simulation's own MPI_Allreduce mean and steers the source off."""
 
 import os
-import shutil
 import subprocess
 import sys
 
-import pytest
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture(scope="module")
-def heat2d(tmp_path_factory):
-    mpicc = shutil.which("mpicc")
-    assert mpicc, "mpicc not found: scripts/setup.sh installs MPICH"
-    flags = subprocess.run([sys.executable, "-m", "caudal", "config", "--cflags", "--libs"],
-                           check=True, capture_output=True, text=True).stdout.split()
-    exe = str(tmp_path_factory.mktemp("heat2d") / "heat2d")
-    subprocess.run([mpicc, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror",
-                    os.path.join(ROOT, "examples", "heat2d", "heat2d.c"), "-o", exe, *flags,
-                    "-lm"], check=True)
-    return exe
 
 
 def run_demo(heat2d, *extra):

@@ -1,0 +1,104 @@
+"""`caudal run` end to end: a real local Ray started by the command, 4 real
+MPI ranks of examples/heat2d, the analytics of examples/analytics."""
+
+import collections
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+STATS = os.path.join(ROOT, "examples", "analytics", "heat_stats.py")
+HEAT_PY = os.path.join(ROOT, "examples", "heat2d", "heat2d.py")
+
+
+def caudal_run(tmp_path, analytics, sim, ranks=4, extra=(), env=None):
+    run_dir = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "caudal", "run", "-n", str(ranks),
+                        "--analytics", str(analytics), "--run-dir", str(run_dir), *extra,
+                        "--", *sim], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, **(env or {})))
+    results = collections.defaultdict(dict)
+    path = run_dir / "results.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            results[r["name"]][r["step"]] = r["value"]
+    return p, results, run_dir
+
+
+def oracle(path):
+    return {int(s): float(m) for s, m in (l.split() for l in path.read_text().splitlines())}
+
+
+def test_every_step_mean_equals_the_simulation_mean(tmp_path, heat2d):
+    means = tmp_path / "mean.txt"
+    p, results, run_dir = caudal_run(
+        tmp_path, STATS, [heat2d, "64", "48", "40", "--mean", str(means)],
+        env={"CAUDAL_DEMO_THRESHOLD": "1e9"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    want = oracle(means)
+    assert sorted(results["mean"]) == sorted(want)  # every step, none missing
+    for step, m in want.items():
+        assert abs(results["mean"][step] - m) <= 1e-12 * abs(m)
+    # The window of two: steps 1.. have a rate, computed from consecutive steps.
+    assert sorted(results["max_rate"]) == list(range(1, 40))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps_analysed"] == 40 and summary["failures"] == 0
+    assert summary["steps_dropped_by_ranks"] == 0
+
+
+def test_steering_reaches_the_simulation(tmp_path, heat2d):
+    means = tmp_path / "mean.txt"
+    p, results, _ = caudal_run(
+        tmp_path, STATS, [heat2d, "64", "48", "120", "--mean", str(means)],
+        env={"CAUDAL_DEMO_THRESHOLD": "0.5"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    want = oracle(means)
+    passed = min(s for s, m in results["mean"].items() if m > 0.5)
+    rise = {s: want[s] - want[s - 1] for s in want if s - 1 in want}
+    # Heated the mean rises; once the source is off it only falls.
+    assert all(rise[s] > 0 for s in rise if s <= passed)
+    cooled = [s for s in rise if rise[s] <= 0]
+    assert cooled and all(rise[s] <= 0 for s in rise if s >= min(cooled))
+
+
+def test_a_failing_analysis_is_reported_and_the_others_go_on(tmp_path, heat2d):
+    script = tmp_path / "failing.py"
+    script.write_text(
+        "import caudal\n"
+        "@caudal.analysis('temperature')\n"
+        "def bad(t, ctx):\n"
+        "    if t[0].step % 2:\n"
+        "        raise RuntimeError('odd step %d' % t[0].step)\n"
+        "    ctx.record('even', t[0].step)\n"
+        "@caudal.analysis('temperature')\n"
+        "def good(t, ctx):\n"
+        "    ctx.record('seen', t[0].step)\n")
+    p, results, run_dir = caudal_run(tmp_path, script, [heat2d, "32", "16", "10"])
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "5 analysis call(s) failed" in p.stderr
+    assert sorted(results["seen"]) == list(range(10))
+    assert sorted(results["even"]) == [0, 2, 4, 6, 8]
+    errors = [json.loads(l) for l in (run_dir / "errors.jsonl").read_text().splitlines()]
+    assert sorted(e["step"] for e in errors) == [1, 3, 5, 7, 9]
+    assert all(e["analysis"] == "bad" and "odd step" in e["error"] for e in errors)
+
+
+def test_a_failing_simulation_fails_the_run(tmp_path, heat2d):
+    p, _, _ = caudal_run(tmp_path, STATS, [heat2d, "0", "0", "5"])
+    assert p.returncode != 0
+    assert "simulation failed" in p.stderr or "without goodbye" in p.stderr
+
+
+def test_the_python_simulation_publishes_through_the_same_path(tmp_path):
+    means = tmp_path / "mean.txt"
+    p, results, _ = caudal_run(
+        tmp_path, STATS, [sys.executable, HEAT_PY, "48", "32", "15", "--mean", str(means)],
+        env={"CAUDAL_DEMO_THRESHOLD": "1e9"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    want = oracle(means)
+    assert sorted(results["mean"]) == list(range(15))
+    for step, m in want.items():
+        assert abs(results["mean"][step] - m) <= 1e-12 * abs(m)
