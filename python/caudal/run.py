@@ -133,13 +133,13 @@ def main(args):
         driver.close()
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         _print_summary(summary, run_dir)
-        if summary["errors"]:
-            for e in summary["errors"]:
-                print("caudal run: error: %s" % e, file=sys.stderr)
-            return 3
+        for e in summary["errors"]:
+            print("caudal run: error: %s" % e, file=sys.stderr)
         if rc != 0:
             print("caudal run: the simulation failed (exit code %s)" % rc, file=sys.stderr)
             return 2
+        if summary["errors"]:
+            return 3
         if summary["failures"]:
             print("caudal run: %d analysis call(s) failed, see %s"
                   % (summary["failures"], run_dir / "errors.jsonl"), file=sys.stderr)
