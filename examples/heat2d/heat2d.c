@@ -2,7 +2,7 @@
  * heat2d - explicit 2-D heat equation on an MPI process grid, publishing its
  * temperature field through libcaudal.
  *
- * usage: heat2d NX NY STEPS [--every K] [--mean FILE]
+ * usage: heat2d NX NY STEPS [--every K] [--mean FILE] [--dump-every D --dump PREFIX]
  *
  * The global NX x NY grid (zero temperature on the border) is split in blocks
  * over a 2-D grid of ranks; each step exchanges one-cell halos with the four
@@ -10,7 +10,10 @@
  * K steps publishes the block (a float64 array "temperature", C order). Each
  * step the global mean comes from MPI_Allreduce and rank 0 writes "step mean"
  * lines to FILE: the simulation's own answer, against which analytics are
- * checked. The analytics may steer the source strength with the double "q".
+ * checked. Every D steps the global field is also written with MPI-IO to
+ * PREFIX-STEP.bin (raw float64, C order): the simulation's own dump, against
+ * which a global array rebuilt by the analytics is compared bit for bit. The
+ * analytics may steer the source strength with the double "q".
  *
  * Without CAUDAL_ENDPOINT in the environment nothing is published: the same
  * program is its own baseline with analytics off.
@@ -108,6 +111,27 @@ static double update(const grid *g, const double *u, double *v, double *block,
     return local;
 }
 
+/* The global field of this step, each rank writing its block in place. */
+static void dump(const grid *g, const double *block, const char *prefix, int step)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s-%d.bin", prefix, step);
+    int sizes[2] = {g->nx, g->ny}, sub[2] = {g->lx, g->ly}, starts[2] = {g->x0, g->y0};
+    MPI_Datatype view;
+    MPI_Type_create_subarray(2, sizes, sub, starts, MPI_ORDER_C, MPI_DOUBLE, &view);
+    MPI_Type_commit(&view);
+    MPI_File f;
+    if (MPI_File_open(g->cart, path, MPI_MODE_CREATE | MPI_MODE_WRONLY, MPI_INFO_NULL, &f) !=
+        MPI_SUCCESS) {
+        fprintf(stderr, "heat2d: cannot write %s\n", path);
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    }
+    MPI_File_set_view(f, 0, MPI_DOUBLE, view, "native", MPI_INFO_NULL);
+    MPI_File_write_all(f, block, g->lx * g->ly, MPI_DOUBLE, MPI_STATUS_IGNORE);
+    MPI_File_close(&f);
+    MPI_Type_free(&view);
+}
+
 static int fail(caudal_client *c, const char *what, int rc)
 {
     fprintf(stderr, "heat2d: %s: %s (%s)\n", what, caudal_last_error(c), caudal_strerror(rc));
@@ -127,12 +151,17 @@ int main(int argc, char **argv)
         return 1;
     }
     int nx = atoi(argv[1]), ny = atoi(argv[2]), steps = atoi(argv[3]), every = 1;
-    const char *mean_path = NULL;
+    int dump_every = 0;
+    const char *mean_path = NULL, *dump_prefix = NULL;
     for (int a = 4; a + 1 < argc; a += 2) {
         if (strcmp(argv[a], "--every") == 0)
             every = atoi(argv[a + 1]);
         else if (strcmp(argv[a], "--mean") == 0)
             mean_path = argv[a + 1];
+        else if (strcmp(argv[a], "--dump-every") == 0)
+            dump_every = atoi(argv[a + 1]);
+        else if (strcmp(argv[a], "--dump") == 0)
+            dump_prefix = argv[a + 1];
     }
     grid g;
     if (nx < 1 || ny < 1 || steps < 0 || every < 1 || setup(&g, nx, ny) != 0) {
@@ -182,6 +211,8 @@ int main(int argc, char **argv)
         MPI_Allreduce(&local, &total, 1, MPI_DOUBLE, MPI_SUM, g.cart);
         if (mean_out)
             fprintf(mean_out, "%d %.17g\n", step, total / ((double)nx * ny));
+        if (dump_prefix && dump_every > 0 && step % dump_every == 0)
+            dump(&g, block, dump_prefix, step);
         if (c && step % every == 0) {
             int rc;
             if ((rc = caudal_begin_step(c, (uint64_t)step)) != CAUDAL_OK)

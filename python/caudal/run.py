@@ -135,6 +135,8 @@ def main(args):
         _print_summary(summary, run_dir)
         for e in summary["errors"]:
             print("caudal run: error: %s" % e, file=sys.stderr)
+        if driver.head_errors:
+            return 3  # the run was stopped for them, the simulation with it
         if rc != 0:
             print("caudal run: the simulation failed (exit code %s)" % rc, file=sys.stderr)
             return 2

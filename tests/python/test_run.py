@@ -102,3 +102,76 @@ def test_the_python_simulation_publishes_through_the_same_path(tmp_path):
     assert sorted(results["mean"]) == list(range(15))
     for step, m in want.items():
         assert abs(results["mean"][step] - m) <= 1e-12 * abs(m)
+
+
+TWO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_two_arrays.py")
+
+WINDOWS_AND_TRIGGERS = """
+import numpy as np
+import caudal
+
+def expected(step, shape):
+    return step * 1000.0 + np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+
+@caudal.analysis("a", "b")                       # trigger "and"
+def both(a, b, ctx):
+    (a,), (b,) = a, b
+    assert a.step == b.step == ctx.step
+    ctx.record("and", [a.step, b.step])
+    ctx.record("b_ok", bool((b.data.compute() == -expected(b.step, b.data.shape)).all()))
+
+@caudal.analysis("a", "b", trigger="or")
+def either(a, b, ctx):
+    ctx.record("or", [[x.step for x in a], [x.step for x in b]])
+
+@caudal.analysis("a", window=3)
+def history(a, ctx):
+    ctx.record("window", [x.step for x in a])
+    ctx.record("a_ok", all(bool((x.data.compute() == expected(x.step, x.data.shape)).all())
+                           for x in a))
+"""
+
+
+def test_windows_hold_the_right_steps_in_order_and_triggers_follow_and_or(tmp_path):
+    script = tmp_path / "wt.py"
+    script.write_text(WINDOWS_AND_TRIGGERS)
+    p, results, _ = caudal_run(tmp_path, script, [sys.executable, TWO, "7"], ranks=3)
+    assert p.returncode == 0, p.stdout + p.stderr
+    # "and": only at steps where both arrays are new (b comes every second step).
+    assert results["and"] == {s: [s, s] for s in (0, 2, 4, 6)}
+    assert all(results["b_ok"].values()) and len(results["b_ok"]) == 4
+    # "or": at every step; b's window is its latest step, not necessarily this one.
+    assert results["or"] == {s: [[s], [s - s % 2]] for s in range(7)}
+    # A window of 3: called once 3 steps exist, oldest first, consecutive.
+    assert results["window"] == {s: [s - 2, s - 1, s] for s in range(2, 7)}
+    assert all(results["a_ok"].values()) and len(results["a_ok"]) == 5
+
+
+def test_blocks_that_do_not_tile_are_a_clear_error(tmp_path):
+    script = tmp_path / "noop.py"
+    script.write_text("import caudal\n@caudal.analysis('a')\ndef f(a, ctx):\n    pass\n")
+    p, _, _ = caudal_run(tmp_path, script, [sys.executable, TWO, "3", "--overlap"], ranks=3)
+    assert p.returncode == 3, p.stdout + p.stderr
+    assert "array 'a'" in p.stderr and "overlap" in p.stderr and "ranks 0 and 1" in p.stderr
+
+
+def test_the_global_array_equals_the_simulations_dump_bit_for_bit(tmp_path, heat2d):
+    import numpy as np
+
+    script = tmp_path / "grab.py"
+    script.write_text(
+        "import caudal\n"
+        "@caudal.analysis('temperature')\n"
+        "def grab(t, ctx):\n"
+        "    if t[0].step % 3 == 0:\n"
+        "        ctx.record('field', t[0].data.compute())\n")
+    dump = tmp_path / "dump"
+    p, results, _ = caudal_run(tmp_path, script, [heat2d, "32", "16", "10", "--dump-every",
+                                                  "3", "--dump", str(dump)])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert sorted(results["field"]) == [0, 3, 6, 9]
+    for step, field in results["field"].items():
+        ours = np.array(field, dtype=np.float64)
+        theirs = np.fromfile("%s-%d.bin" % (dump, step), dtype=np.float64).reshape(32, 16)
+        assert ours.shape == theirs.shape
+        assert np.array_equal(ours.view(np.uint64), theirs.view(np.uint64))
