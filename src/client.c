@@ -470,18 +470,28 @@ static int add_array(caudal_client *c, const cdl_array *a)
     return CAUDAL_OK;
 }
 
-static int declare_impl(caudal_client *c, const char *name, caudal_dtype dtype, int ndim,
-                        const uint64_t *shape, const uint64_t *start, const uint64_t *count,
-                        caudal_order order)
+/* The checks both kinds of declaration start with; *isz: bytes per element. */
+static int declare_start(caudal_client *c, const char *name, caudal_dtype dtype,
+                         const char *fn, size_t *isz)
 {
-    int rc = check_name(c, name, "caudal_declare");
+    int rc = check_name(c, name, fn);
     if (rc < 0)
         return rc;
     if (c->broken)
         return still_broken(c);
-    size_t isz = caudal_dtype_size(dtype);
-    if (isz == 0)
+    if ((*isz = caudal_dtype_size(dtype)) == 0)
         return fail(c, CAUDAL_ERR_INVALID, name, "dtype %d is not a caudal_dtype", (int)dtype);
+    return CAUDAL_OK;
+}
+
+static int declare_impl(caudal_client *c, const char *name, caudal_dtype dtype, int ndim,
+                        const uint64_t *shape, const uint64_t *start, const uint64_t *count,
+                        caudal_order order)
+{
+    size_t isz;
+    int rc = declare_start(c, name, dtype, "caudal_declare", &isz);
+    if (rc < 0)
+        return rc;
     if (ndim < 1 || ndim > CAUDAL_MAX_DIMS)
         return fail(c, CAUDAL_ERR_SHAPE, name, "ndim %d is not 1 to %d", ndim,
                     CAUDAL_MAX_DIMS);
@@ -505,14 +515,10 @@ static int declare_impl(caudal_client *c, const char *name, caudal_dtype dtype, 
 static int declare_var_impl(caudal_client *c, const char *name, caudal_dtype dtype,
                             uint64_t capacity)
 {
-    int rc = check_name(c, name, "caudal_declare_var");
+    size_t isz;
+    int rc = declare_start(c, name, dtype, "caudal_declare_var", &isz);
     if (rc < 0)
         return rc;
-    if (c->broken)
-        return still_broken(c);
-    size_t isz = caudal_dtype_size(dtype);
-    if (isz == 0)
-        return fail(c, CAUDAL_ERR_INVALID, name, "dtype %d is not a caudal_dtype", (int)dtype);
     if (capacity >= CDL_MAX_EXTENT / isz)
         return fail(c, CAUDAL_ERR_SHAPE, name, "capacity %" PRIu64 " is beyond 2^62 bytes",
                     capacity);
