@@ -4,6 +4,7 @@ MPI ranks of examples/heat2d, the analytics of examples/analytics."""
 import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -175,3 +176,39 @@ def test_the_global_array_equals_the_simulations_dump_bit_for_bit(tmp_path, heat
         theirs = np.fromfile("%s-%d.bin" % (dump, step), dtype=np.float64).reshape(32, 16)
         assert ours.shape == theirs.shape
         assert np.array_equal(ours.view(np.uint64), theirs.view(np.uint64))
+
+
+def test_caudal_run_joins_a_running_ray_cluster(tmp_path, heat2d):
+    import secrets
+    import socket
+    import tempfile
+
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tmp = tempfile.mkdtemp(prefix="cdlray-", dir="/tmp")  # socket paths < 107 bytes
+    # A cluster of its own token, as a user's would be; caudal run gets it too.
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port",
+                    str(port), "--num-cpus", "2", "--include-dashboard", "false",
+                    "--temp-dir", tmp], check=True, capture_output=True, timeout=120,
+                   env=dict(os.environ, **auth))
+    try:
+        means = tmp_path / "mean.txt"
+        p, results, _ = caudal_run(
+            tmp_path, STATS, [heat2d, "32", "16", "8", "--mean", str(means)],
+            extra=("--address", "127.0.0.1:%d" % port),
+            env=dict(auth, CAUDAL_DEMO_THRESHOLD="1e9"))
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert sorted(results["mean"]) == list(range(8))
+        # The cluster outlives the run: caudal run only disconnected from it.
+        st = subprocess.run([ray, "status", "--address", "127.0.0.1:%d" % port],
+                            capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, **auth))
+        assert st.returncode == 0, st.stdout + st.stderr
+    finally:
+        # Only this cluster's processes (their command lines name its temp dir),
+        # not every Ray on the machine as `ray stop` would.
+        subprocess.run(["pkill", "-KILL", "-f", tmp], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
