@@ -64,6 +64,16 @@ def _start_ray(address):
     return tmp
 
 
+def _warm_up():
+    """Start Ray's workers and import Dask in them before the simulation
+    runs, so that the first steps do not wait for that (and fill the rings)."""
+    import dask.array as da
+    import ray
+
+    n = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    da.ones((n, 1), chunks=(1, 1)).sum().compute()
+
+
 def main(args):
     import ray
     from ray.util.dask import enable_dask_on_ray
@@ -92,6 +102,7 @@ def main(args):
         ingests = [IngestActor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
                        node, soft=False)).remote(endpoint, token, head, node) for node in nodes]
         ray.get([i.endpoint.remote() for i in ingests])  # listening before ranks start
+        _warm_up()
         env = dict(os.environ, CAUDAL_ENDPOINT=endpoint, CAUDAL_TOKEN=token,
                    CAUDAL_POLICY=args.policy)
         if args.ring_depth:
