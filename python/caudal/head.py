@@ -29,13 +29,11 @@ class HeadActor:
         self.high = {}  # rank -> highest step finished; absent until it connects
         self.done = {}  # rank -> (clean, counters or message)
         self.steps = collections.defaultdict(lambda: collections.defaultdict(dict))
-        self.next_floor = -1  # every step at or below it was handed out
         self.ready = collections.deque()
         self.values = {}  # (rank, key) -> value the simulation reported
         self.errors = []
         self.drops = collections.Counter()  # rank -> steps dropped
         self.incomplete = collections.Counter()  # array -> steps missing blocks
-        self.complete_at = {}
         self.changed = asyncio.Condition()
 
     # ---- from the ingest actors ----------------------------------------
