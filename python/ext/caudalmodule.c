@@ -458,20 +458,41 @@ static PyObject *raise_closed(const char *what)
     return raise_fmt(CAUDAL_ERR_CLOSED, "%s is closed", what);
 }
 
-/* Lock the client for a C call; raises CLOSED (lock not held) if closed. */
-static int client_enter(ClientObject *self)
+/* Take a handle's lock for a C call. The handle is checked once the lock is
+ * held, since close() clears it under the lock; if it is gone, raise CLOSED
+ * and return -1 without the lock. */
+static int handle_enter(PyThread_type_lock lock, int (*is_open)(PyObject *), PyObject *self,
+                        const char *what)
 {
-    if (!self->lock) {
-        raise_closed("the client");
+    if (!lock) {
+        raise_closed(what);
         return -1;
     }
-    lock_take(self->lock);
-    if (!self->c) {
-        PyThread_release_lock(self->lock);
-        raise_closed("the client");
+    lock_take(lock);
+    if (!is_open(self)) {
+        PyThread_release_lock(lock);
+        raise_closed(what);
         return -1;
     }
     return 0;
+}
+
+/* Raise status rc with the handle's message, copied before the lock (held by
+ * the caller) is released. */
+static PyObject *handle_raise(PyThread_type_lock lock, int rc, const char *message)
+{
+    char msg[768];
+    snprintf(msg, sizeof msg, "%s", message);
+    PyThread_release_lock(lock);
+    return raise_status(rc, msg);
+}
+
+static int client_is_open(PyObject *o) { return ((ClientObject *)o)->c != NULL; }
+
+/* Lock the client for a C call; raises CLOSED (lock not held) if closed. */
+static int client_enter(ClientObject *self)
+{
+    return handle_enter(self->lock, client_is_open, (PyObject *)self, "the client");
 }
 
 static void client_leave(ClientObject *self) { PyThread_release_lock(self->lock); }
@@ -479,10 +500,7 @@ static void client_leave(ClientObject *self) { PyThread_release_lock(self->lock)
 /* Raise for status rc with the client's message; call with the lock held. */
 static PyObject *client_raise(ClientObject *self, int rc)
 {
-    char msg[768];
-    snprintf(msg, sizeof msg, "%s", caudal_last_error(self->c));
-    client_leave(self);
-    return raise_status(rc, msg);
+    return handle_raise(self->lock, rc, caudal_last_error(self->c));
 }
 
 static void client_free_decls(ClientObject *self)
@@ -1682,29 +1700,18 @@ typedef struct {
     PyObject *endpoint;
 } ReceiverObject;
 
+static int receiver_is_open(PyObject *o) { return ((ReceiverObject *)o)->r != NULL; }
+
 static int receiver_enter(ReceiverObject *self)
 {
-    if (!self->lock) {
-        raise_closed("the receiver");
-        return -1;
-    }
-    lock_take(self->lock);
-    if (!self->r) {
-        PyThread_release_lock(self->lock);
-        raise_closed("the receiver");
-        return -1;
-    }
-    return 0;
+    return handle_enter(self->lock, receiver_is_open, (PyObject *)self, "the receiver");
 }
 
 static void receiver_leave(ReceiverObject *self) { PyThread_release_lock(self->lock); }
 
 static PyObject *receiver_raise(ReceiverObject *self, int rc)
 {
-    char msg[768];
-    snprintf(msg, sizeof msg, "%s", caudal_receiver_last_error(self->r));
-    receiver_leave(self);
-    return raise_status(rc, msg);
+    return handle_raise(self->lock, rc, caudal_receiver_last_error(self->r));
 }
 
 static PyObject *Receiver_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
