@@ -11,13 +11,19 @@ libcaudal (``include/caudal.h`` and ``include/caudal_receiver.h``):
     The receiving end: ``next()`` returns ``Event`` objects; a block event's
     ``block`` is a ``Block``, a read-only buffer so that
     ``numpy.asarray(event.block)`` is a zero-copy view of the rank's data.
+Kernels (C, run next to the blocks): ``caudal.stats`` (moments,
+histograms, quantiles), ``caudal.stencil`` (gradient, Laplacian, divergence,
+curl), ``caudal.extract`` (coarsening, slices), ``caudal.features``
+(connected components), ``caudal.temporal`` (per-point statistics over
+time); ``caudal.blocks`` runs any function next to each block.
+
 ``CaudalError``
     Raised by every failing call; ``.status`` is one of the ``ERR_*``
     constants and the message names the rank, step and array concerned.
 """
 
 from . import _caudal
-from .analytics import Context, StepArray, analysis  # noqa: F401
+from .analytics import Context, StepArray, analysis, at_end  # noqa: F401
 from ._caudal import (  # noqa: F401
     DTYPES,
     ERR_AUTH,
@@ -51,6 +57,9 @@ from ._caudal import (  # noqa: F401
     dtype_size,
     strerror,
 )
+
+# The kernels: one call each over a StepArray, a Dask or a NumPy array.
+from . import blocks, extract, features, stats, stencil, temporal  # noqa: F401,E402
 
 __version__ = "%d.%d.%d" % (
     _caudal.VERSION_MAJOR,
@@ -109,6 +118,13 @@ def get_lib():
 
 __all__ = [
     "analysis",
+    "at_end",
+    "blocks",
+    "extract",
+    "features",
+    "stats",
+    "stencil",
+    "temporal",
     "Context",
     "StepArray",
     "ArrayInfo",

@@ -15,7 +15,8 @@ first; each item is a StepArray: its step number and the global array, a Dask
 array whose chunks are the ranks' blocks (computed on Ray). With several
 arrays, trigger="and" calls the function at a step where all of them have a
 new complete step, trigger="or" where any has (the others then give what
-their windows hold).
+their windows hold). A function decorated with @caudal.at_end runs once after
+the last step.
 """
 
 from dataclasses import dataclass, field
@@ -24,8 +25,21 @@ from typing import Any, Callable, Tuple
 
 @dataclass(frozen=True)
 class StepArray:
+    """One step of a global array: ``data`` is the Dask array, ``blocks``
+    the grid of its blocks with the Ray node each lives on (caudal.blocks),
+    which the kernels (caudal.stats, ...) use to run next to the data."""
+
     step: int
     data: Any  # dask.array.Array
+    blocks: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,26 @@ def analyses_in(namespace):
     return [v for v in namespace.values() if isinstance(v, Analysis)]
 
 
+@dataclass(frozen=True)
+class Finisher:
+    func: Callable
+    name: str
+
+    def __call__(self, *args, **kwargs):
+        return self.func(*args, **kwargs)
+
+
+def at_end(func):
+    """Register func(ctx), called once after the last step was analysed: the
+    place to gather and save what the analyses accumulated (for instance a
+    caudal.temporal.PointStats) into ctx.run_dir or with ctx.record."""
+    return Finisher(func, func.__name__)
+
+
+def finishers_in(namespace):
+    return [v for v in namespace.values() if isinstance(v, Finisher)]
+
+
 @dataclass
 class Context:
     """What an analysis can do besides computing: steer the simulation,
@@ -68,6 +102,7 @@ class Context:
 
     step: int
     analysis: str
+    run_dir: Any = None  # pathlib.Path of the run's results
     _steer: Callable = field(repr=False, default=None)
     _record: Callable = field(repr=False, default=None)
     _reported: Callable = field(repr=False, default=None)

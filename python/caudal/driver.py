@@ -1,7 +1,8 @@
 """The analytics driver: calls the analyses on windows of complete steps.
 
 It takes complete steps from the head in order, turns each array's block
-references into a Dask array (chunks = blocks, computed on Ray next to them),
+references into a StepArray (a Dask array whose chunks are the blocks, and
+the grid of blocks with their nodes for the kernels, both run next to them),
 keeps per array the window the analyses need (older steps are dropped, and
 their objects freed with them), and calls each analysis whose trigger fires.
 An analysis that raises is reported with its step and the others go on.
@@ -16,8 +17,8 @@ import traceback
 import numpy as np
 import ray
 
-from .analytics import Context, StepArray
-from .catalog import global_array
+from .analytics import Context
+from .blocks import step_array
 
 
 def _plain(value):
@@ -32,8 +33,9 @@ def _plain(value):
 
 
 class Driver:
-    def __init__(self, analyses, head, ingests, run_dir):
+    def __init__(self, analyses, head, ingests, run_dir, finishers=()):
         self.analyses = analyses
+        self.finishers = list(finishers)
         self.head = head
         self.ingests = ingests
         self.run_dir = run_dir
@@ -65,10 +67,9 @@ class Driver:
     def analyse(self, step, arrays, completed):
         t0 = time.perf_counter()
         updated = set()
-        for name, (layout, refs, counts) in arrays.items():
+        for name, (layout, refs, counts, nodes) in arrays.items():
             if name in self.windows:
-                data = global_array(layout, refs, step, counts)
-                self.windows[name].append(StepArray(step, data))
+                self.windows[name].append(step_array(layout, refs, step, nodes, counts))
                 updated.add(name)
         self.counts["steps"] += 1
         self.last_step = step
@@ -79,20 +80,30 @@ class Driver:
             views = [list(self.windows[n])[-a.window:] for n in a.arrays]
             if a.trigger == "and" and any(len(v) < a.window for v in views):
                 continue  # not enough history yet
-            ctx = Context(step, a.name, self._steer, self._record, self._reported)
-            t1 = time.perf_counter()
-            try:
-                a.func(*views, ctx)
-                self.counts["calls"] += 1
-            except Exception as e:
-                self.counts["failures"] += 1
-                entry = {"analysis": a.name, "step": step, "error": repr(e),
-                         "traceback": traceback.format_exc()}
-                self.failures.write(json.dumps(entry) + "\n")
-                self.failures.flush()
-            self.seconds[a.name] += time.perf_counter() - t1
+            self._call(a, step, *views)
         self.seconds["driver"] += time.perf_counter() - t0
         self.lags.append(time.time() - completed)
+
+    def finish(self):
+        """Call the @caudal.at_end functions, after the last step."""
+        for f in self.finishers:
+            self._call(f, self.last_step)
+
+    def _call(self, a, step, *args):
+        """One call of an analysis or finisher; a failure is recorded with
+        its step and the run goes on."""
+        ctx = Context(step, a.name, self.run_dir, self._steer, self._record, self._reported)
+        t1 = time.perf_counter()
+        try:
+            a.func(*args, ctx)
+            self.counts["calls"] += 1
+        except Exception as e:
+            self.counts["failures"] += 1
+            entry = {"analysis": a.name, "step": step, "error": repr(e),
+                     "traceback": traceback.format_exc()}
+            self.failures.write(json.dumps(entry) + "\n")
+            self.failures.flush()
+        self.seconds[a.name] += time.perf_counter() - t1
 
     def _steer(self, key, value, rank):
         if not isinstance(value, (int, float, str)) or isinstance(value, bool):

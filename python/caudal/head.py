@@ -27,6 +27,7 @@ class HeadActor:
         self.decls = collections.defaultdict(dict)  # array -> rank -> Declaration
         self.layouts = {}
         self.high = {}  # rank -> highest step finished; absent until it connects
+        self.nodes = {}  # rank -> Ray node of its ingest actor, where its blocks live
         self.done = {}  # rank -> (clean, counters or message)
         self.steps = collections.defaultdict(lambda: collections.defaultdict(dict))
         self.ready = collections.deque()
@@ -43,6 +44,7 @@ class HeadActor:
             self.errors.append("rank %d says the run has %d ranks, caudal run started %d"
                                % (rank, size, self.nranks))
         self.high.setdefault(rank, -1)
+        self.nodes[rank] = node
         await self._notify()
 
     async def declare(self, rank, info):
@@ -88,7 +90,8 @@ class HeadActor:
     # ---- for the driver -----------------------------------------------
 
     async def take(self, timeout):
-        """Complete steps in order, as (step, {array: (layout, chunks, counts)}),
+        """Complete steps in order, as (step, {array: (layout, chunks, counts,
+        nodes)}, time completed),
         and whether the run is over (every rank left and nothing is pending)."""
         async with self.changed:
             if not self.ready and not self._over():
@@ -142,7 +145,8 @@ class HeadActor:
                     continue
                 refs = {r: c[0] for r, c in chunks.items()}
                 counts = {r: c[1] for r, c in chunks.items()}
-                out[name] = (layout, refs, counts)
+                nodes = {r: self.nodes.get(r) for r in chunks}
+                out[name] = (layout, refs, counts, nodes)
             if out:
                 self.ready.append((step, out, time.time()))
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 import warnings
 
-from .analytics import analyses_in
+from .analytics import analyses_in, finishers_in
 
 
 def add_parser(sub):
@@ -45,10 +45,11 @@ def add_parser(sub):
 def _load(path):
     if not os.path.isfile(path):
         raise SystemExit("caudal run: analytics script %s not found" % path)
-    analyses = analyses_in(runpy.run_path(path))
+    namespace = runpy.run_path(path)
+    analyses = analyses_in(namespace)
     if not analyses:
         raise SystemExit("caudal run: %s registers no analysis (use @caudal.analysis)" % path)
-    return analyses
+    return analyses, finishers_in(namespace)
 
 
 def _start_ray(address):
@@ -83,7 +84,7 @@ def main(args):
     from .head import HeadActor
     from .ingest import IngestActor
 
-    analyses = _load(args.analytics)
+    analyses, finishers = _load(args.analytics)
     if args.ranks < 1:
         raise SystemExit("caudal run: -n must be at least 1")
     run_dir = pathlib.Path(args.run_dir or "runs/%s" % time.strftime("%Y%m%d-%H%M%S"))
@@ -113,7 +114,7 @@ def main(args):
         print("caudal run: %d ranks, %d Ray node(s), %d analyses, results in %s"
               % (args.ranks, len(nodes), len(analyses), run_dir), file=sys.stderr)
         sim = subprocess.Popen(command, env=env)
-        driver = Driver(analyses, head, ingests, run_dir)
+        driver = Driver(analyses, head, ingests, run_dir, finishers)
         last_print = 0.0
         while True:
             over = driver.poll(0.2)
@@ -132,6 +133,8 @@ def main(args):
                       % (driver.last_step, driver.counts["calls"], driver.counts["failures"]),
                       end="", file=sys.stderr)
                 last_print = time.time()
+        if not driver.head_errors:
+            driver.finish()
         rc = sim.wait(timeout=60) if not driver.head_errors else None
         if rc is None:
             sim.terminate()

@@ -313,3 +313,26 @@ def heat2d(tmp_path_factory):
                     os.path.join(ROOT, "examples", "heat2d", "heat2d.c"), "-o", exe, *flags,
                     "-lm"], check=True)
     return exe
+
+
+# ------------------------------------------------------------------- Ray
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A real local Ray for the kernel tests (blocks in its object store,
+    kernels as its tasks). Ray's socket paths must stay under 107 bytes."""
+    import tempfile
+
+    import ray
+
+    tmp = tempfile.mkdtemp(prefix="cdlk-", dir="/tmp")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False,
+             configure_logging=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,422 @@
+"""The blocks of a global array, and where the work on each of them runs.
+
+Every kernel (caudal.stats, caudal.stencil, caudal.extract, caudal.features,
+caudal.temporal) is a function of one block that returns a small partial
+state, and a merge of partial states. This module runs the first next to each
+block and the merges as a tree, whatever the array is:
+
+- a `StepArray` from `caudal run`, whose blocks are Ray objects on the node
+  of the ingest actor that received them: one Ray task per block, pinned to
+  that node, and a tree of Ray tasks for the merges, so only partial states
+  and halo faces cross nodes;
+- a Dask array (a slice of a StepArray's ``.data``, or any computation): one
+  Dask task per chunk, run by Dask-on-Ray when Ray is up, else by Dask;
+- a NumPy array: one block, computed in this process.
+
+Blocks reach the kernels as they are stored: contiguous in C or Fortran
+order. `c_view` gives the C-contiguous view of a block of a C or Fortran
+array without a copy (a Fortran block read with its axes reversed), so the C
+kernels see one layout; the array's order, not the block's flags, decides,
+because a block of extent 1 is both and its neighbours' halos must agree.
+`flat_view` is for kernels to which the order of the elements is no matter.
+"""
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from .analytics import StepArray
+from .catalog import global_array
+
+__all__ = ["Block", "Grid", "KernelError", "as_grid", "c_view", "flat_view", "map_blocks",
+           "step_array"]
+
+FAN_IN = 8  # partial states per merge task: a shallow tree, small tasks
+
+
+class KernelError(ValueError):
+    """A kernel refused its input; the message names the array, the step and,
+    for a block, the rank that published it and where it lies."""
+
+
+@dataclass(frozen=True)
+class Block:
+    pos: tuple  # index in the grid of blocks
+    start: tuple  # offset in the global array
+    count: tuple  # extent
+    obj: Any  # ray.ObjectRef, dask Delayed, or NumPy array
+    node: Optional[str] = None  # Ray node holding obj, when known
+    rank: Optional[int] = None  # rank that published it, when known
+
+    def where(self, grid):
+        who = "rank %d's block" % self.rank if self.rank is not None else "block"
+        region = ", ".join("%d:%d" % (s, s + c) for s, c in zip(self.start, self.count))
+        return "%s, %s [%s]" % (grid.describe(), who, region)
+
+
+# ---------------------------------------------------------------- backends
+
+
+_remote_cache = {}
+
+
+def _remote(fn):
+    import ray
+
+    f = _remote_cache.get(fn)
+    if f is None:
+        f = _remote_cache[fn] = ray.remote(fn)
+    return f
+
+
+class _Ray:
+    name = "ray"
+
+    def submit(self, fn, args, node=None, num_returns=1):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        opts = {"num_returns": num_returns}
+        if node is not None:
+            # Strict: a soft affinity lets Ray run the task elsewhere when
+            # the node is busy, pulling the block across; and if the node is
+            # gone, so are the blocks it held, so elsewhere cannot help.
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+        return _remote(fn).options(**opts).remote(*args)
+
+    def fetch(self, objs):
+        import ray
+
+        return ray.get(list(objs))
+
+
+class _Dask:
+    name = "dask"
+
+    def submit(self, fn, args, node=None, num_returns=1):
+        import dask
+
+        nout = num_returns if num_returns > 1 else None
+        return dask.delayed(fn, pure=True, nout=nout)(*args)
+
+    def fetch(self, objs):
+        import dask
+
+        return list(dask.compute(*objs, scheduler=_dask_scheduler()))
+
+
+def _dask_scheduler():
+    """Dask-on-Ray when this process is connected to Ray (chunks may be
+    ObjectRefs only Ray can resolve), else Dask's default."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        from ray.util.dask import ray_dask_get
+
+        return ray_dask_get
+    return None
+
+
+class _Local:
+    name = "local"
+
+    def submit(self, fn, args, node=None, num_returns=1):
+        return fn(*args)
+
+    def fetch(self, objs):
+        return list(objs)
+
+
+def _checked(fn, where, *args):
+    """Run a per-block function; a refusal names the block it came from."""
+    try:
+        return fn(*args)
+    except (ValueError, TypeError, MemoryError) as e:
+        raise KernelError("%s: %s" % (where, e)) from None
+
+
+# ---------------------------------------------------------------- grids
+
+
+class Grid:
+    """The blocks of one step of an array, on a rectilinear grid (``chunks``
+    as in Dask), each with the node it lives on when known."""
+
+    def __init__(self, name, step, shape, dtype, chunks, blocks, backend, layout=None,
+                 order="C"):
+        self.name = name
+        self.order = order  # of every block: "C" or "F"
+        self.step = step
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.chunks = chunks
+        self.blocks = blocks  # pos -> Block, only the non-empty ones
+        self.backend = backend
+        self.layout = layout  # the catalog's Layout, for arrays from caudal run
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        return math.prod(self.shape)
+
+    def describe(self):
+        s = "array %r" % self.name if self.name else "the array"
+        return s if self.step is None else "%s, step %d" % (s, self.step)
+
+    def fail(self, text):
+        raise KernelError("%s: %s" % (self.describe(), text))
+
+    # ---- checks every kernel makes before it submits anything
+
+    def require_real(self, kernel):
+        if self.dtype.kind not in "iuf":
+            self.fail("%s takes integer and floating-point arrays, not %s" % (kernel, self.dtype))
+
+    def require_elements(self, kernel):
+        if self.size == 0:
+            self.fail("%s needs elements; the array's shape is %s" % (kernel, self.shape))
+
+    def require_fixed(self, kernel):
+        if self.layout is not None and self.layout.variable:
+            self.fail("%s needs a fixed grid; this is a variable-length array" % kernel)
+
+    def require_same_grid(self, others, kernel):
+        for o in others:
+            if o.shape != self.shape or o.chunks != self.chunks:
+                raise KernelError("%s: %s and %s differ in shape or blocks: %s in %s against "
+                                  "%s in %s" % (kernel, self.describe(), o.describe(),
+                                                self.shape, self.chunks, o.shape, o.chunks))
+
+    # ---- running work
+
+    def map(self, fn, *args, num_returns=1):
+        """fn(block, *args) for every block, on its node: pos -> result."""
+        return {pos: self.backend.submit(_checked, (fn, b.where(self), b.obj) + args,
+                                         b.node, num_returns)
+                for pos, b in self.blocks.items()}
+
+    def map_each(self, fn, args_of, num_returns=1):
+        """fn(*args_of(block)) for every block, on its node: pos -> result."""
+        return {pos: self.backend.submit(_checked, (fn, b.where(self)) + tuple(args_of(b)),
+                                         b.node, num_returns)
+                for pos, b in self.blocks.items()}
+
+    def reduce(self, merge, parts):
+        """Merge partial states (pos -> state) in a tree of tasks, each next
+        to the first of its inputs; the root state, not yet fetched."""
+        level = [(parts[p], self.blocks[p].node) for p in sorted(parts)]
+        if not level:
+            raise KernelError("%s: no blocks to merge" % self.describe())
+        while len(level) > 1:
+            nxt = []
+            for i in range(0, len(level), FAN_IN):
+                group = level[i:i + FAN_IN]
+                if len(group) == 1:
+                    nxt.append(group[0])
+                    continue
+                objs = tuple(o for o, _ in group)
+                nxt.append((self.backend.submit(merge, objs, group[0][1]), group[0][1]))
+            level = nxt
+        return level[0][0]
+
+    def fetch(self, objs):
+        return self.backend.fetch(objs)
+
+    def fetch_one(self, obj):
+        return self.backend.fetch([obj])[0]
+
+    # ---- halos
+
+    def faces(self):
+        """pos -> the block's 2 * ndim boundary planes (lo and hi per axis,
+        in C view order), one task per block on its node."""
+        n = 2 * self.ndim
+        out = self.map(_faces, self.order, num_returns=n)
+        if n == 1:  # a task with one return gives the object, not a list
+            out = {p: [o] for p, o in out.items()}
+        return out
+
+    def halo(self, faces, pos):
+        """For the block at pos: per axis, the lo neighbour's hi plane and the
+        hi neighbour's lo plane (None at the global border), flattened."""
+        out = []
+        for d in range(self.ndim):
+            lo = pos[:d] + (pos[d] - 1,) + pos[d + 1:]
+            hi = pos[:d] + (pos[d] + 1,) + pos[d + 1:]
+            out.append(faces[lo][2 * d + 1] if lo in self.blocks else None)
+            out.append(faces[hi][2 * d] if hi in self.blocks else None)
+        return out
+
+    # ---- results with the same blocks
+
+    def derive(self, objs, dtype, name):
+        """A grid of new objects (pos -> obj), block for block like this one."""
+        blocks = {p: dataclasses.replace(b, obj=objs[p]) for p, b in self.blocks.items()}
+        layout = self.layout
+        if layout is not None:
+            layout = dataclasses.replace(layout, name=name, dtype=np.dtype(dtype))
+        return Grid(name, self.step, self.shape, dtype, self.chunks, blocks, self.backend,
+                    layout, self.order)
+
+    def assemble(self):
+        """What the user gets back: a StepArray for Ray blocks (a Dask array
+        over them plus this grid), a Dask array for Dask chunks, NumPy for
+        one local block."""
+        if self.backend.name == "ray":
+            refs = {b.rank: b.obj for b in self.blocks.values()}
+            counts = {b.rank: b.count[0] for b in self.blocks.values()}
+            data = global_array(self.layout, refs, self.step, counts)
+            return StepArray(self.step, data, blocks=self)
+        if self.backend.name == "dask":
+            import dask.array as da
+
+            def chunk(pos):
+                b = self.blocks.get(pos)
+                if b is None:
+                    return da.zeros([c[i] for c, i in zip(self.chunks, pos)], dtype=self.dtype)
+                return da.from_delayed(b.obj, b.count, dtype=self.dtype)
+
+            return da.block(_nest(self.chunks, chunk)) if self.blocks else \
+                da.zeros(self.shape, dtype=self.dtype)
+        if not self.blocks:
+            return np.zeros(self.shape, dtype=self.dtype)
+        return next(iter(self.blocks.values())).obj
+
+
+def _nest(chunks, leaf, prefix=()):
+    d = len(prefix)
+    if d == len(chunks):
+        return leaf(prefix)
+    return [_nest(chunks, leaf, prefix + (i,)) for i in range(len(chunks[d]))]
+
+
+def _offsets(sizes):
+    return tuple(np.cumsum((0,) + tuple(sizes))[:-1].tolist())
+
+
+# ---------------------------------------------------------------- making grids
+
+
+def step_array(layout, refs, step, nodes=None, counts=None):
+    """The StepArray of one step of an array from `caudal run`: its Dask
+    array and its grid of blocks (rank -> ObjectRef, rank -> node id)."""
+    nodes = nodes or {}
+    data = global_array(layout, refs, step, counts)
+    blocks = {}
+    if layout.variable:
+        if counts is None:
+            counts = {r: len(c) for r, c in refs.items()}
+        ranks = [r for r in range(layout.nranks) if int(counts.get(r, 0)) > 0]
+        sizes = data.chunks[0] if ranks else ()
+        starts = _offsets(sizes)
+        for i, r in enumerate(ranks):
+            blocks[(i,)] = Block((i,), (starts[i],), (sizes[i],), refs[r], nodes.get(r), r)
+        shape = (sum(sizes),)
+        chunks = data.chunks
+    else:
+        shape, chunks = layout.shape, layout.chunks
+        offs = [_offsets(c) for c in chunks]
+        for r, pos in layout.positions.items():
+            start = tuple(offs[d][i] for d, i in enumerate(pos))
+            count = tuple(chunks[d][i] for d, i in enumerate(pos))
+            blocks[pos] = Block(pos, start, count, refs[r], nodes.get(r), r)
+    grid = Grid(layout.name, step, shape, layout.dtype, chunks, blocks, _Ray(), layout,
+                layout.order)
+    return StepArray(step, data, blocks=grid)
+
+
+def _dask_grid(x, name=None, step=None):
+    if any(math.isnan(c) for cs in x.chunks for c in cs):
+        raise KernelError("%s has chunks of unknown size; call compute_chunk_sizes() first"
+                          % ("array %r" % name if name else "the Dask array"))
+    delayed = x.to_delayed()
+    offs = [_offsets(c) for c in x.chunks]
+    blocks = {}
+    for pos in np.ndindex(*[len(c) for c in x.chunks]):
+        count = tuple(x.chunks[d][i] for d, i in enumerate(pos))
+        if all(count):
+            start = tuple(offs[d][i] for d, i in enumerate(pos))
+            blocks[pos] = Block(pos, start, count, delayed[pos])
+    return Grid(name, step, x.shape, x.dtype, x.chunks, blocks, _Dask())
+
+
+def as_grid(x, name=None):
+    """The grid of blocks of x: a StepArray, a Dask array, a NumPy array
+    (one block), or a Grid."""
+    if isinstance(x, Grid):
+        return x
+    if isinstance(x, StepArray):
+        if x.blocks is not None:
+            return x.blocks
+        return _dask_grid(x.data, name, x.step)
+    try:
+        import dask.array as da
+
+        if isinstance(x, da.Array):
+            return _dask_grid(x, name)
+    except ImportError:  # pragma: no cover - dask is a dependency
+        pass
+    a = np.asarray(x)
+    if a.ndim == 0:
+        raise KernelError("%s is a scalar; the kernels take arrays"
+                          % ("array %r" % name if name else "the input"))
+    blocks = {}
+    if a.size:
+        blocks[(0,) * a.ndim] = Block((0,) * a.ndim, (0,) * a.ndim, a.shape, a)
+    order = "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+    return Grid(name, None, a.shape, a.dtype, tuple((n,) for n in a.shape), blocks, _Local(),
+                order=order)
+
+
+def map_blocks(fn, x, *args):
+    """fn(block, *args) on every block of x, next to it; the results in the
+    order of the blocks' positions. block is a NumPy array (read-only for
+    Ray blocks, which are zero-copy views of the object store)."""
+    g = as_grid(x)
+    out = g.map(fn, *args)
+    keys = sorted(out)
+    return g.fetch([out[k] for k in keys])
+
+
+# ---------------------------------------------------------------- per block
+
+
+def c_view(block, order):
+    """A C-contiguous view of a block of an array of `order` ("C" or "F")
+    and whether its axes are reversed (Fortran); copies only a block that is
+    not contiguous in that order."""
+    b = np.asarray(block)
+    if order == "F":
+        return np.asfortranarray(b).T, True
+    return np.ascontiguousarray(b), False
+
+
+def flat_view(block):
+    """The block's elements in memory order, without a copy when it is
+    contiguous either way."""
+    b = np.asarray(block)
+    if b.flags.f_contiguous and not b.flags.c_contiguous:
+        return b.T
+    return np.ascontiguousarray(b)
+
+
+def view_axis(axis, ndim, flipped):
+    return ndim - 1 - axis if flipped else axis
+
+
+def _faces(block, order):
+    """Lo and hi planes per axis (in the block's axis order, each plane
+    C-contiguous in the C view), for the neighbours' halos."""
+    v, flipped = c_view(block, order)
+    out = []
+    for d in range(v.ndim):
+        vd = view_axis(d, v.ndim, flipped)
+        out.append(np.ascontiguousarray(v.take(0, axis=vd)))
+        out.append(np.ascontiguousarray(v.take(v.shape[vd] - 1, axis=vd)))
+    return out[0] if len(out) == 1 else tuple(out)

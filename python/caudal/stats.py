@@ -1,0 +1,221 @@
+"""Statistics of a global array: moments, histograms, quantiles.
+
+Each is one call over a StepArray (per-block work as Ray tasks on the blocks'
+nodes, merged in a tree of tasks), a Dask array or a NumPy array:
+
+    m = caudal.stats.moments(temperature[-1])
+    m.mean, m.var, m.skewness, m.kurtosis, m.min, m.max, m.count, m.nans
+    counts, edges = caudal.stats.histogram(temperature[-1], bins=64)
+    caudal.stats.quantile(temperature[-1], [0.01, 0.5, 0.99])
+
+NaN values are left out of every statistic and counted (``nans``), where
+NumPy's non-nan functions would return NaN: a user who wants that sees
+``nans > 0``. The C kernels behind them are in kernels/ (caudal_kernels.h).
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels
+from .blocks import KernelError, as_grid, flat_view
+
+__all__ = ["Histogram", "Moments", "Sketch", "histogram", "moments", "quantile", "sketch"]
+
+Sketch = _kernels.Sketch
+DEFAULT_K = 2048
+
+
+@dataclass(frozen=True)
+class Moments:
+    """The moments of the non-NaN values. var is NumPy's (ddof=0); skewness
+    and kurtosis (excess, Fisher) are scipy.stats' with bias=True."""
+
+    count: int
+    nans: int
+    mean: float
+    m2: float  # sums of powers of deviations from the mean
+    m3: float
+    m4: float
+    min: float
+    max: float
+
+    @classmethod
+    def from_state(cls, s):
+        n, nan, mean, m2, m3, m4, lo, hi = s
+        if n == 0:
+            mean = lo = hi = math.nan
+        return cls(int(n), int(nan), mean, m2, m3, m4, lo, hi)
+
+    @property
+    def var(self):
+        return self.m2 / self.count if self.count else math.nan
+
+    @property
+    def std(self):
+        return math.sqrt(self.var)
+
+    def sample_var(self):
+        """The unbiased variance (ddof=1)."""
+        return self.m2 / (self.count - 1) if self.count > 1 else math.nan
+
+    @property
+    def skewness(self):
+        if not self.count or self.m2 == 0:
+            return math.nan
+        return math.sqrt(self.count) * self.m3 / self.m2 ** 1.5
+
+    @property
+    def kurtosis(self):
+        if not self.count or self.m2 == 0:
+            return math.nan
+        return self.count * self.m4 / self.m2 ** 2 - 3.0
+
+    def as_dict(self):
+        return {"count": self.count, "nans": self.nans, "mean": self.mean, "var": self.var,
+                "std": self.std, "skewness": self.skewness, "kurtosis": self.kurtosis,
+                "min": self.min, "max": self.max}
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """np.histogram's (counts, edges), plus what fell outside: values below
+    the first edge, above the last, and NaN values. Unpacks as
+    ``counts, edges = h``."""
+
+    counts: np.ndarray
+    edges: np.ndarray
+    below: int
+    above: int
+    nans: int
+
+    def __iter__(self):
+        return iter((self.counts, self.edges))
+
+
+# ---------------------------------------------------------------- per block
+
+
+def _moments_block(block):
+    return _kernels.moments(flat_view(block))
+
+
+def _moments_merge(*states):
+    s = states[0]
+    for t in states[1:]:
+        s = _kernels.moments_merge(s, t)
+    return s
+
+
+def _hist_uniform_block(block, lo, hi, nbins):
+    counts = np.zeros(nbins + 3, dtype=np.int64)
+    _kernels.histogram(flat_view(block), lo, hi, nbins, counts)
+    return counts
+
+
+def _hist_edges_block(block, edges):
+    counts = np.zeros(len(edges) + 2, dtype=np.int64)
+    _kernels.histogram_edges(flat_view(block), edges, counts)
+    return counts
+
+
+def _sum(*arrays):
+    return np.sum(arrays, axis=0)
+
+
+def _sketch_block(block, k):
+    s = Sketch(k)
+    s.add(flat_view(block))
+    return s
+
+
+def _sketch_merge(*sketches):
+    s = sketches[0]
+    for t in sketches[1:]:
+        s.merge(t)
+    return s
+
+
+# ---------------------------------------------------------------- kernels
+
+
+def moments(x):
+    """Count, mean, variance, skewness, kurtosis, min and max of x (a
+    StepArray, Dask or NumPy array), merged with Pébay's stable formulas."""
+    g = as_grid(x)
+    g.require_real("moments")
+    g.require_elements("moments")
+    state = g.reduce(_moments_merge, g.map(_moments_block))
+    return Moments.from_state(g.fetch_one(state))
+
+
+def histogram(x, bins=10, range=None):
+    """Counts of x in `bins` (a number of equal bins over `range`, by default
+    the data's min and max, or the edges themselves), as numpy.histogram
+    counts the values as float64; NaN values are counted apart."""
+    g = as_grid(x)
+    g.require_real("histogram")
+    if np.ndim(bins) == 0:
+        nbins = int(bins)
+        if nbins != bins or nbins < 1:
+            g.fail("histogram needs a positive number of bins, not %r" % (bins,))
+        if range is None:
+            g.require_elements("histogram without a range")
+            m = moments(g)
+            if m.count == 0:
+                g.fail("histogram without a range needs values that are not NaN")
+            lo, hi = m.min, m.max
+        else:
+            lo, hi = (float(v) for v in range)
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+            g.fail("histogram range [%r, %r] must be finite and ordered" % (lo, hi))
+        if lo == hi:  # as NumPy does for a constant array
+            lo, hi = lo - 0.5, hi + 0.5
+        edges = np.linspace(lo, hi, nbins + 1)
+        parts = g.map(_hist_uniform_block, lo, hi, nbins)
+    else:
+        edges = np.ascontiguousarray(bins, dtype=np.float64)
+        if edges.ndim != 1 or len(edges) < 2 or not np.all(np.isfinite(edges)) \
+                or np.any(np.diff(edges) <= 0):
+            g.fail("histogram edges must be at least 2 finite, increasing values")
+        nbins = len(edges) - 1
+        parts = g.map(_hist_edges_block, edges)
+    if not parts:
+        counts = np.zeros(nbins + 3, dtype=np.int64)
+    else:
+        counts = g.fetch_one(g.reduce(_sum, parts))
+    return Histogram(counts[:nbins], edges, int(counts[nbins]), int(counts[nbins + 1]),
+                     int(counts[nbins + 2]))
+
+
+def sketch(x, k=DEFAULT_K):
+    """A quantile sketch of x's values: merge it with other steps' sketches
+    to follow quantiles over a whole run without keeping any step.
+    ``s.rank_error`` bounds how far (in ranks) an answer can be."""
+    g = as_grid(x)
+    g.require_real("sketch")
+    if not isinstance(k, int) or k < 8 or k % 2:
+        g.fail("a sketch's k must be an even integer of at least 8, not %r" % (k,))
+    if not g.blocks:
+        return Sketch(k)
+    return g.fetch_one(g.reduce(_sketch_merge, g.map(_sketch_block, k)))
+
+
+def quantile(x, q, k=DEFAULT_K):
+    """Quantiles q (a number or a sequence in [0, 1]) of x's non-NaN values,
+    from a sketch: each answer is a value of x whose rank is within the
+    sketch's rank_error of q (n - 1) (exact while x has at most k values
+    per block and the merges compact nothing)."""
+    qs = np.atleast_1d(np.asarray(q, dtype=np.float64))
+    if qs.ndim != 1 or np.any(~(qs >= 0) | (qs > 1)):
+        raise ValueError("quantiles must be in [0, 1], not %r" % (q,))
+    if isinstance(x, Sketch):
+        s, where = x, "the sketch"
+    else:
+        g = as_grid(x)
+        s, where = sketch(g, k), g.describe()
+    if s.n == 0:
+        raise KernelError("%s: quantile needs values that are not NaN" % where)
+    out = np.array([s.quantile(float(v)) for v in qs])
+    return out if np.ndim(q) else float(out[0])

@@ -1,0 +1,156 @@
+"""Statistics of every grid point over time, without keeping any step.
+
+    point = caudal.temporal.PointStats()
+
+    @caudal.analysis("temperature")
+    def follow(t, ctx):
+        point.update(t[-1])
+
+    @caudal.at_end
+    def save(ctx):
+        r = point.result()          # NumPy arrays of the global shape
+        numpy.savez(ctx.run_dir / "temperature_stats.npz", **r)
+
+The running state of a block (count, mean, sum of squared deviations, min
+and max per point, updated with Welford's formulas in C) lives in an actor on
+the node that holds the block, so a step's data never leaves its node; the
+state is gathered only by result(). NaN values are skipped point by point:
+``count`` says how many steps each point's statistics cover.
+"""
+
+import numpy as np
+
+from . import _kernels
+from .blocks import KernelError, as_grid, c_view
+
+__all__ = ["PointStats"]
+
+
+class _State:
+    """The running state of one block, in its C view's layout."""
+
+    def __init__(self, shape, flipped):
+        self.shape, self.flipped = shape, flipped
+        n = int(np.prod(shape))
+        self.num = np.zeros(n, dtype=np.int64)
+        self.mean = np.zeros(n)
+        self.m2 = np.zeros(n)
+        self.min = np.full(n, np.inf)
+        self.max = np.full(n, -np.inf)
+
+    def add(self, block, order):
+        v, flipped = c_view(block, order)
+        if v.shape != self.shape or flipped != self.flipped:
+            raise ValueError("the block is %s, earlier steps' were %s"
+                             % (v.shape, self.shape))
+        _kernels.pointstats_add(v, self.num, self.mean, self.m2, self.min, self.max)
+
+    def arrays(self):
+        """Per-point arrays in the block's own shape."""
+        out = {}
+        for k in ("num", "mean", "m2", "min", "max"):
+            a = getattr(self, k).reshape(self.shape)
+            out[k] = a.T if self.flipped else a
+        return out
+
+
+def _new_state(block, order):
+    v, flipped = c_view(block, order)
+    return _State(v.shape, flipped)
+
+
+class _Store:
+    """The states of the blocks on one node (a Ray actor there)."""
+
+    def __init__(self):
+        self.states = {}
+
+    def add(self, pos, where, block, order):
+        try:
+            if pos not in self.states:
+                self.states[pos] = _new_state(block, order)
+            self.states[pos].add(block, order)
+        except ValueError as e:
+            raise KernelError("%s: %s" % (where, e)) from None
+
+    def arrays(self):
+        return {pos: s.arrays() for pos, s in self.states.items()}
+
+
+class PointStats:
+    """Per-point count, mean, variance, min and max over every step passed
+    to update(); var is NumPy's (ddof=0) over the steps."""
+
+    def __init__(self):
+        self.steps = 0
+        self._geometry = None  # (name, shape, chunks) of the first step
+        self._stores = {}  # Ray node -> _Store actor
+        self._local = _Store()  # for Dask and NumPy input
+        self._pending = []
+
+    def update(self, x):
+        g = as_grid(x)
+        g.require_real("PointStats")
+        g.require_fixed("PointStats")
+        geometry = (g.shape, g.chunks)
+        if self._geometry is None:
+            self._geometry = geometry
+            self._name = g.name
+        elif geometry != self._geometry:
+            g.fail("PointStats: shape %s in blocks %s, while earlier steps were %s in %s"
+                   % (g.shape, g.chunks, self._geometry[0], self._geometry[1]))
+        if g.backend.name == "ray":
+            import ray
+
+            # One step in flight: the blocks it holds are freed before the next.
+            ray.get(self._pending)
+            self._pending = [self._store(b.node).add.remote(pos, b.where(g), b.obj, g.order)
+                             for pos, b in g.blocks.items()]
+        else:
+            keys = sorted(g.blocks)
+            for pos, block in zip(keys, g.fetch([g.blocks[k].obj for k in keys])):
+                self._local.add(pos, g.blocks[pos].where(g), block, g.order)
+        self.steps += 1
+
+    def _store(self, node):
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        store = self._stores.get(node)
+        if store is None:
+            opts = {"num_cpus": 0}
+            if node is not None:
+                # Strict: Ray may place a soft-affinity actor on another node.
+                opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+            store = self._stores[node] = ray.remote(_Store).options(**opts).remote()
+        return store
+
+    def result(self):
+        """The statistics gathered as NumPy arrays of the global shape:
+        count, mean, var, std, min, max (NaN where a point had no value)."""
+        if self._geometry is None:
+            raise KernelError("PointStats: no step was given to update()")
+        shape, chunks = self._geometry
+        parts = dict(self._local.arrays())
+        if self._stores:
+            import ray
+
+            ray.get(self._pending)
+            for arrays in ray.get([s.arrays.remote() for s in self._stores.values()]):
+                parts.update(arrays)
+        offs = [np.cumsum((0,) + tuple(c))[:-1] for c in chunks]
+        out = {"count": np.zeros(shape, dtype=np.int64), "mean": np.full(shape, np.nan),
+               "m2": np.full(shape, np.nan), "min": np.full(shape, np.nan),
+               "max": np.full(shape, np.nan)}
+        for pos, a in parts.items():
+            where = tuple(slice(int(offs[d][i]), int(offs[d][i]) + chunks[d][i])
+                          for d, i in enumerate(pos))
+            seen = a["num"] > 0
+            out["count"][where] = a["num"]
+            for k in ("mean", "m2", "min", "max"):
+                out[k][where] = np.where(seen, a[k], np.nan)
+        m2 = out.pop("m2")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["var"] = m2 / out["count"]
+        out["std"] = np.sqrt(out["var"])
+        return out
