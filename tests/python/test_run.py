@@ -212,3 +212,52 @@ def test_caudal_run_joins_a_running_ray_cluster(tmp_path, heat2d):
         # not every Ray on the machine as `ray stop` would.
         subprocess.run(["pkill", "-KILL", "-f", tmp], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_the_kernels_under_caudal_run_equal_numpy_on_the_simulations_dumps(tmp_path, heat2d):
+    import math
+
+    import numpy as np
+    import scipy.ndimage
+    import scipy.stats
+
+    script = os.path.join(ROOT, "examples", "analytics", "heat_features.py")
+    dump = tmp_path / "dump"
+    steps, shape = 12, (32, 24)
+    p, results, run_dir = caudal_run(tmp_path, script, [
+        heat2d, str(shape[0]), str(shape[1]), str(steps), "--dump-every", "1", "--dump",
+        str(dump)], env={"CAUDAL_HOT_THRESHOLD": "0.3"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    fields = [np.fromfile("%s-%d.bin" % (dump, s), dtype=np.float64).reshape(shape)
+              for s in range(steps)]
+    for s, f in enumerate(fields):
+        x = f.ravel()
+        if x.var() > 0:
+            assert math.isclose(results["skewness"][s], scipy.stats.skew(x), rel_tol=1e-8)
+            assert math.isclose(results["kurtosis"][s], scipy.stats.kurtosis(x), rel_tol=1e-8)
+        assert results["histogram"][s] == np.histogram(x, 64, (0.0, 2.0))[0].tolist()
+        xs = np.sort(x)  # fewer values than the sketch holds: exact order statistics
+        for q, v in zip((0.5, 0.99), results["quantiles"][s]):
+            assert np.quantile(xs, q, method="lower") <= v <= np.quantile(xs, q, method="higher")
+        lap = sum(np.diff(np.pad(f, [(1, 1) if e == d else (0, 0) for e in range(2)],
+                                 mode="edge"), 2, axis=d) for d in range(2))
+        assert math.isclose(results["max_abs_laplacian"][s], np.abs(lap).max(), rel_tol=1e-12)
+        lab, n = scipy.ndimage.label(f > 0.3)
+        assert results["hot_spots"][s] == n
+        if n:
+            sizes = np.bincount(lab.ravel())[1:]
+            big = int(np.argmax(sizes)) + 1
+            size, *centroid = results["largest_hot_spot"][s]
+            assert size == sizes.max()
+            assert np.allclose(centroid, scipy.ndimage.center_of_mass(f > 0.3, lab, big))
+        if s % 10 == 0:
+            want = f.reshape(4, 8, 3, 8).mean(axis=(1, 3))
+            assert np.allclose(results["coarse"][s], want, rtol=1e-13, atol=0)
+    assert max(results["hot_spots"].values()) > 0  # the threshold is crossed
+    stats = np.load(run_dir / "point_stats.npz")
+    stack = np.stack(fields)
+    assert np.array_equal(stats["count"], np.full(shape, steps))
+    assert np.allclose(stats["mean"], stack.mean(0), rtol=1e-12, atol=1e-15)
+    assert np.allclose(stats["var"], stack.var(0), rtol=1e-9, atol=1e-15)
+    assert np.array_equal(stats["min"], stack.min(0)) and np.array_equal(stats["max"],
+                                                                         stack.max(0))
