@@ -24,6 +24,10 @@ typedef void (*step_fn)(const void *x, int64_t n, int64_t *num, double *mean, do
             double delta = v - mean[i];                                                \
             mean[i] += delta / (double)k;                                              \
             m2[i] += delta * (v - mean[i]);                                            \
+        }                                                                              \
+        /* A loop of its own: fused with the update above it ran 2x slower. */       \
+        for (int64_t i = 0; i < n; i++) {                                              \
+            double v = (double)x[i];                                                   \
             min[i] = v < min[i] ? v : min[i];                                          \
             max[i] = v > max[i] ? v : max[i];                                          \
         }                                                                              \
