@@ -209,11 +209,13 @@ class Grid:
 
     def reduce(self, merge, parts):
         """Merge partial states (pos -> state) in a tree of tasks, each next
-        to the first of its inputs; the root state, not yet fetched."""
+        to the first of its inputs, and return the merged state. The root of
+        the tree (at most FAN_IN states) is merged here: its result is
+        needed here, and a task would add a round trip."""
         level = [(parts[p], self.blocks[p].node) for p in sorted(parts)]
         if not level:
             raise KernelError("%s: no blocks to merge" % self.describe())
-        while len(level) > 1:
+        while len(level) > FAN_IN:
             nxt = []
             for i in range(0, len(level), FAN_IN):
                 group = level[i:i + FAN_IN]
@@ -223,13 +225,10 @@ class Grid:
                 objs = tuple(o for o, _ in group)
                 nxt.append((self.backend.submit(merge, objs, group[0][1]), group[0][1]))
             level = nxt
-        return level[0][0]
+        return merge(*self.fetch([o for o, _ in level]))
 
     def fetch(self, objs):
         return self.backend.fetch(objs)
-
-    def fetch_one(self, obj):
-        return self.backend.fetch([obj])[0]
 
     # ---- halos
 

@@ -146,8 +146,7 @@ def moments(x):
     g = as_grid(x)
     g.require_real("moments")
     g.require_elements("moments")
-    state = g.reduce(_moments_merge, g.map(_moments_block))
-    return Moments.from_state(g.fetch_one(state))
+    return Moments.from_state(g.reduce(_moments_merge, g.map(_moments_block)))
 
 
 def histogram(x, bins=10, range=None):
@@ -184,7 +183,7 @@ def histogram(x, bins=10, range=None):
     if not parts:
         counts = np.zeros(nbins + 3, dtype=np.int64)
     else:
-        counts = g.fetch_one(g.reduce(_sum, parts))
+        counts = g.reduce(_sum, parts)
     return Histogram(counts[:nbins], edges, int(counts[nbins]), int(counts[nbins + 1]),
                      int(counts[nbins + 2]))
 
@@ -199,7 +198,7 @@ def sketch(x, k=DEFAULT_K):
         g.fail("a sketch's k must be an even integer of at least 8, not %r" % (k,))
     if not g.blocks:
         return Sketch(k)
-    return g.fetch_one(g.reduce(_sketch_merge, g.map(_sketch_block, k)))
+    return g.reduce(_sketch_merge, g.map(_sketch_block, k))
 
 
 def quantile(x, q, k=DEFAULT_K):
