@@ -36,4 +36,25 @@ static inline size_t cdk_real_size(int dtype)
     }
 }
 
+/* The run of `len` values at index `off` as doubles, or NULL for a dtype
+ * that is not real. */
+static inline const double *cdk_load_run(const void *data, int dtype, int64_t off, int len, double *buf)
+{
+    if (dtype == CAUDAL_FLOAT64)
+        return (const double *)data + off;
+    switch (dtype) {
+#define LOAD_CASE(code, ctype, sfx)                 \
+    case code: {                                    \
+        const ctype *p = (const ctype *)data + off; \
+        for (int i = 0; i < len; i++)               \
+            buf[i] = (double)p[i];                  \
+        return buf;                                 \
+    }
+        CDK_REAL_TYPES(LOAD_CASE)
+#undef LOAD_CASE
+    default:
+        return NULL;
+    }
+}
+
 #endif

@@ -9,27 +9,6 @@
 
 enum { RUN = 1024 };
 
-/* The run of `len` values at index `off` as doubles, or NULL for a dtype
- * that is not real. */
-static const double *load_run(const void *data, int dtype, int64_t off, int len, double *buf)
-{
-    if (dtype == CAUDAL_FLOAT64)
-        return (const double *)data + off;
-    switch (dtype) {
-#define LOAD_CASE(code, ctype, sfx)                 \
-    case code: {                                    \
-        const ctype *p = (const ctype *)data + off; \
-        for (int i = 0; i < len; i++)               \
-            buf[i] = (double)p[i];                  \
-        return buf;                                 \
-    }
-        CDK_REAL_TYPES(LOAD_CASE)
-#undef LOAD_CASE
-    default:
-        return NULL;
-    }
-}
-
 /* Values outside the bins: below, above, NaN. */
 typedef struct outside {
     int64_t below, above, nan;
@@ -129,7 +108,7 @@ int cdk_histogram_uniform(const void *data, int dtype, int64_t n, double lo, dou
     double buf[RUN];
     for (int64_t off = 0; off < n; off += RUN) {
         int len = n - off < RUN ? (int)(n - off) : RUN;
-        uniform_count(&u, load_run(data, dtype, off, len, buf), len, counts, &o);
+        uniform_count(&u, cdk_load_run(data, dtype, off, len, buf), len, counts, &o);
     }
     counts[nbins] += o.below;
     counts[nbins + 1] += o.above;
@@ -170,7 +149,7 @@ int cdk_histogram_edges(const void *data, int dtype, int64_t n, const double *ed
     double buf[RUN];
     for (int64_t off = 0; off < n; off += RUN) {
         int len = n - off < RUN ? (int)(n - off) : RUN;
-        const double *x = load_run(data, dtype, off, len, buf);
+        const double *x = cdk_load_run(data, dtype, off, len, buf);
         for (int i = 0; i < len; i++) {
             if (x[i] >= lo && x[i] <= hi)
                 counts[edges_bin(edges, nedges, x[i])]++;

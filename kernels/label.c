@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "caudal_kernels.h"
+#include "block.h"
 #include "dtype.h"
 
 typedef void (*mask_fn)(const void *x, int64_t n, double t, int op, unsigned char *mask);
@@ -56,22 +57,6 @@ static mask_fn mask_of(int dtype)
     default:
         return NULL;
     }
-}
-
-static int block_elements(int ndim, const int64_t *count, int64_t *n)
-{
-    if (ndim < 1 || ndim > CDK_MAX_DIMS || !count)
-        return CDK_ERR_SHAPE;
-    int64_t total = 1;
-    for (int d = 0; d < ndim; d++) {
-        if (count[d] < 0)
-            return CDK_ERR_SHAPE;
-        if (count[d] > 0 && total > INT64_MAX / count[d])
-            return CDK_ERR_SHAPE;
-        total *= count[d];
-    }
-    *n = total;
-    return CDK_OK;
 }
 
 /* A run [begin, end) of its row; `parent` is its union-find link, and after
@@ -205,7 +190,7 @@ int cdk_label(const void *data, int dtype, int ndim, const int64_t *count,
               double threshold, int op, int32_t *labels, int64_t *nlabels)
 {
     int64_t total;
-    int rc = block_elements(ndim, count, &total);
+    int rc = cdk_block_elements(ndim, count, &total);
     if (rc != CDK_OK)
         return rc;
     mask_fn mask_row = mask_of(dtype);
@@ -246,7 +231,7 @@ int cdk_label_stats(const int32_t *labels, int ndim, const int64_t *start,
                     const int64_t *count, int64_t nlabels, int64_t *size, double *sum)
 {
     int64_t total;
-    int rc = block_elements(ndim, count, &total);
+    int rc = cdk_block_elements(ndim, count, &total);
     if (rc != CDK_OK)
         return rc;
     if (!start || nlabels < 0 || (nlabels > 0 && (!size || !sum)) ||

@@ -15,27 +15,6 @@
 
 enum { RUN = 1024, LANES = 8, WIDE = 32 };
 
-/* The run of `len` values at index `off` as doubles, or NULL for a dtype
- * that is not real. */
-static const double *load_run(const void *data, int dtype, int64_t off, int len, double *buf)
-{
-    if (dtype == CAUDAL_FLOAT64)
-        return (const double *)data + off;
-    switch (dtype) {
-#define LOAD_CASE(code, ctype, sfx)                 \
-    case code: {                                    \
-        const ctype *p = (const ctype *)data + off; \
-        for (int i = 0; i < len; i++)               \
-            buf[i] = (double)p[i];                  \
-        return buf;                                 \
-    }
-        CDK_REAL_TYPES(LOAD_CASE)
-#undef LOAD_CASE
-    default:
-        return NULL;
-    }
-}
-
 /* Pébay's update (SAND2008-6212) of a's count and central sums by nb values
  * whose mean lies d above a's and whose central sums are m2b..m4b; returns
  * how far a's mean moves, d nb / n. The caller moves it: see running. */
@@ -237,7 +216,7 @@ int cdk_moments_add(cdk_moments *m, const void *data, int dtype, int64_t n)
     double buf[RUN];
     for (int64_t off = 0; off < n; off += RUN) {
         int len = n - off < RUN ? (int)(n - off) : RUN;
-        add_run(&r, load_run(data, dtype, off, len, buf), len);
+        add_run(&r, cdk_load_run(data, dtype, off, len, buf), len);
     }
     r.m.mean += r.lo;
     *m = r.m;

@@ -10,6 +10,7 @@
 #include <math.h>
 
 #include "caudal_kernels.h"
+#include "block.h"
 #include "dtype.h"
 
 typedef struct stencil_fns {
@@ -62,24 +63,6 @@ static const stencil_fns *fns_of(int dtype)
     }
 }
 
-/* The element count of a block, or CDK_ERR_SHAPE for a bad ndim, a negative
- * extent, or a size that overflows. */
-static int block_elements(int ndim, const int64_t *count, int64_t *n)
-{
-    if (ndim < 1 || ndim > CDK_MAX_DIMS || !count)
-        return CDK_ERR_SHAPE;
-    int64_t total = 1;
-    for (int d = 0; d < ndim; d++) {
-        if (count[d] < 0)
-            return CDK_ERR_SHAPE;
-        if (count[d] > 0 && total > INT64_MAX / count[d])
-            return CDK_ERR_SHAPE;
-        total *= count[d];
-    }
-    *n = total;
-    return CDK_OK;
-}
-
 static int64_t product(const int64_t *count, int from, int to)
 {
     int64_t p = 1;
@@ -115,7 +98,7 @@ int cdk_gradient(const void *data, int dtype, int ndim, const int64_t *count, in
                  double *out)
 {
     int64_t total;
-    int rc = block_elements(ndim, count, &total);
+    int rc = cdk_block_elements(ndim, count, &total);
     if (rc != CDK_OK)
         return rc;
     const stencil_fns *f = fns_of(dtype);
@@ -175,7 +158,7 @@ int cdk_laplacian(const void *data, int dtype, int ndim, const int64_t *count,
                   double *out)
 {
     int64_t total;
-    int rc = block_elements(ndim, count, &total);
+    int rc = cdk_block_elements(ndim, count, &total);
     if (rc != CDK_OK)
         return rc;
     const stencil_fns *f = fns_of(dtype);

@@ -33,6 +33,17 @@
         }                                                                       \
     } while (0)
 
+/* For the kernels' status codes (kernels/caudal_kernels.h). */
+#define CHECK_CDK(expr, want)                                                   \
+    do {                                                                        \
+        int rc_ = (expr);                                                       \
+        if (rc_ != (want)) {                                                    \
+            fprintf(stderr, "%s:%d: %s returned %d (%s), wanted %d\n", __FILE__, \
+                    __LINE__, #expr, rc_, cdk_strerror(rc_), (want));           \
+            exit(1);                                                            \
+        }                                                                       \
+    } while (0)
+
 /* The client's message must contain `part`. */
 #define CHECK_MSG(c, part)                                                      \
     do {                                                                        \

@@ -6,6 +6,8 @@
  * block kernels with faces taken from the neighbours, and compare the
  * stitched or merged result with the kernel on the whole array and with a
  * naive formula over the whole array. */
+#include "harness.h" /* first: it sets _GNU_SOURCE */
+
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,24 +16,6 @@
 
 #include "caudal_kernels.h"
 #include "dtype.h"
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
-
-#define CHECK_RC(expr, want)                                                         \
-    do {                                                                             \
-        int rc_ = (expr);                                                            \
-        if (rc_ != (want)) {                                                         \
-            fprintf(stderr, "%s:%d: %s returned %d (%s), wanted %d\n", __FILE__,     \
-                    __LINE__, #expr, rc_, cdk_strerror(rc_), (want));                \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
 
 #define MAXD 4
 #define NTYPES 10
@@ -278,7 +262,7 @@ static void test_gradient_case(int dtype, int ndim)
     void *data = rnd_array(dtype, n, 0.0);
     double *whole = xmalloc((size_t)n * sizeof(double));
     double *stitched = xmalloc((size_t)n * sizeof(double));
-    CHECK_RC(cdk_gradient(data, dtype, ndim, g.shape, axis, h, g.shape[axis], NULL, NULL,
+    CHECK_CDK(cdk_gradient(data, dtype, ndim, g.shape, axis, h, g.shape[axis], NULL, NULL,
                           whole),
              CDK_OK);
     for (int b = 0; b < g.nblocks; b++) {
@@ -288,7 +272,7 @@ static void test_gradient_case(int dtype, int ndim)
         void *lo = face(&g, data, sz, start, count, axis, -1);
         void *hi = face(&g, data, sz, start, count, axis, +1);
         double *out = xmalloc((size_t)elements(ndim, count) * sizeof(double));
-        CHECK_RC(cdk_gradient(blk, dtype, ndim, count, axis, h, g.shape[axis], lo, hi, out),
+        CHECK_CDK(cdk_gradient(blk, dtype, ndim, count, axis, h, g.shape[axis], lo, hi, out),
                  CDK_OK);
         stitch(stitched, sizeof(double), ndim, g.shape, out, start, count);
         free(blk);
@@ -335,7 +319,7 @@ static void test_laplacian_case(int dtype, int ndim)
     double *whole = xmalloc((size_t)n * sizeof(double));
     double *stitched = xmalloc((size_t)n * sizeof(double));
     const void *none[MAXD] = {NULL};
-    CHECK_RC(cdk_laplacian(data, dtype, ndim, g.shape, h, none, none, whole), CDK_OK);
+    CHECK_CDK(cdk_laplacian(data, dtype, ndim, g.shape, h, none, none, whole), CDK_OK);
     for (int b = 0; b < g.nblocks; b++) {
         int64_t start[MAXD], count[MAXD];
         grid_block(&g, b, start, count);
@@ -346,7 +330,7 @@ static void test_laplacian_case(int dtype, int ndim)
             hi[d] = face(&g, data, sz, start, count, d, +1);
         }
         double *out = xmalloc((size_t)elements(ndim, count) * sizeof(double));
-        CHECK_RC(cdk_laplacian(blk, dtype, ndim, count, h, (const void *const *)lo,
+        CHECK_CDK(cdk_laplacian(blk, dtype, ndim, count, h, (const void *const *)lo,
                                (const void *const *)hi, out),
                  CDK_OK);
         stitch(stitched, sizeof(double), ndim, g.shape, out, start, count);
@@ -373,59 +357,59 @@ static void test_bad_stencil(void)
     int64_t c2[2] = {2, 3}, c1[1] = {1}, c0[2] = {0, 3}, neg[2] = {2, -1};
     for (int i = 0; i < 6; i++)
         out[i] = sentinel;
-    CHECK_RC(cdk_gradient(x, CAUDAL_FLOAT64, 0, c2, 0, 1, 2, NULL, NULL, out),
+    CHECK_CDK(cdk_gradient(x, CAUDAL_FLOAT64, 0, c2, 0, 1, 2, NULL, NULL, out),
              CDK_ERR_SHAPE);
-    CHECK_RC(cdk_gradient(x, CAUDAL_FLOAT64, CDK_MAX_DIMS + 1, c2, 0, 1, 2, NULL, NULL, out),
+    CHECK_CDK(cdk_gradient(x, CAUDAL_FLOAT64, CDK_MAX_DIMS + 1, c2, 0, 1, 2, NULL, NULL, out),
              CDK_ERR_SHAPE);
-    CHECK_RC(cdk_gradient(x, CAUDAL_FLOAT64, 2, neg, 0, 1, 2, NULL, NULL, out),
+    CHECK_CDK(cdk_gradient(x, CAUDAL_FLOAT64, 2, neg, 0, 1, 2, NULL, NULL, out),
              CDK_ERR_SHAPE);
-    CHECK_RC(cdk_gradient(x, CAUDAL_COMPLEX128, 2, c2, 0, 1, 2, NULL, NULL, out),
+    CHECK_CDK(cdk_gradient(x, CAUDAL_COMPLEX128, 2, c2, 0, 1, 2, NULL, NULL, out),
              CDK_ERR_DTYPE);
-    CHECK_RC(cdk_gradient(x, 0, 2, c2, 0, 1, 2, NULL, NULL, out), CDK_ERR_DTYPE);
-    CHECK_RC(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 2, 1, 2, NULL, NULL, out), CDK_ERR_ARG);
-    CHECK_RC(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, -1, 1, 2, NULL, NULL, out), CDK_ERR_ARG);
-    CHECK_RC(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 0, 0, 2, NULL, NULL, out), CDK_ERR_ARG);
-    CHECK_RC(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 0, -1, 2, NULL, NULL, out), CDK_ERR_ARG);
-    CHECK_RC(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 0, NAN, 2, NULL, NULL, out), CDK_ERR_ARG);
-    CHECK_RC(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 0, INFINITY, 2, NULL, NULL, out),
+    CHECK_CDK(cdk_gradient(x, 0, 2, c2, 0, 1, 2, NULL, NULL, out), CDK_ERR_DTYPE);
+    CHECK_CDK(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 2, 1, 2, NULL, NULL, out), CDK_ERR_ARG);
+    CHECK_CDK(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, -1, 1, 2, NULL, NULL, out), CDK_ERR_ARG);
+    CHECK_CDK(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 0, 0, 2, NULL, NULL, out), CDK_ERR_ARG);
+    CHECK_CDK(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 0, -1, 2, NULL, NULL, out), CDK_ERR_ARG);
+    CHECK_CDK(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 0, NAN, 2, NULL, NULL, out), CDK_ERR_ARG);
+    CHECK_CDK(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 0, INFINITY, 2, NULL, NULL, out),
              CDK_ERR_ARG);
     /* numpy refuses an axis of one element; and faces must fit global_n */
-    CHECK_RC(cdk_gradient(x, CAUDAL_FLOAT64, 1, c1, 0, 1, 1, NULL, NULL, out), CDK_ERR_SHAPE);
-    CHECK_RC(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 0, 1, 3, NULL, NULL, out), CDK_ERR_SHAPE);
-    CHECK_RC(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 0, 1, 2, face, NULL, out), CDK_ERR_SHAPE);
-    CHECK_RC(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 0, 1, 3, face, face, out), CDK_ERR_SHAPE);
-    CHECK_RC(cdk_gradient(NULL, CAUDAL_FLOAT64, 2, c2, 0, 1, 2, NULL, NULL, out), CDK_ERR_ARG);
-    CHECK_RC(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 0, 1, 2, NULL, NULL, NULL), CDK_ERR_ARG);
+    CHECK_CDK(cdk_gradient(x, CAUDAL_FLOAT64, 1, c1, 0, 1, 1, NULL, NULL, out), CDK_ERR_SHAPE);
+    CHECK_CDK(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 0, 1, 3, NULL, NULL, out), CDK_ERR_SHAPE);
+    CHECK_CDK(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 0, 1, 2, face, NULL, out), CDK_ERR_SHAPE);
+    CHECK_CDK(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 0, 1, 3, face, face, out), CDK_ERR_SHAPE);
+    CHECK_CDK(cdk_gradient(NULL, CAUDAL_FLOAT64, 2, c2, 0, 1, 2, NULL, NULL, out), CDK_ERR_ARG);
+    CHECK_CDK(cdk_gradient(x, CAUDAL_FLOAT64, 2, c2, 0, 1, 2, NULL, NULL, NULL), CDK_ERR_ARG);
     for (int i = 0; i < 6; i++)
         CHECK(out[i] == sentinel);
     /* an empty block writes nothing, whatever its faces */
-    CHECK_RC(cdk_gradient(x, CAUDAL_FLOAT64, 2, c0, 1, 1, 3, NULL, NULL, out), CDK_OK);
-    CHECK_RC(cdk_gradient(NULL, CAUDAL_INT8, 2, c0, 0, 1, 5, face, face, NULL), CDK_OK);
+    CHECK_CDK(cdk_gradient(x, CAUDAL_FLOAT64, 2, c0, 1, 1, 3, NULL, NULL, out), CDK_OK);
+    CHECK_CDK(cdk_gradient(NULL, CAUDAL_INT8, 2, c0, 0, 1, 5, face, face, NULL), CDK_OK);
     CHECK(out[0] == sentinel);
 
     /* extent 1 inside the array: both neighbours from faces; and at a border */
     double lo1 = 3, hi1 = 10, one = 4, g;
-    CHECK_RC(cdk_gradient(&one, CAUDAL_FLOAT64, 1, c1, 0, 0.5, 5, &lo1, &hi1, &g), CDK_OK);
+    CHECK_CDK(cdk_gradient(&one, CAUDAL_FLOAT64, 1, c1, 0, 0.5, 5, &lo1, &hi1, &g), CDK_OK);
     CHECK(g == (10.0 - 3.0) / 1.0);
-    CHECK_RC(cdk_gradient(&one, CAUDAL_FLOAT64, 1, c1, 0, 0.5, 5, NULL, &hi1, &g), CDK_OK);
+    CHECK_CDK(cdk_gradient(&one, CAUDAL_FLOAT64, 1, c1, 0, 0.5, 5, NULL, &hi1, &g), CDK_OK);
     CHECK(g == (10.0 - 4.0) / 0.5);
-    CHECK_RC(cdk_gradient(&one, CAUDAL_FLOAT64, 1, c1, 0, 0.5, 5, &lo1, NULL, &g), CDK_OK);
+    CHECK_CDK(cdk_gradient(&one, CAUDAL_FLOAT64, 1, c1, 0, 0.5, 5, &lo1, NULL, &g), CDK_OK);
     CHECK(g == (4.0 - 3.0) / 0.5);
 
     double h2[2] = {1, 1}, hbad[2] = {1, 0};
-    CHECK_RC(cdk_laplacian(x, CAUDAL_FLOAT64, 2, c2, hbad, NULL, NULL, out), CDK_ERR_ARG);
+    CHECK_CDK(cdk_laplacian(x, CAUDAL_FLOAT64, 2, c2, hbad, NULL, NULL, out), CDK_ERR_ARG);
     hbad[1] = NAN;
-    CHECK_RC(cdk_laplacian(x, CAUDAL_FLOAT64, 2, c2, hbad, NULL, NULL, out), CDK_ERR_ARG);
-    CHECK_RC(cdk_laplacian(x, CAUDAL_FLOAT64, 2, c2, NULL, NULL, NULL, out), CDK_ERR_ARG);
-    CHECK_RC(cdk_laplacian(x, CAUDAL_COMPLEX64, 2, c2, h2, NULL, NULL, out), CDK_ERR_DTYPE);
-    CHECK_RC(cdk_laplacian(x, CAUDAL_FLOAT64, 0, c2, h2, NULL, NULL, out), CDK_ERR_SHAPE);
-    CHECK_RC(cdk_laplacian(x, CAUDAL_FLOAT64, 2, neg, h2, NULL, NULL, out), CDK_ERR_SHAPE);
-    CHECK_RC(cdk_laplacian(NULL, CAUDAL_FLOAT64, 2, c2, h2, NULL, NULL, out), CDK_ERR_ARG);
-    CHECK_RC(cdk_laplacian(x, CAUDAL_FLOAT64, 2, c0, h2, NULL, NULL, out), CDK_OK);
+    CHECK_CDK(cdk_laplacian(x, CAUDAL_FLOAT64, 2, c2, hbad, NULL, NULL, out), CDK_ERR_ARG);
+    CHECK_CDK(cdk_laplacian(x, CAUDAL_FLOAT64, 2, c2, NULL, NULL, NULL, out), CDK_ERR_ARG);
+    CHECK_CDK(cdk_laplacian(x, CAUDAL_COMPLEX64, 2, c2, h2, NULL, NULL, out), CDK_ERR_DTYPE);
+    CHECK_CDK(cdk_laplacian(x, CAUDAL_FLOAT64, 0, c2, h2, NULL, NULL, out), CDK_ERR_SHAPE);
+    CHECK_CDK(cdk_laplacian(x, CAUDAL_FLOAT64, 2, neg, h2, NULL, NULL, out), CDK_ERR_SHAPE);
+    CHECK_CDK(cdk_laplacian(NULL, CAUDAL_FLOAT64, 2, c2, h2, NULL, NULL, out), CDK_ERR_ARG);
+    CHECK_CDK(cdk_laplacian(x, CAUDAL_FLOAT64, 2, c0, h2, NULL, NULL, out), CDK_OK);
     for (int i = 0; i < 6; i++)
         CHECK(out[i] == sentinel);
     /* NULL face arrays mean every side is a global border */
-    CHECK_RC(cdk_laplacian(x, CAUDAL_FLOAT64, 2, c2, h2, NULL, NULL, out), CDK_OK);
+    CHECK_CDK(cdk_laplacian(x, CAUDAL_FLOAT64, 2, c2, h2, NULL, NULL, out), CDK_OK);
     CHECK(out[0] == (2 - 1) + (8 - 1));
 }
 
@@ -443,7 +427,7 @@ static void test_coarsen_case(int dtype, int ndim)
         cshape[d] = (g.shape[d] + factor[d] - 1) / factor[d];
     }
     int64_t cn = elements(ndim, cshape), first[MAXD], ncells[MAXD];
-    CHECK_RC(cdk_coarsen_cells(ndim, zero, g.shape, factor, first, ncells), CDK_OK);
+    CHECK_CDK(cdk_coarsen_cells(ndim, zero, g.shape, factor, first, ncells), CDK_OK);
     for (int d = 0; d < ndim; d++)
         CHECK(first[d] == 0 && ncells[d] == cshape[d]);
     void *data = rnd_array(dtype, n, 0.05);
@@ -481,12 +465,12 @@ static void test_coarsen_case(int dtype, int ndim)
     for (int b = 0; b < g.nblocks; b++) {
         int64_t start[MAXD], count[MAXD];
         grid_block(&g, b, start, count);
-        CHECK_RC(cdk_coarsen_cells(ndim, start, count, factor, first, ncells), CDK_OK);
+        CHECK_CDK(cdk_coarsen_cells(ndim, start, count, factor, first, ncells), CDK_OK);
         int64_t pn = elements(ndim, ncells);
         void *blk = extract(data, sz, ndim, g.shape, start, count);
         double *pacc = xmalloc((size_t)pn * sizeof(double));
         int64_t *pnum = xmalloc((size_t)pn * sizeof(int64_t));
-        CHECK_RC(cdk_coarsen(blk, dtype, ndim, start, count, factor, op, pacc, pnum), CDK_OK);
+        CHECK_CDK(cdk_coarsen(blk, dtype, ndim, start, count, factor, op, pacc, pnum), CDK_OK);
         for (int64_t p = 0; p < pn; p++) {
             int64_t idx[MAXD];
             unravel(ndim, ncells, p, idx);
@@ -526,29 +510,29 @@ static void test_bad_coarsen(void)
     int64_t num[4] = {-1, -1, -1, -1}, first[2] = {-1, -1}, ncells[2] = {-1, -1};
     int64_t start[2] = {0, 3}, count[2] = {2, 2}, f[2] = {2, 2}, f0[2] = {2, 0};
     int64_t negs[2] = {-1, 0}, c0[2] = {2, 0};
-    CHECK_RC(cdk_coarsen_cells(2, start, count, f0, first, ncells), CDK_ERR_ARG);
-    CHECK_RC(cdk_coarsen_cells(0, start, count, f, first, ncells), CDK_ERR_SHAPE);
-    CHECK_RC(cdk_coarsen_cells(CDK_MAX_DIMS + 1, start, count, f, first, ncells),
+    CHECK_CDK(cdk_coarsen_cells(2, start, count, f0, first, ncells), CDK_ERR_ARG);
+    CHECK_CDK(cdk_coarsen_cells(0, start, count, f, first, ncells), CDK_ERR_SHAPE);
+    CHECK_CDK(cdk_coarsen_cells(CDK_MAX_DIMS + 1, start, count, f, first, ncells),
              CDK_ERR_SHAPE);
-    CHECK_RC(cdk_coarsen_cells(2, negs, count, f, first, ncells), CDK_ERR_SHAPE);
+    CHECK_CDK(cdk_coarsen_cells(2, negs, count, f, first, ncells), CDK_ERR_SHAPE);
     CHECK(first[0] == -1 && ncells[0] == -1);
-    CHECK_RC(cdk_coarsen_cells(2, start, count, f, first, ncells), CDK_OK);
+    CHECK_CDK(cdk_coarsen_cells(2, start, count, f, first, ncells), CDK_OK);
     CHECK(first[0] == 0 && first[1] == 1 && ncells[0] == 1 && ncells[1] == 2);
-    CHECK_RC(cdk_coarsen_cells(2, start, c0, f, first, ncells), CDK_OK);
+    CHECK_CDK(cdk_coarsen_cells(2, start, c0, f, first, ncells), CDK_OK);
     CHECK(ncells[1] == 0);
 
-    CHECK_RC(cdk_coarsen(x, CAUDAL_FLOAT64, 2, start, count, f0, CDK_COARSEN_MEAN, acc, num),
+    CHECK_CDK(cdk_coarsen(x, CAUDAL_FLOAT64, 2, start, count, f0, CDK_COARSEN_MEAN, acc, num),
              CDK_ERR_ARG);
-    CHECK_RC(cdk_coarsen(x, CAUDAL_FLOAT64, 2, start, count, f, 3, acc, num), CDK_ERR_ARG);
-    CHECK_RC(cdk_coarsen(x, CAUDAL_FLOAT64, 2, start, count, f, -1, acc, num), CDK_ERR_ARG);
-    CHECK_RC(cdk_coarsen(x, CAUDAL_COMPLEX128, 2, start, count, f, 0, acc, num),
+    CHECK_CDK(cdk_coarsen(x, CAUDAL_FLOAT64, 2, start, count, f, 3, acc, num), CDK_ERR_ARG);
+    CHECK_CDK(cdk_coarsen(x, CAUDAL_FLOAT64, 2, start, count, f, -1, acc, num), CDK_ERR_ARG);
+    CHECK_CDK(cdk_coarsen(x, CAUDAL_COMPLEX128, 2, start, count, f, 0, acc, num),
              CDK_ERR_DTYPE);
-    CHECK_RC(cdk_coarsen(NULL, CAUDAL_FLOAT64, 2, start, count, f, 0, acc, num), CDK_ERR_ARG);
-    CHECK_RC(cdk_coarsen(x, CAUDAL_FLOAT64, 2, start, c0, f, 0, acc, num), CDK_OK);
+    CHECK_CDK(cdk_coarsen(NULL, CAUDAL_FLOAT64, 2, start, count, f, 0, acc, num), CDK_ERR_ARG);
+    CHECK_CDK(cdk_coarsen(x, CAUDAL_FLOAT64, 2, start, c0, f, 0, acc, num), CDK_OK);
     for (int i = 0; i < 4; i++)
         CHECK(acc[i] == -1 && num[i] == -1);
     /* start 3 with factor 2: the row splits 1 + 1 over cells 1 and 2 */
-    CHECK_RC(cdk_coarsen(x, CAUDAL_FLOAT64, 2, start, count, f, CDK_COARSEN_MAX, acc, num),
+    CHECK_CDK(cdk_coarsen(x, CAUDAL_FLOAT64, 2, start, count, f, CDK_COARSEN_MAX, acc, num),
              CDK_OK);
     CHECK(acc[0] == 3 && acc[1] == 4 && num[0] == 2 && num[1] == 2);
 }
@@ -622,7 +606,7 @@ static void test_label_case(int dtype, int ndim)
     int32_t *ref = xmalloc((size_t)n * sizeof(int32_t));
     int32_t *whole = xmalloc((size_t)n * sizeof(int32_t));
     int64_t nref = naive_label(data, dtype, ndim, g.shape, t, op, ref), nwhole = -1;
-    CHECK_RC(cdk_label(data, dtype, ndim, g.shape, t, op, whole, &nwhole), CDK_OK);
+    CHECK_CDK(cdk_label(data, dtype, ndim, g.shape, t, op, whole, &nwhole), CDK_OK);
     CHECK(nwhole == nref);
     CHECK(memcmp(whole, ref, (size_t)n * sizeof(int32_t)) == 0);
 
@@ -644,12 +628,12 @@ static void test_label_case(int dtype, int ndim)
         void *blk = extract(data, sz, ndim, g.shape, start, count);
         int32_t *lab = xmalloc((size_t)bn * sizeof(int32_t));
         int32_t *lref = xmalloc((size_t)bn * sizeof(int32_t));
-        CHECK_RC(cdk_label(blk, dtype, ndim, count, t, op, lab, &nl), CDK_OK);
+        CHECK_CDK(cdk_label(blk, dtype, ndim, count, t, op, lab, &nl), CDK_OK);
         CHECK(nl == naive_label(blk, dtype, ndim, count, t, op, lref));
         CHECK(memcmp(lab, lref, (size_t)bn * sizeof(int32_t)) == 0);
         int64_t *bsize = xmalloc((size_t)nl * sizeof(int64_t));
         double *bsum = xmalloc((size_t)nl * ndim * sizeof(double));
-        CHECK_RC(cdk_label_stats(lab, ndim, start, count, nl, bsize, bsum), CDK_OK);
+        CHECK_CDK(cdk_label_stats(lab, ndim, start, count, nl, bsize, bsum), CDK_OK);
         int64_t *bid = xmalloc((size_t)bn * sizeof(int64_t));
         for (int64_t i = 0; i < bn; i++)
             bid[i] = lab[i] ? nid + lab[i] - 1 : 0;
@@ -741,37 +725,37 @@ static void test_bad_label(void)
     double x[9] = {1, 0, 1, 1, 1, 1, NAN, 0, 0};
     int32_t lab[9] = {9, 9, 9, 9, 9, 9, 9, 9, 9};
     int64_t c3[2] = {3, 3}, c0[2] = {0, 3}, neg[2] = {-2, 3}, nl = -5, start[2] = {10, 20};
-    CHECK_RC(cdk_label(x, CAUDAL_FLOAT64, 2, c3, 0.5, -1, lab, &nl), CDK_ERR_ARG);
-    CHECK_RC(cdk_label(x, CAUDAL_FLOAT64, 2, c3, 0.5, 4, lab, &nl), CDK_ERR_ARG);
-    CHECK_RC(cdk_label(x, CAUDAL_FLOAT64, 2, c3, 0.5, CDK_GT, lab, NULL), CDK_ERR_ARG);
-    CHECK_RC(cdk_label(NULL, CAUDAL_FLOAT64, 2, c3, 0.5, CDK_GT, lab, &nl), CDK_ERR_ARG);
-    CHECK_RC(cdk_label(x, CAUDAL_FLOAT64, 2, c3, 0.5, CDK_GT, NULL, &nl), CDK_ERR_ARG);
-    CHECK_RC(cdk_label(x, CAUDAL_COMPLEX64, 2, c3, 0.5, CDK_GT, lab, &nl), CDK_ERR_DTYPE);
-    CHECK_RC(cdk_label(x, CAUDAL_FLOAT64, 0, c3, 0.5, CDK_GT, lab, &nl), CDK_ERR_SHAPE);
-    CHECK_RC(cdk_label(x, CAUDAL_FLOAT64, 2, neg, 0.5, CDK_GT, lab, &nl), CDK_ERR_SHAPE);
+    CHECK_CDK(cdk_label(x, CAUDAL_FLOAT64, 2, c3, 0.5, -1, lab, &nl), CDK_ERR_ARG);
+    CHECK_CDK(cdk_label(x, CAUDAL_FLOAT64, 2, c3, 0.5, 4, lab, &nl), CDK_ERR_ARG);
+    CHECK_CDK(cdk_label(x, CAUDAL_FLOAT64, 2, c3, 0.5, CDK_GT, lab, NULL), CDK_ERR_ARG);
+    CHECK_CDK(cdk_label(NULL, CAUDAL_FLOAT64, 2, c3, 0.5, CDK_GT, lab, &nl), CDK_ERR_ARG);
+    CHECK_CDK(cdk_label(x, CAUDAL_FLOAT64, 2, c3, 0.5, CDK_GT, NULL, &nl), CDK_ERR_ARG);
+    CHECK_CDK(cdk_label(x, CAUDAL_COMPLEX64, 2, c3, 0.5, CDK_GT, lab, &nl), CDK_ERR_DTYPE);
+    CHECK_CDK(cdk_label(x, CAUDAL_FLOAT64, 0, c3, 0.5, CDK_GT, lab, &nl), CDK_ERR_SHAPE);
+    CHECK_CDK(cdk_label(x, CAUDAL_FLOAT64, 2, neg, 0.5, CDK_GT, lab, &nl), CDK_ERR_SHAPE);
     CHECK(nl == -5 && lab[0] == 9);
-    CHECK_RC(cdk_label(x, CAUDAL_FLOAT64, 2, c0, 0.5, CDK_GT, NULL, &nl), CDK_OK);
+    CHECK_CDK(cdk_label(x, CAUDAL_FLOAT64, 2, c0, 0.5, CDK_GT, NULL, &nl), CDK_OK);
     CHECK(nl == 0);
     /* a U: two runs of row 0 meet through row 1 */
-    CHECK_RC(cdk_label(x, CAUDAL_FLOAT64, 2, c3, 0.5, CDK_GT, lab, &nl), CDK_OK);
+    CHECK_CDK(cdk_label(x, CAUDAL_FLOAT64, 2, c3, 0.5, CDK_GT, lab, &nl), CDK_OK);
     CHECK(nl == 1 && lab[0] == 1 && lab[1] == 0 && lab[2] == 1 && lab[5] == 1 && lab[6] == 0);
     /* NaN is background under every op */
-    CHECK_RC(cdk_label(x, CAUDAL_FLOAT64, 2, c3, 0.5, CDK_LE, lab, &nl), CDK_OK);
+    CHECK_CDK(cdk_label(x, CAUDAL_FLOAT64, 2, c3, 0.5, CDK_LE, lab, &nl), CDK_OK);
     CHECK(nl == 2 && lab[1] == 1 && lab[6] == 0 && lab[7] == 2 && lab[8] == 2);
 
     int64_t size[2] = {-1, -1};
     double sum[4] = {-1, -1, -1, -1};
     int32_t badl[9] = {0, 1, 2, 3, 0, 0, 0, 0, 0}, negl[9] = {0, -1, 0, 0, 0, 0, 0, 0, 0};
-    CHECK_RC(cdk_label_stats(badl, 2, start, c3, 2, size, sum), CDK_ERR_ARG);
-    CHECK_RC(cdk_label_stats(negl, 2, start, c3, 2, size, sum), CDK_ERR_ARG);
-    CHECK_RC(cdk_label_stats(lab, 2, start, c3, -1, size, sum), CDK_ERR_ARG);
-    CHECK_RC(cdk_label_stats(lab, 2, NULL, c3, 2, size, sum), CDK_ERR_ARG);
-    CHECK_RC(cdk_label_stats(lab, 0, start, c3, 2, size, sum), CDK_ERR_SHAPE);
+    CHECK_CDK(cdk_label_stats(badl, 2, start, c3, 2, size, sum), CDK_ERR_ARG);
+    CHECK_CDK(cdk_label_stats(negl, 2, start, c3, 2, size, sum), CDK_ERR_ARG);
+    CHECK_CDK(cdk_label_stats(lab, 2, start, c3, -1, size, sum), CDK_ERR_ARG);
+    CHECK_CDK(cdk_label_stats(lab, 2, NULL, c3, 2, size, sum), CDK_ERR_ARG);
+    CHECK_CDK(cdk_label_stats(lab, 0, start, c3, 2, size, sum), CDK_ERR_SHAPE);
     CHECK(size[0] == -1 && sum[0] == -1);
-    CHECK_RC(cdk_label_stats(lab, 2, start, c3, 2, size, sum), CDK_OK);
+    CHECK_CDK(cdk_label_stats(lab, 2, start, c3, 2, size, sum), CDK_OK);
     CHECK(size[0] == 1 && sum[0] == 10 && sum[1] == 21);
     CHECK(size[1] == 2 && sum[2] == 24 && sum[3] == 43);
-    CHECK_RC(cdk_label_stats(NULL, 2, start, c0, 0, NULL, NULL), CDK_OK);
+    CHECK_CDK(cdk_label_stats(NULL, 2, start, c0, 0, NULL, NULL), CDK_OK);
 }
 
 /* ----------------------------------------------------- per-point statistics */
@@ -793,7 +777,7 @@ static void test_pointstats_case(int dtype)
         void *x = rnd_array(dtype, n, 0.3);
         for (int64_t i = 0; i < n; i++)
             vals[s * n + i] = get(x, dtype, i);
-        CHECK_RC(cdk_pointstats_add(x, dtype, n, num, mean, m2, mn, mx), CDK_OK);
+        CHECK_CDK(cdk_pointstats_add(x, dtype, n, num, mean, m2, mn, mx), CDK_OK);
         free(x);
     }
     for (int64_t i = 0; i < n; i++) {
@@ -829,19 +813,19 @@ static void test_bad_pointstats(void)
     double x[2] = {1, 2}, mean[2] = {0, 0}, m2[2] = {0, 0}, mn[2] = {INFINITY, INFINITY};
     double mx[2] = {-INFINITY, -INFINITY};
     int64_t num[2] = {0, 0};
-    CHECK_RC(cdk_pointstats_add(x, CAUDAL_COMPLEX128, 2, num, mean, m2, mn, mx),
+    CHECK_CDK(cdk_pointstats_add(x, CAUDAL_COMPLEX128, 2, num, mean, m2, mn, mx),
              CDK_ERR_DTYPE);
-    CHECK_RC(cdk_pointstats_add(x, 42, 2, num, mean, m2, mn, mx), CDK_ERR_DTYPE);
-    CHECK_RC(cdk_pointstats_add(x, CAUDAL_FLOAT64, -1, num, mean, m2, mn, mx), CDK_ERR_ARG);
-    CHECK_RC(cdk_pointstats_add(NULL, CAUDAL_FLOAT64, 2, num, mean, m2, mn, mx), CDK_ERR_ARG);
-    CHECK_RC(cdk_pointstats_add(x, CAUDAL_FLOAT64, 2, num, mean, NULL, mn, mx), CDK_ERR_ARG);
+    CHECK_CDK(cdk_pointstats_add(x, 42, 2, num, mean, m2, mn, mx), CDK_ERR_DTYPE);
+    CHECK_CDK(cdk_pointstats_add(x, CAUDAL_FLOAT64, -1, num, mean, m2, mn, mx), CDK_ERR_ARG);
+    CHECK_CDK(cdk_pointstats_add(NULL, CAUDAL_FLOAT64, 2, num, mean, m2, mn, mx), CDK_ERR_ARG);
+    CHECK_CDK(cdk_pointstats_add(x, CAUDAL_FLOAT64, 2, num, mean, NULL, mn, mx), CDK_ERR_ARG);
     CHECK(num[0] == 0 && num[1] == 0);
-    CHECK_RC(cdk_pointstats_add(NULL, CAUDAL_FLOAT64, 0, NULL, NULL, NULL, NULL, NULL),
+    CHECK_CDK(cdk_pointstats_add(NULL, CAUDAL_FLOAT64, 0, NULL, NULL, NULL, NULL, NULL),
              CDK_OK);
     /* infinities are values: the variance becomes NaN as in numpy.var */
     double inf[2] = {INFINITY, -INFINITY};
-    CHECK_RC(cdk_pointstats_add(x, CAUDAL_FLOAT64, 2, num, mean, m2, mn, mx), CDK_OK);
-    CHECK_RC(cdk_pointstats_add(inf, CAUDAL_FLOAT64, 2, num, mean, m2, mn, mx), CDK_OK);
+    CHECK_CDK(cdk_pointstats_add(x, CAUDAL_FLOAT64, 2, num, mean, m2, mn, mx), CDK_OK);
+    CHECK_CDK(cdk_pointstats_add(inf, CAUDAL_FLOAT64, 2, num, mean, m2, mn, mx), CDK_OK);
     CHECK(num[0] == 2 && mx[0] == INFINITY && mn[1] == -INFINITY && isnan(m2[0]));
 }
 

@@ -3,6 +3,8 @@
  * the bin edges, and sorted copies of the data. Deterministic (fixed seeds);
  * meant to run under ASan and UBSan, where the fuzzing of serialized sketches
  * matters most. */
+#include "harness.h" /* first: it sets _GNU_SOURCE */
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,24 +12,6 @@
 
 #include "caudal_kernels.h"
 #include "dtype.h"
-
-#define CHECK(cond)                                                                 \
-    do {                                                                            \
-        if (!(cond)) {                                                              \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            exit(1);                                                                \
-        }                                                                           \
-    } while (0)
-
-#define CHECK_RC(expr, want)                                                        \
-    do {                                                                            \
-        int rc_ = (expr);                                                           \
-        if (rc_ != (want)) {                                                        \
-            fprintf(stderr, "%s:%d: %s returned %d (%s), wanted %d\n", __FILE__,    \
-                    __LINE__, #expr, rc_, cdk_strerror(rc_), (want));               \
-            exit(1);                                                                \
-        }                                                                           \
-    } while (0)
 
 /* ------------------------------------------------------------------ random */
 
@@ -184,8 +168,8 @@ static void check_moments(const cdk_moments *m, const ref_moments *r, double tol
 static cdk_moments moments_of(const void *data, int dtype, int64_t n)
 {
     cdk_moments m;
-    CHECK_RC(cdk_moments_init(&m), CDK_OK);
-    CHECK_RC(cdk_moments_add(&m, data, dtype, n), CDK_OK);
+    CHECK_CDK(cdk_moments_init(&m), CDK_OK);
+    CHECK_CDK(cdk_moments_add(&m, data, dtype, n), CDK_OK);
     return m;
 }
 
@@ -236,15 +220,15 @@ static void test_moments_special(void)
     x[10] = 0;
     cdk_moments a = moments_of(x, CAUDAL_FLOAT64, 2000);
     cdk_moments b = moments_of(x + 2000, CAUDAL_FLOAT64, N - 2000);
-    CHECK_RC(cdk_moments_merge(&a, &b), CDK_OK);
+    CHECK_CDK(cdk_moments_merge(&a, &b), CDK_OK);
     CHECK(a.n == N && a.mean == INFINITY && isnan(a.m2));
-    CHECK_RC(cdk_moments_merge(&b, &a), CDK_OK);
+    CHECK_CDK(cdk_moments_merge(&b, &a), CDK_OK);
     CHECK(b.mean == INFINITY);
     /* Means whose difference overflows: NumPy's mean is 0 here. */
     double big[] = {-1e308, 1e308};
     a = moments_of(big, CAUDAL_FLOAT64, 1);
     b = moments_of(big + 1, CAUDAL_FLOAT64, 1);
-    CHECK_RC(cdk_moments_merge(&a, &b), CDK_OK);
+    CHECK_CDK(cdk_moments_merge(&a, &b), CDK_OK);
     CHECK(a.mean == 0 && a.m2 == INFINITY);
     free(x);
 
@@ -278,7 +262,7 @@ static void test_moments_cancellation(void)
         cdk_moments_init(&acc);
         for (int64_t off = 0; off < n; off += 20000) {
             cdk_moments part = moments_of(x + off, CAUDAL_FLOAT64, 20000);
-            CHECK_RC(cdk_moments_merge(&acc, &part), CDK_OK);
+            CHECK_CDK(cdk_moments_merge(&acc, &part), CDK_OK);
         }
         CHECK(fabsl(acc.m2 / want.m[2] - 1) < 1e-7);
         CHECK(close_to(acc.mean, want.mean, 1e9, 1e-15));
@@ -309,13 +293,13 @@ static void test_moments_merge(void)
         while (parts > 1) { /* merge a random pair (in either order) */
             int i = (int)below(&r, parts), j = (int)below(&r, parts - 1);
             j += j >= i;
-            CHECK_RC(cdk_moments_merge(&part[i], &part[j]), CDK_OK);
+            CHECK_CDK(cdk_moments_merge(&part[i], &part[j]), CDK_OK);
             part[j] = part[--parts];
         }
         check_moments(&part[0], &want, 1e-11);
         /* Self-merge: every value twice. */
         cdk_moments twice = part[0];
-        CHECK_RC(cdk_moments_merge(&twice, &twice), CDK_OK);
+        CHECK_CDK(cdk_moments_merge(&twice, &twice), CDK_OK);
         CHECK(twice.n == 2 * want.n && twice.nan == 2 * want.nan);
         if (want.n)
             CHECK(close_to(twice.m2, 2 * want.m[2], 2 * want.abs[2], 1e-11));
@@ -327,22 +311,22 @@ static void test_moments_args(void)
 {
     cdk_moments m, before;
     double x[2] = {1, 2};
-    CHECK_RC(cdk_moments_init(NULL), CDK_ERR_ARG);
+    CHECK_CDK(cdk_moments_init(NULL), CDK_ERR_ARG);
     cdk_moments_init(&m);
     before = m;
-    CHECK_RC(cdk_moments_add(&m, x, CAUDAL_COMPLEX128, 1), CDK_ERR_DTYPE);
-    CHECK_RC(cdk_moments_add(&m, x, 0, 1), CDK_ERR_DTYPE);
-    CHECK_RC(cdk_moments_add(&m, x, 99, 1), CDK_ERR_DTYPE);
-    CHECK_RC(cdk_moments_add(&m, x, CAUDAL_FLOAT64, -1), CDK_ERR_ARG);
-    CHECK_RC(cdk_moments_add(&m, NULL, CAUDAL_FLOAT64, 1), CDK_ERR_ARG);
-    CHECK_RC(cdk_moments_add(NULL, x, CAUDAL_FLOAT64, 1), CDK_ERR_ARG);
-    CHECK_RC(cdk_moments_add(&m, NULL, CAUDAL_FLOAT64, 0), CDK_OK);
+    CHECK_CDK(cdk_moments_add(&m, x, CAUDAL_COMPLEX128, 1), CDK_ERR_DTYPE);
+    CHECK_CDK(cdk_moments_add(&m, x, 0, 1), CDK_ERR_DTYPE);
+    CHECK_CDK(cdk_moments_add(&m, x, 99, 1), CDK_ERR_DTYPE);
+    CHECK_CDK(cdk_moments_add(&m, x, CAUDAL_FLOAT64, -1), CDK_ERR_ARG);
+    CHECK_CDK(cdk_moments_add(&m, NULL, CAUDAL_FLOAT64, 1), CDK_ERR_ARG);
+    CHECK_CDK(cdk_moments_add(NULL, x, CAUDAL_FLOAT64, 1), CDK_ERR_ARG);
+    CHECK_CDK(cdk_moments_add(&m, NULL, CAUDAL_FLOAT64, 0), CDK_OK);
     CHECK(memcmp(&m, &before, sizeof m) == 0);
     cdk_moments bad = m;
     bad.n = -1;
-    CHECK_RC(cdk_moments_merge(&m, &bad), CDK_ERR_ARG);
-    CHECK_RC(cdk_moments_merge(&bad, &m), CDK_ERR_ARG);
-    CHECK_RC(cdk_moments_merge(NULL, &m), CDK_ERR_ARG);
+    CHECK_CDK(cdk_moments_merge(&m, &bad), CDK_ERR_ARG);
+    CHECK_CDK(cdk_moments_merge(&bad, &m), CDK_ERR_ARG);
+    CHECK_CDK(cdk_moments_merge(NULL, &m), CDK_ERR_ARG);
     CHECK(memcmp(&m, &before, sizeof m) == 0);
 }
 
@@ -458,14 +442,14 @@ static void test_histogram_uniform(void)
         probe_values(&r, e, nbins + 1, x, n);
         int rc = cdk_histogram_uniform(x, CAUDAL_FLOAT64, n, lo, hi, nbins, counts);
         if (!increasing) {
-            CHECK_RC(rc, CDK_ERR_ARG);
+            CHECK_CDK(rc, CDK_ERR_ARG);
             CHECK(memcmp(counts, before, (size_t)(nbins + 3) * 8) == 0);
         } else {
-            CHECK_RC(rc, CDK_OK);
+            CHECK_CDK(rc, CDK_OK);
             check_counts(counts, before, e, nbins + 1, x, n);
             /* The same bins given as edges. */
             memcpy(before, counts, (size_t)(nbins + 3) * 8);
-            CHECK_RC(cdk_histogram_edges(x, CAUDAL_FLOAT64, n, e, nbins + 1, counts), CDK_OK);
+            CHECK_CDK(cdk_histogram_edges(x, CAUDAL_FLOAT64, n, e, nbins + 1, counts), CDK_OK);
             check_counts(counts, before, e, nbins + 1, x, n);
         }
         CHECK(trial != 6 || !increasing);
@@ -495,10 +479,10 @@ static void test_histogram_dtypes(void)
         double *e = linspace_edges(lo, hi, nbins);
         int64_t *counts = calloc((size_t)nbins + 3, 8), *zero = calloc((size_t)nbins + 3, 8);
         CHECK(counts && zero);
-        CHECK_RC(cdk_histogram_uniform(buf, dtype, n, lo, hi, nbins, counts), CDK_OK);
+        CHECK_CDK(cdk_histogram_uniform(buf, dtype, n, lo, hi, nbins, counts), CDK_OK);
         check_counts(counts, zero, e, nbins + 1, ref, n);
         memset(counts, 0, (size_t)(nbins + 3) * 8);
-        CHECK_RC(cdk_histogram_edges(buf, dtype, n, e, nbins + 1, counts), CDK_OK);
+        CHECK_CDK(cdk_histogram_edges(buf, dtype, n, e, nbins + 1, counts), CDK_OK);
         check_counts(counts, zero, e, nbins + 1, ref, n);
         free(buf);
         free(ref);
@@ -522,7 +506,7 @@ static void test_histogram_edges(void)
         int64_t *before, *counts = random_counts(&r, nedges + 2, &before);
         double *x = xmalloc((size_t)n * sizeof *x + 8);
         probe_values(&r, e, nedges, x, n);
-        CHECK_RC(cdk_histogram_edges(x, CAUDAL_FLOAT64, n, e, nedges, counts), CDK_OK);
+        CHECK_CDK(cdk_histogram_edges(x, CAUDAL_FLOAT64, n, e, nedges, counts), CDK_OK);
         check_counts(counts, before, e, nedges, x, n);
         free(e);
         free(x);
@@ -536,37 +520,37 @@ static void test_histogram_args(void)
     double x[4] = {0.5, 1, NAN, 3}, e[4] = {0, 1, 2, 3};
     int64_t c[8] = {0}, zero[8] = {0};
     const double two_ulps = nextafter(nextafter(1.0, 2.0), 2.0);
-    CHECK_RC(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 1, 1, 2, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 2, 1, 2, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, NAN, 1, 2, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 0, INFINITY, 2, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, -INFINITY, 0, 2, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, -1e308, 1e308, 2, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 0, 1, 0, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 0, 1, -1, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 0, 1, INT64_MAX, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 1, two_ulps, 4, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_uniform(x, CAUDAL_FLOAT64, -1, 0, 1, 2, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_uniform(NULL, CAUDAL_FLOAT64, 4, 0, 1, 2, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 0, 1, 2, NULL), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_uniform(x, CAUDAL_COMPLEX64, 4, 0, 1, 2, c), CDK_ERR_DTYPE);
-    CHECK_RC(cdk_histogram_uniform(x, 0, 4, 0, 1, 2, c), CDK_ERR_DTYPE);
-    CHECK_RC(cdk_histogram_edges(x, CAUDAL_FLOAT64, 4, e, 1, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_edges(x, CAUDAL_FLOAT64, 4, NULL, 4, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_edges(x, CAUDAL_FLOAT64, 4, e, 4, NULL), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_edges(x, CAUDAL_FLOAT64, -1, e, 4, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_edges(x, CAUDAL_COMPLEX128, 4, e, 4, c), CDK_ERR_DTYPE);
+    CHECK_CDK(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 1, 1, 2, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 2, 1, 2, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, NAN, 1, 2, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 0, INFINITY, 2, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, -INFINITY, 0, 2, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, -1e308, 1e308, 2, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 0, 1, 0, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 0, 1, -1, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 0, 1, INT64_MAX, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 1, two_ulps, 4, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_uniform(x, CAUDAL_FLOAT64, -1, 0, 1, 2, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_uniform(NULL, CAUDAL_FLOAT64, 4, 0, 1, 2, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 0, 1, 2, NULL), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_uniform(x, CAUDAL_COMPLEX64, 4, 0, 1, 2, c), CDK_ERR_DTYPE);
+    CHECK_CDK(cdk_histogram_uniform(x, 0, 4, 0, 1, 2, c), CDK_ERR_DTYPE);
+    CHECK_CDK(cdk_histogram_edges(x, CAUDAL_FLOAT64, 4, e, 1, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_edges(x, CAUDAL_FLOAT64, 4, NULL, 4, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_edges(x, CAUDAL_FLOAT64, 4, e, 4, NULL), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_edges(x, CAUDAL_FLOAT64, -1, e, 4, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_edges(x, CAUDAL_COMPLEX128, 4, e, 4, c), CDK_ERR_DTYPE);
     const double same[3] = {0, 1, 1}, down[3] = {0, 2, 1}, nan_e[3] = {0, NAN, 2},
                  inf_e[3] = {0, 1, INFINITY};
-    CHECK_RC(cdk_histogram_edges(x, CAUDAL_FLOAT64, 4, same, 3, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_edges(x, CAUDAL_FLOAT64, 4, down, 3, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_edges(x, CAUDAL_FLOAT64, 4, nan_e, 3, c), CDK_ERR_ARG);
-    CHECK_RC(cdk_histogram_edges(x, CAUDAL_FLOAT64, 4, inf_e, 3, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_edges(x, CAUDAL_FLOAT64, 4, same, 3, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_edges(x, CAUDAL_FLOAT64, 4, down, 3, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_edges(x, CAUDAL_FLOAT64, 4, nan_e, 3, c), CDK_ERR_ARG);
+    CHECK_CDK(cdk_histogram_edges(x, CAUDAL_FLOAT64, 4, inf_e, 3, c), CDK_ERR_ARG);
     CHECK(memcmp(c, zero, sizeof c) == 0);
     /* An empty block; one bin closed at both ends. */
-    CHECK_RC(cdk_histogram_uniform(NULL, CAUDAL_FLOAT64, 0, 0, 1, 2, c), CDK_OK);
+    CHECK_CDK(cdk_histogram_uniform(NULL, CAUDAL_FLOAT64, 0, 0, 1, 2, c), CDK_OK);
     CHECK(memcmp(c, zero, sizeof c) == 0);
-    CHECK_RC(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 0.5, 1, 1, c), CDK_OK);
+    CHECK_CDK(cdk_histogram_uniform(x, CAUDAL_FLOAT64, 4, 0.5, 1, 1, c), CDK_OK);
     CHECK(c[0] == 2 && c[1] == 0 && c[2] == 1 && c[3] == 1);
 }
 
@@ -591,13 +575,13 @@ static void check_quantile(const cdk_sketch *s, const double *v, int64_t n, doub
 {
     int64_t sn, e;
     double x;
-    CHECK_RC(cdk_sketch_info(s, &sn, NULL, &e), CDK_OK);
+    CHECK_CDK(cdk_sketch_info(s, &sn, NULL, &e), CDK_OK);
     CHECK(sn == n);
     if (n == 0) {
-        CHECK_RC(cdk_sketch_quantile(s, q, &x), CDK_ERR_ARG);
+        CHECK_CDK(cdk_sketch_quantile(s, q, &x), CDK_ERR_ARG);
         return;
     }
-    CHECK_RC(cdk_sketch_quantile(s, q, &x), CDK_OK);
+    CHECK_CDK(cdk_sketch_quantile(s, q, &x), CDK_OK);
     double rk = q * (double)(n - 1);
     int64_t fl = (int64_t)floor(rk), cl = (int64_t)ceil(rk);
     int64_t lo = fl - e < 0 ? 0 : fl - e, hi = cl + e > n - 1 ? n - 1 : cl + e;
@@ -610,8 +594,8 @@ static void check_quantile(const cdk_sketch *s, const double *v, int64_t n, doub
 static void check_sketch(const cdk_sketch *s, const double *v, int64_t n, int64_t nan, rng *r)
 {
     int64_t sn, snan, e, k;
-    CHECK_RC(cdk_sketch_info(s, &sn, &snan, &e), CDK_OK);
-    CHECK_RC(cdk_sketch_k(s, &k), CDK_OK);
+    CHECK_CDK(cdk_sketch_info(s, &sn, &snan, &e), CDK_OK);
+    CHECK_CDK(cdk_sketch_k(s, &k), CDK_OK);
     CHECK(sn == n && snan == nan);
     CHECK(e >= 0 && e <= sketch_bound(n, k));
     if (n >= k) /* the header's form of the bound */
@@ -666,17 +650,17 @@ static void add_chunks(rng *r, cdk_sketch *s, const double *x, int64_t n)
     for (int64_t off = 0; off < n;) {
         int64_t len = below(r, 4) ? 1 + below(r, 3000) : 1 + below(r, 5);
         len = len > n - off ? n - off : len;
-        CHECK_RC(cdk_sketch_add(s, x + off, CAUDAL_FLOAT64, len), CDK_OK);
+        CHECK_CDK(cdk_sketch_add(s, x + off, CAUDAL_FLOAT64, len), CDK_OK);
         off += len;
     }
 }
 
 static unsigned char *saved(const cdk_sketch *s, size_t *size)
 {
-    CHECK_RC(cdk_sketch_size(s, size), CDK_OK);
+    CHECK_CDK(cdk_sketch_size(s, size), CDK_OK);
     unsigned char *buf = xmalloc(*size);
-    CHECK_RC(cdk_sketch_save(s, buf, *size - 1), CDK_ERR_ARG);
-    CHECK_RC(cdk_sketch_save(s, buf, *size), CDK_OK);
+    CHECK_CDK(cdk_sketch_save(s, buf, *size - 1), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_save(s, buf, *size), CDK_OK);
     return buf;
 }
 
@@ -686,7 +670,7 @@ static cdk_sketch *save_load(const cdk_sketch *s)
     size_t size, size2;
     unsigned char *buf = saved(s, &size);
     cdk_sketch *t;
-    CHECK_RC(cdk_sketch_load(buf, size, &t), CDK_OK);
+    CHECK_CDK(cdk_sketch_load(buf, size, &t), CDK_OK);
     unsigned char *buf2 = saved(t, &size2);
     CHECK(size2 == size && memcmp(buf, buf2, size) == 0);
     int64_t a[4], b[4];
@@ -697,8 +681,8 @@ static cdk_sketch *save_load(const cdk_sketch *s)
     CHECK(memcmp(a, b, sizeof a) == 0);
     for (double q = 0; a[0] > 0 && q <= 1; q += 0.125) {
         double x, y;
-        CHECK_RC(cdk_sketch_quantile(s, q, &x), CDK_OK);
-        CHECK_RC(cdk_sketch_quantile(t, q, &y), CDK_OK);
+        CHECK_CDK(cdk_sketch_quantile(s, q, &x), CDK_OK);
+        CHECK_CDK(cdk_sketch_quantile(t, q, &y), CDK_OK);
         CHECK(x == y);
     }
     free(buf);
@@ -722,7 +706,7 @@ static void test_sketch_single(void)
             sketch_data(&r, kind, x, n);
             double *v = sorted_values(x, n, &m, &nan);
             cdk_sketch *s, *t;
-            CHECK_RC(cdk_sketch_new(k, &s), CDK_OK);
+            CHECK_CDK(cdk_sketch_new(k, &s), CDK_OK);
             add_chunks(&r, s, x, n);
             check_sketch(s, v, m, nan, &r);
             t = save_load(s);
@@ -744,8 +728,8 @@ static void test_sketch_dtypes(void)
         fill(&r, REAL_DTYPES[t], buf, ref, n, 0.05, 0.01);
         double *v = sorted_values(ref, n, &m, &nan);
         cdk_sketch *s;
-        CHECK_RC(cdk_sketch_new(32, &s), CDK_OK);
-        CHECK_RC(cdk_sketch_add(s, buf, REAL_DTYPES[t], n), CDK_OK);
+        CHECK_CDK(cdk_sketch_new(32, &s), CDK_OK);
+        CHECK_CDK(cdk_sketch_add(s, buf, REAL_DTYPES[t], n), CDK_OK);
         check_sketch(s, v, m, nan, &r);
         cdk_sketch_free(s);
         free(buf);
@@ -775,7 +759,7 @@ static void test_sketch_merge(void)
             cut[p] = below(&r, n + 1);
         qsort(cut + 1, (size_t)(parts - 1), sizeof cut[0], cmp_i64);
         for (int p = 0; p < parts; p++) {
-            CHECK_RC(cdk_sketch_new(k, &pool[p]), CDK_OK);
+            CHECK_CDK(cdk_sketch_new(k, &pool[p]), CDK_OK);
             add_chunks(&r, pool[p], x + cut[p], cut[p + 1] - cut[p]);
             if (below(&r, 4) == 0) {
                 cdk_sketch *t = save_load(pool[p]);
@@ -786,7 +770,7 @@ static void test_sketch_merge(void)
         while (parts > 1) {
             int i = (int)below(&r, parts), j = (int)below(&r, parts - 1);
             j += j >= i;
-            CHECK_RC(cdk_sketch_merge(pool[i], pool[j]), CDK_OK);
+            CHECK_CDK(cdk_sketch_merge(pool[i], pool[j]), CDK_OK);
             cdk_sketch_free(pool[j]);
             pool[j] = pool[--parts];
         }
@@ -794,7 +778,7 @@ static void test_sketch_merge(void)
         check_sketch(pool[0], v, m, nan, &r);
         free(v);
 
-        CHECK_RC(cdk_sketch_merge(pool[0], pool[0]), CDK_OK); /* x twice */
+        CHECK_CDK(cdk_sketch_merge(pool[0], pool[0]), CDK_OK); /* x twice */
         memcpy(x + n, x, (size_t)n * sizeof *x);
         v = sorted_values(x, 2 * n, &m, &nan);
         check_sketch(pool[0], v, m, nan, &r);
@@ -817,43 +801,43 @@ static void test_sketch_args(void)
     cdk_sketch *s = NULL, *other;
     double x[3] = {1, 2, 3}, q;
     int64_t n, nan, e;
-    CHECK_RC(cdk_sketch_new(7, &s), CDK_ERR_ARG);
-    CHECK_RC(cdk_sketch_new(6, &s), CDK_ERR_ARG);
-    CHECK_RC(cdk_sketch_new(-8, &s), CDK_ERR_ARG);
-    CHECK_RC(cdk_sketch_new((1 << 20) + 2, &s), CDK_ERR_ARG);
-    CHECK_RC(cdk_sketch_new(8, NULL), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_new(7, &s), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_new(6, &s), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_new(-8, &s), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_new((1 << 20) + 2, &s), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_new(8, NULL), CDK_ERR_ARG);
     CHECK(s == NULL);
-    CHECK_RC(cdk_sketch_new(1 << 20, &s), CDK_OK);
+    CHECK_CDK(cdk_sketch_new(1 << 20, &s), CDK_OK);
     cdk_sketch_free(s);
     cdk_sketch_free(NULL);
-    CHECK_RC(cdk_sketch_new(8, &s), CDK_OK);
-    CHECK_RC(cdk_sketch_add(s, x, CAUDAL_COMPLEX128, 1), CDK_ERR_DTYPE);
-    CHECK_RC(cdk_sketch_add(s, x, CAUDAL_FLOAT64, -1), CDK_ERR_ARG);
-    CHECK_RC(cdk_sketch_add(s, NULL, CAUDAL_FLOAT64, 1), CDK_ERR_ARG);
-    CHECK_RC(cdk_sketch_add(NULL, x, CAUDAL_FLOAT64, 1), CDK_ERR_ARG);
-    CHECK_RC(cdk_sketch_quantile(s, 0.5, &q), CDK_ERR_ARG); /* empty */
-    CHECK_RC(cdk_sketch_add(s, x, CAUDAL_FLOAT64, 3), CDK_OK);
-    CHECK_RC(cdk_sketch_quantile(s, -0.1, &q), CDK_ERR_ARG);
-    CHECK_RC(cdk_sketch_quantile(s, 1.1, &q), CDK_ERR_ARG);
-    CHECK_RC(cdk_sketch_quantile(s, NAN, &q), CDK_ERR_ARG);
-    CHECK_RC(cdk_sketch_quantile(s, 0.5, NULL), CDK_ERR_ARG);
-    CHECK_RC(cdk_sketch_quantile(s, 0.5, &q), CDK_OK);
+    CHECK_CDK(cdk_sketch_new(8, &s), CDK_OK);
+    CHECK_CDK(cdk_sketch_add(s, x, CAUDAL_COMPLEX128, 1), CDK_ERR_DTYPE);
+    CHECK_CDK(cdk_sketch_add(s, x, CAUDAL_FLOAT64, -1), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_add(s, NULL, CAUDAL_FLOAT64, 1), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_add(NULL, x, CAUDAL_FLOAT64, 1), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_quantile(s, 0.5, &q), CDK_ERR_ARG); /* empty */
+    CHECK_CDK(cdk_sketch_add(s, x, CAUDAL_FLOAT64, 3), CDK_OK);
+    CHECK_CDK(cdk_sketch_quantile(s, -0.1, &q), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_quantile(s, 1.1, &q), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_quantile(s, NAN, &q), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_quantile(s, 0.5, NULL), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_quantile(s, 0.5, &q), CDK_OK);
     CHECK(q == 2);
-    CHECK_RC(cdk_sketch_new(10, &other), CDK_OK);
-    CHECK_RC(cdk_sketch_add(other, x, CAUDAL_FLOAT64, 3), CDK_OK);
-    CHECK_RC(cdk_sketch_merge(s, other), CDK_ERR_ARG); /* k differs */
-    CHECK_RC(cdk_sketch_merge(s, NULL), CDK_ERR_ARG);
-    CHECK_RC(cdk_sketch_info(s, &n, &nan, &e), CDK_OK);
+    CHECK_CDK(cdk_sketch_new(10, &other), CDK_OK);
+    CHECK_CDK(cdk_sketch_add(other, x, CAUDAL_FLOAT64, 3), CDK_OK);
+    CHECK_CDK(cdk_sketch_merge(s, other), CDK_ERR_ARG); /* k differs */
+    CHECK_CDK(cdk_sketch_merge(s, NULL), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_info(s, &n, &nan, &e), CDK_OK);
     CHECK(n == 3 && nan == 0 && e == 0);
-    CHECK_RC(cdk_sketch_info(NULL, &n, &nan, &e), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_info(NULL, &n, &nan, &e), CDK_ERR_ARG);
     size_t size;
-    CHECK_RC(cdk_sketch_size(NULL, &size), CDK_ERR_ARG);
-    CHECK_RC(cdk_sketch_save(s, NULL, 1000), CDK_ERR_ARG);
-    CHECK_RC(cdk_sketch_load(NULL, 10, &other), CDK_ERR_ARG);
-    CHECK_RC(cdk_sketch_load(x, 0, &other), CDK_ERR_FORMAT);
+    CHECK_CDK(cdk_sketch_size(NULL, &size), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_save(s, NULL, 1000), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_load(NULL, 10, &other), CDK_ERR_ARG);
+    CHECK_CDK(cdk_sketch_load(x, 0, &other), CDK_ERR_FORMAT);
     double nans[4] = {NAN, NAN, NAN, NAN};
-    CHECK_RC(cdk_sketch_add(other, nans, CAUDAL_FLOAT64, 4), CDK_OK);
-    CHECK_RC(cdk_sketch_info(other, &n, &nan, &e), CDK_OK);
+    CHECK_CDK(cdk_sketch_add(other, nans, CAUDAL_FLOAT64, 4), CDK_OK);
+    CHECK_CDK(cdk_sketch_info(other, &n, &nan, &e), CDK_OK);
     CHECK(n == 3 && nan == 4);
     cdk_sketch_free(other);
     cdk_sketch_free(s);
@@ -864,18 +848,18 @@ static void use_sketch(cdk_sketch *s, rng *r)
 {
     int64_t n, nan, e;
     double x, more[50];
-    CHECK_RC(cdk_sketch_info(s, &n, &nan, &e), CDK_OK);
+    CHECK_CDK(cdk_sketch_info(s, &n, &nan, &e), CDK_OK);
     CHECK(n >= 0 && nan >= 0 && e >= 0);
     for (double q = 0; q <= 1; q += 0.25)
-        CHECK_RC(cdk_sketch_quantile(s, q, &x), n > 0 ? CDK_OK : CDK_ERR_ARG);
+        CHECK_CDK(cdk_sketch_quantile(s, q, &x), n > 0 ? CDK_OK : CDK_ERR_ARG);
     sketch_data(r, 0, more, 50);
     if (n + nan > INT64_MAX / 2 - 50 || e > INT64_MAX / 2) { /* counts would overflow */
-        CHECK_RC(cdk_sketch_merge(s, s), CDK_ERR_ARG);
+        CHECK_CDK(cdk_sketch_merge(s, s), CDK_ERR_ARG);
         return;
     }
-    CHECK_RC(cdk_sketch_add(s, more, CAUDAL_FLOAT64, 50), CDK_OK);
-    CHECK_RC(cdk_sketch_merge(s, s), CDK_OK);
-    CHECK_RC(cdk_sketch_quantile(s, unif(r), &x), CDK_OK);
+    CHECK_CDK(cdk_sketch_add(s, more, CAUDAL_FLOAT64, 50), CDK_OK);
+    CHECK_CDK(cdk_sketch_merge(s, s), CDK_OK);
+    CHECK_CDK(cdk_sketch_quantile(s, unif(r), &x), CDK_OK);
     cdk_sketch_free(save_load(s));
 }
 
@@ -967,7 +951,7 @@ static void expect_format(const unsigned char *buf, size_t size, size_t at, uint
     for (int i = 0; i < bytes; i++)
         m[at + (size_t)i] = (unsigned char)(v >> (8 * i));
     cdk_sketch *s = NULL;
-    CHECK_RC(cdk_sketch_load(m, size, &s), CDK_ERR_FORMAT);
+    CHECK_CDK(cdk_sketch_load(m, size, &s), CDK_ERR_FORMAT);
     CHECK(s == NULL);
     free(m);
 }
@@ -981,8 +965,8 @@ static void test_sketch_fuzz(void)
         double *x = xmalloc((size_t)n * sizeof *x + 8);
         sketch_data(&r, c % 2 ? 4 : 0, x, n);
         cdk_sketch *s;
-        CHECK_RC(cdk_sketch_new(k, &s), CDK_OK);
-        CHECK_RC(cdk_sketch_add(s, x, CAUDAL_FLOAT64, n), CDK_OK);
+        CHECK_CDK(cdk_sketch_new(k, &s), CDK_OK);
+        CHECK_CDK(cdk_sketch_add(s, x, CAUDAL_FLOAT64, n), CDK_OK);
         size_t size;
         unsigned char *buf = saved(s, &size);
         int ok = 0;
@@ -1009,11 +993,11 @@ static void test_sketch_fuzz(void)
             expect_format(buf, size, AT_LEN, 16, 8);
             expect_format(buf, size, size - 8, UINT64_C(0x7ff8000000000000), 8); /* NaN */
             cdk_sketch *t;
-            CHECK_RC(cdk_sketch_load(buf, size - 1, &t), CDK_ERR_FORMAT);
+            CHECK_CDK(cdk_sketch_load(buf, size - 1, &t), CDK_ERR_FORMAT);
             unsigned char *longer = xmalloc(size + 8);
             memcpy(longer, buf, size);
             memset(longer + size, 0, 8);
-            CHECK_RC(cdk_sketch_load(longer, size + 8, &t), CDK_ERR_FORMAT);
+            CHECK_CDK(cdk_sketch_load(longer, size + 8, &t), CDK_ERR_FORMAT);
             free(longer);
         }
         free(buf);
