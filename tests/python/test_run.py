@@ -76,15 +76,34 @@ def test_a_failing_analysis_is_reported_and_the_others_go_on(tmp_path, heat2d):
         "    ctx.record('even', t[0].step)\n"
         "@caudal.analysis('temperature')\n"
         "def good(t, ctx):\n"
-        "    ctx.record('seen', t[0].step)\n")
+        "    ctx.record('seen', t[0].step)\n"
+        "@caudal.analysis('temperature')\n"
+        "def wrong_axis(t, ctx):\n"
+        "    if t[0].step == 4:\n"
+        "        caudal.stencil.gradient(t[0], axis=5)\n"
+        "@caudal.at_end\n"
+        "def final(ctx):\n"
+        "    ctx.record('last', ctx.step)\n"
+        "@caudal.at_end\n"
+        "def broken(ctx):\n"
+        "    raise RuntimeError('at the end')\n")
     p, results, run_dir = caudal_run(tmp_path, script, [heat2d, "32", "16", "10"])
     assert p.returncode == 1, p.stdout + p.stderr
-    assert "5 analysis call(s) failed" in p.stderr
+    assert "7 analysis call(s) failed" in p.stderr
     assert sorted(results["seen"]) == list(range(10))
     assert sorted(results["even"]) == [0, 2, 4, 6, 8]
+    assert results["last"] == {9: 9}  # @caudal.at_end ran once, after the last step
     errors = [json.loads(l) for l in (run_dir / "errors.jsonl").read_text().splitlines()]
-    assert sorted(e["step"] for e in errors) == [1, 3, 5, 7, 9]
-    assert all(e["analysis"] == "bad" and "odd step" in e["error"] for e in errors)
+    by = collections.defaultdict(list)
+    for e in errors:
+        by[e["analysis"]].append(e)
+    assert sorted(e["step"] for e in by["bad"]) == [1, 3, 5, 7, 9]
+    assert all("odd step" in e["error"] for e in by["bad"])
+    (kernel,) = by["wrong_axis"]  # a kernel's refusal names the array and the step
+    assert kernel["step"] == 4 and "array 'temperature', step 4: gradient: axis 5 is not one " \
+        "of the array's 2 axes" in kernel["error"]
+    (end,) = by["broken"]
+    assert end["step"] == 9 and "at the end" in end["error"]
 
 
 def test_a_failing_simulation_fails_the_run(tmp_path, heat2d):
