@@ -6,6 +6,7 @@ nodes, merged in a tree of tasks), a Dask array or a NumPy array:
     m = caudal.stats.moments(temperature[-1])
     m.mean, m.var, m.skewness, m.kurtosis, m.min, m.max, m.count, m.nans
     counts, edges = caudal.stats.histogram(temperature[-1], bins=64)
+    m, h = caudal.stats.describe(temperature[-1], bins=64, range=(0, 1))  # one pass
     caudal.stats.quantile(temperature[-1], [0.01, 0.5, 0.99])
 
 NaN values are left out of every statistic and counted (``nans``), where
@@ -21,7 +22,8 @@ import numpy as np
 from . import _kernels
 from .blocks import KernelError, as_grid, flat_view
 
-__all__ = ["Histogram", "Moments", "Sketch", "histogram", "moments", "quantile", "sketch"]
+__all__ = ["Histogram", "Moments", "Sketch", "describe", "histogram", "moments", "quantile",
+           "sketch"]
 
 Sketch = _kernels.Sketch
 DEFAULT_K = 2048
@@ -108,16 +110,30 @@ def _moments_merge(*states):
     return s
 
 
-def _hist_uniform_block(block, lo, hi, nbins):
-    counts = np.zeros(nbins + 3, dtype=np.int64)
-    _kernels.histogram(flat_view(block), lo, hi, nbins, counts)
+def _hist_counts(v, spec):
+    """The block's counts (bins, below, above, NaN) for a bins spec:
+    ("uniform", lo, hi, nbins) or ("edges", edges)."""
+    if spec[0] == "uniform":
+        _, lo, hi, nbins = spec
+        counts = np.zeros(nbins + 3, dtype=np.int64)
+        _kernels.histogram(v, lo, hi, nbins, counts)
+    else:
+        counts = np.zeros(len(spec[1]) + 2, dtype=np.int64)
+        _kernels.histogram_edges(v, spec[1], counts)
     return counts
 
 
-def _hist_edges_block(block, edges):
-    counts = np.zeros(len(edges) + 2, dtype=np.int64)
-    _kernels.histogram_edges(flat_view(block), edges, counts)
-    return counts
+def _hist_block(block, spec):
+    return _hist_counts(flat_view(block), spec)
+
+
+def _describe_block(block, spec):
+    v = flat_view(block)
+    return _kernels.moments(v), _hist_counts(v, spec)
+
+
+def _describe_merge(*parts):
+    return _moments_merge(*[p[0] for p in parts]), _sum(*[p[1] for p in parts])
 
 
 def _sum(*arrays):
@@ -149,43 +165,59 @@ def moments(x):
     return Moments.from_state(g.reduce(_moments_merge, g.map(_moments_block)))
 
 
+def _bins(g, bins, range, kernel):
+    """The bins spec, edges and number of bins; a range left out is the
+    data's min and max (one more pass over the blocks)."""
+    if np.ndim(bins) == 0:
+        nbins = int(bins)
+        if nbins != bins or nbins < 1:
+            g.fail("%s needs a positive number of bins, not %r" % (kernel, bins))
+        if range is None:
+            g.require_elements("%s without a range" % kernel)
+            m = moments(g)
+            if m.count == 0:
+                g.fail("%s without a range needs values that are not NaN" % kernel)
+            lo, hi = m.min, m.max
+        else:
+            lo, hi = (float(v) for v in range)
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+            g.fail("%s range [%r, %r] must be finite and ordered" % (kernel, lo, hi))
+        if lo == hi:  # as NumPy does for a constant array
+            lo, hi = lo - 0.5, hi + 0.5
+        return ("uniform", lo, hi, nbins), np.linspace(lo, hi, nbins + 1), nbins
+    edges = np.ascontiguousarray(bins, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) < 2 or not np.all(np.isfinite(edges)) \
+            or np.any(np.diff(edges) <= 0):
+        g.fail("%s edges must be at least 2 finite, increasing values" % kernel)
+    return ("edges", edges), edges, len(edges) - 1
+
+
+def _histogram(counts, edges, nbins):
+    return Histogram(counts[:nbins], edges, int(counts[nbins]), int(counts[nbins + 1]),
+                     int(counts[nbins + 2]))
+
+
 def histogram(x, bins=10, range=None):
     """Counts of x in `bins` (a number of equal bins over `range`, by default
     the data's min and max, or the edges themselves), as numpy.histogram
     counts the values as float64; NaN values are counted apart."""
     g = as_grid(x)
     g.require_real("histogram")
-    if np.ndim(bins) == 0:
-        nbins = int(bins)
-        if nbins != bins or nbins < 1:
-            g.fail("histogram needs a positive number of bins, not %r" % (bins,))
-        if range is None:
-            g.require_elements("histogram without a range")
-            m = moments(g)
-            if m.count == 0:
-                g.fail("histogram without a range needs values that are not NaN")
-            lo, hi = m.min, m.max
-        else:
-            lo, hi = (float(v) for v in range)
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-            g.fail("histogram range [%r, %r] must be finite and ordered" % (lo, hi))
-        if lo == hi:  # as NumPy does for a constant array
-            lo, hi = lo - 0.5, hi + 0.5
-        edges = np.linspace(lo, hi, nbins + 1)
-        parts = g.map(_hist_uniform_block, lo, hi, nbins)
-    else:
-        edges = np.ascontiguousarray(bins, dtype=np.float64)
-        if edges.ndim != 1 or len(edges) < 2 or not np.all(np.isfinite(edges)) \
-                or np.any(np.diff(edges) <= 0):
-            g.fail("histogram edges must be at least 2 finite, increasing values")
-        nbins = len(edges) - 1
-        parts = g.map(_hist_edges_block, edges)
-    if not parts:
-        counts = np.zeros(nbins + 3, dtype=np.int64)
-    else:
-        counts = g.reduce(_sum, parts)
-    return Histogram(counts[:nbins], edges, int(counts[nbins]), int(counts[nbins + 1]),
-                     int(counts[nbins + 2]))
+    spec, edges, nbins = _bins(g, bins, range, "histogram")
+    if not g.blocks:
+        return _histogram(np.zeros(nbins + 3, dtype=np.int64), edges, nbins)
+    return _histogram(g.reduce(_sum, g.map(_hist_block, spec)), edges, nbins)
+
+
+def describe(x, bins=10, range=None):
+    """moments(x) and histogram(x, bins, range) from one pass over each
+    block (two when the range is left out): (Moments, Histogram)."""
+    g = as_grid(x)
+    g.require_real("describe")
+    g.require_elements("describe")
+    spec, edges, nbins = _bins(g, bins, range, "describe")
+    state, counts = g.reduce(_describe_merge, g.map(_describe_block, spec))
+    return Moments.from_state(state), _histogram(counts, edges, nbins)
 
 
 def sketch(x, k=DEFAULT_K):

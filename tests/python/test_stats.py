@@ -98,6 +98,10 @@ def test_histograms_equal_numpy(local_ray, dec, dtype, nbins, given_range):
     inside = (x >= want_edges[0]) & (x <= want_edges[-1])
     assert h.below == int((x < want_edges[0]).sum()) and h.above == int((x > want_edges[-1]).sum())
     assert h.counts.sum() == inside.sum() and h.nans == 0
+    # describe: the same histogram and the moments from one pass.
+    m, hd = caudal.stats.describe(sa, bins=nbins, range=rng)
+    assert np.array_equal(hd.counts, want) and (hd.below, hd.above) == (h.below, h.above)
+    assert m == caudal.stats.moments(sa)
     edges = np.unique(np.random.default_rng(seed).uniform(-40, 120, size=nbins + 1))
     if len(edges) >= 2:
         he = caudal.stats.histogram(sa, bins=edges)
@@ -184,6 +188,9 @@ def test_bad_input_is_a_clear_error(local_ray):
         caudal.stats.histogram(sa, bins=[3.0, 1.0])
     with pytest.raises(KernelError, match="range .* must be finite and ordered"):
         caudal.stats.histogram(sa, bins=4, range=(2, 1))
+    with pytest.raises(KernelError, match="array 'temperature', step 12: describe needs a "
+                       "positive number of bins"):
+        caudal.stats.describe(sa, bins=-1)
     with pytest.raises(KernelError, match="moments needs elements"):
         caudal.stats.moments(np.zeros((3, 0)))
     with pytest.raises(KernelError, match="k must be an even integer"):
