@@ -7,8 +7,9 @@
  * h moves the weight at or below y (and below y) by at most 2^h: summing
  * 2^h over all compactions bounds the rank error of every answer.
  *
- * Capacities are reserved before a call changes anything, so add and merge
- * either fail with nothing changed or cannot fail. */
+ * Capacities (the levels' and the sort's scratch) are reserved before a call
+ * changes anything, so add and merge either fail with nothing changed or
+ * cannot fail. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,26 @@
  * be; the serialized count of levels is checked against this. */
 enum { RUN = 1024, MAX_LEVELS = 63, MIN_K = 8, MAX_K = 1 << 20 };
 
+/* The level sort (see "sort" below): radix digits of DIGIT_BITS bits, so
+ * DIGITS passes at most over a 64-bit key; RADIX_MIN values and up go by
+ * radix, fewer by introsort; at most MAX_RUNS presorted runs are merged. */
+enum {
+    DIGIT_BITS = 11,
+    DIGITS = (64 + DIGIT_BITS - 1) / DIGIT_BITS,
+    BUCKETS = 1 << DIGIT_BITS,
+    RADIX_MIN = 64,
+    MAX_RUNS = 8
+};
+
+/* What the level sort needs besides the level: a scratch of cap values and
+ * the digit counts (uint32 is enough: a level holds fewer than 4 k <= 2^22
+ * values). Kept in the sketch so that compacting allocates nothing. */
+typedef struct sort_work {
+    double *tmp;
+    int64_t cap;
+    uint32_t count[DIGITS][BUCKETS];
+} sort_work;
+
 typedef struct level {
     double *v;
     int64_t len, cap;
@@ -30,28 +51,8 @@ struct cdk_sketch {
     uint64_t parity; /* bit h: the offset of level h's next compaction */
     int nlev;        /* levels 0..nlev-1 may hold values */
     level lev[MAX_LEVELS];
+    sort_work work;
 };
-
-/* The run of `len` values at index `off` as doubles, or NULL for a dtype
- * that is not real. */
-static const double *load_run(const void *data, int dtype, int64_t off, int len, double *buf)
-{
-    if (dtype == CAUDAL_FLOAT64)
-        return (const double *)data + off;
-    switch (dtype) {
-#define LOAD_CASE(code, ctype, sfx)                 \
-    case code: {                                    \
-        const ctype *p = (const ctype *)data + off; \
-        for (int i = 0; i < len; i++)               \
-            buf[i] = (double)p[i];                  \
-        return buf;                                 \
-    }
-        CDK_REAL_TYPES(LOAD_CASE)
-#undef LOAD_CASE
-    default:
-        return NULL;
-    }
-}
 
 /* ------------------------------------------------------------------ sort
  *
@@ -153,6 +154,202 @@ static void sort_values(double *a, int64_t n)
     intro_sort(a, (size_t)n, depth);
 }
 
+/* Radix sort and run merging work on the values' bits, which go through
+ * memcpy so that the double storage can hold keys without type punning. */
+static uint64_t bits_at(const double *p)
+{
+    uint64_t u;
+    memcpy(&u, p, sizeof u);
+    return u;
+}
+
+static void set_bits(double *p, uint64_t u)
+{
+    memcpy(p, &u, sizeof u);
+}
+
+/* An order-preserving key of a value's bits: 2^63 plus the magnitude for a
+ * positive value, 2^63 minus it for a negative one (magnitudes are below
+ * 2^63, inf included; NaN never reaches a level). Adding or negating keeps
+ * the magnitude's low zero bits zero whatever the sign, so the low digits
+ * of integers or float32 converted to double stay constant and their radix
+ * passes are skipped (flipping the bits of negatives would set them). -0
+ * and +0 share the key 2^63; radix_sort puts the -0 back. */
+static const uint64_t TOP = UINT64_C(1) << 63;
+
+static uint64_t to_key(uint64_t b)
+{
+    return b & TOP ? TOP - (b & ~TOP) : TOP + b;
+}
+
+/* The bits of a key's value, +0 for 2^63. */
+static uint64_t from_key(uint64_t k)
+{
+    return k >= TOP ? k - TOP : (TOP - k) | TOP;
+}
+
+/* LSD radix sort of n <= w->cap values: one pass turns the values into keys
+ * (in place) and counts every digit at once; a digit that is the same in
+ * every key is skipped (common: clustered data shares its sign and
+ * exponent, converted integers have all-zero low bits); the other digits
+ * scatter stably between a and the scratch; a last pass turns keys back
+ * into values, in a, with the -0 (counted on the way in) first among the
+ * zeros, where the key order of the bits puts it. O(n) with small
+ * constants, against the introsort's O(n log n) mispredicted comparisons. */
+static void radix_sort(double *a, int64_t n, sort_work *w)
+{
+    uint32_t(*count)[BUCKETS] = w->count;
+    memset(w->count, 0, sizeof w->count);
+    int64_t below = 0, negzero = 0; /* keys below 2^63: negative values */
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t b = bits_at(a + i), k = to_key(b);
+        below += k < TOP;
+        negzero += b == TOP;
+        set_bits(a + i, k);
+        for (int d = 0; d < DIGITS; d++)
+            count[d][k >> (d * DIGIT_BITS) & (BUCKETS - 1)]++;
+    }
+    double *src = a, *dst = w->tmp;
+    for (int d = 0; d < DIGITS; d++) {
+        int shift = d * DIGIT_BITS;
+        uint32_t *c = count[d];
+        if (c[bits_at(src) >> shift & (BUCKETS - 1)] == (uint64_t)n)
+            continue;
+        uint32_t sum = 0;
+        for (int b = 0; b < BUCKETS; b++) {
+            uint32_t m = c[b];
+            c[b] = sum;
+            sum += m;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            uint64_t k = bits_at(src + i);
+            set_bits(dst + c[k >> shift & (BUCKETS - 1)]++, k);
+        }
+        double *t = src;
+        src = dst;
+        dst = t;
+    }
+    for (int64_t i = 0; i < n; i++)
+        set_bits(a + i, from_key(bits_at(src + i)));
+    for (int64_t i = below; i < below + negzero; i++)
+        set_bits(a + i, TOP);
+}
+
+static void reverse(double *a, int64_t n)
+{
+    for (int64_t i = 0, j = n - 1; i < j; i++, j--)
+        swap(&a[i], &a[j]);
+}
+
+/* Splits a into ascending runs (reversing strictly descending ones, which
+ * keeps it a permutation) and returns how many, with their ends in end[];
+ * 0 once there are more than MAX_RUNS, which random data shows within a
+ * few dozen values. Presorted runs are the common case above level 0: such
+ * a level is an odd value out followed by the sorted halves that
+ * compactions below sent up; smooth data makes them at level 0 too. */
+static int find_runs(double *a, int64_t n, int64_t *end)
+{
+    int runs = 0;
+    for (int64_t i = 0; i < n; i = end[runs++]) {
+        if (runs == MAX_RUNS)
+            return 0;
+        int64_t j = i + 1;
+        if (j < n && a[j] < a[i]) {
+            while (j + 1 < n && a[j + 1] < a[j])
+                j++;
+            reverse(a + i, ++j - i);
+        } else {
+            while (j < n && !(a[j] < a[j - 1]))
+                j++;
+        }
+        end[runs] = j;
+    }
+    return runs;
+}
+
+/* Merges src[lo, mid) and src[mid, hi) into dst[lo, hi), stably. Each step
+ * depends on the last one's comparison (branch-free, since for random data
+ * it is a coin toss the predictor would lose), so the merge runs from both
+ * ends at once: the front takes the smallest (the left value on a tie),
+ * the back the largest (the right value on a tie), two independent chains
+ * that together take 2 s <= hi - lo distinct values. Neither end exhausts
+ * a run before its s-th step, as each took at most s - 1 values from it
+ * before, so their s steps read only inside the runs. */
+static void merge_two(const double *src, int64_t lo, int64_t mid, int64_t hi, double *dst)
+{
+    int64_t s = mid - lo < hi - mid ? mid - lo : hi - mid; /* the shorter run */
+    int64_t i = lo, j = mid, o = lo, ib = mid - 1, jb = hi - 1, ob = hi - 1;
+    for (int64_t t = 0; t < s; t++) {
+        double x = src[i], y = src[j];
+        int right = y < x;
+        dst[o++] = right ? y : x;
+        j += right;
+        i += !right;
+        double xb = src[ib], yb = src[jb];
+        int left = yb < xb;
+        dst[ob--] = left ? xb : yb;
+        ib -= left;
+        jb -= !left;
+    }
+    /* What the two ends left: the middle of both runs, merged as usual. */
+    while (i <= ib && j <= jb) {
+        double x = src[i], y = src[j];
+        int right = y < x;
+        dst[o++] = right ? y : x;
+        j += right;
+        i += !right;
+    }
+    if (i <= ib)
+        memcpy(dst + o, src + i, (size_t)(ib + 1 - i) * sizeof *dst);
+    else if (j <= jb)
+        memcpy(dst + o, src + j, (size_t)(jb + 1 - j) * sizeof *dst);
+}
+
+/* Merges the runs pairwise, back and forth between a and the scratch,
+ * ceil(log2(runs)) passes; the result ends in a. */
+static void merge_runs(double *a, int64_t n, int64_t *end, int runs, double *tmp)
+{
+    double *src = a, *dst = tmp;
+    while (runs > 1) {
+        int out = 0;
+        int64_t lo = 0;
+        for (int r = 0; r < runs; r += 2) {
+            int64_t mid = end[r], hi = r + 1 < runs ? end[r + 1] : mid;
+            merge_two(src, lo, mid, hi, dst);
+            end[out++] = hi; /* out <= r: no end[] still to be read */
+            lo = hi;
+        }
+        runs = out;
+        double *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != a)
+        memcpy(a, src, (size_t)n * sizeof *a);
+}
+
+/* Sorts a level: presorted runs are merged, other large levels go by radix,
+ * small ones by introsort. Every path is a correct sort, so the values a
+ * compaction sends up are the same whichever runs. A level beyond the
+ * scratch (not expected: add and merge reserve it) still sorts, in place. */
+static void sort_level(double *a, int64_t n, sort_work *w)
+{
+    if (n < 2)
+        return;
+    if (n > w->cap) {
+        sort_values(a, n);
+        return;
+    }
+    int64_t end[MAX_RUNS];
+    int runs = find_runs(a, n, end);
+    if (runs > 1)
+        merge_runs(a, n, end, runs, w->tmp);
+    else if (runs == 0 && n >= RADIX_MIN)
+        radix_sort(a, n, w);
+    else if (runs == 0)
+        sort_values(a, n);
+}
+
 /* ---------------------------------------------------------------- levels */
 
 static int reserve(level *l, int64_t cap)
@@ -164,6 +361,19 @@ static int reserve(level *l, int64_t cap)
         return CDK_ERR_NOMEM;
     l->v = v;
     l->cap = cap;
+    return CDK_OK;
+}
+
+/* The sort's scratch for levels of up to cap values. */
+static int reserve_work(sort_work *w, int64_t cap)
+{
+    if (w->cap >= cap)
+        return CDK_OK;
+    double *t = realloc(w->tmp, (size_t)cap * sizeof *t);
+    if (!t)
+        return CDK_ERR_NOMEM;
+    w->tmp = t;
+    w->cap = cap;
     return CDK_OK;
 }
 
@@ -181,7 +391,7 @@ static int levels_for(int64_t k, int64_t w)
 static void compact(cdk_sketch *s, int h)
 {
     level *l = &s->lev[h], *up = &s->lev[h + 1];
-    sort_values(l->v, l->len);
+    sort_level(l->v, l->len, &s->work);
     int64_t pairs = l->len / 2, off = (int64_t)(s->parity >> h & 1);
     for (int64_t p = 0; p < pairs; p++)
         up->v[up->len + p] = l->v[2 * p + off];
@@ -222,6 +432,7 @@ void cdk_sketch_free(cdk_sketch *s)
         return;
     for (int h = 0; h < MAX_LEVELS; h++)
         free(s->lev[h].v);
+    free(s->work.tmp);
     free(s);
 }
 
@@ -258,12 +469,14 @@ int cdk_sketch_add(cdk_sketch *s, const void *data, int dtype, int64_t n)
     for (int h = 0; h < nlev; h++)
         if (reserve(&s->lev[h], 2 * s->k) != CDK_OK)
             return CDK_ERR_NOMEM;
+    if (reserve_work(&s->work, 2 * s->k) != CDK_OK)
+        return CDK_ERR_NOMEM;
     if (nlev > s->nlev)
         s->nlev = nlev;
     double buf[RUN];
     for (int64_t off = 0; off < n; off += RUN) {
         int len = n - off < RUN ? (int)(n - off) : RUN;
-        add_run(s, load_run(data, dtype, off, len, buf), len);
+        add_run(s, cdk_load_run(data, dtype, off, len, buf), len);
     }
     return CDK_OK;
 }
@@ -275,7 +488,7 @@ int cdk_sketch_merge(cdk_sketch *a, const cdk_sketch *b)
         return CDK_ERR_ARG;
     /* Plays the merge on the level lengths alone (they do not depend on the
      * values) to reserve each level's peak; b may be a. */
-    int64_t blen[MAX_LEVELS] = {0}, carry = 0;
+    int64_t blen[MAX_LEVELS] = {0}, carry = 0, most = 0;
     int nlev = 0, bnlev = b->nlev;
     for (int h = 0; h < bnlev; h++)
         blen[h] = b->lev[h].len;
@@ -287,8 +500,11 @@ int cdk_sketch_merge(cdk_sketch *a, const cdk_sketch *b)
             break;
         if (reserve(&a->lev[nlev], len) != CDK_OK)
             return CDK_ERR_NOMEM;
+        most = len > most ? len : most;
         carry = len >= a->k ? len / 2 : 0;
     }
+    if (reserve_work(&a->work, most) != CDK_OK)
+        return CDK_ERR_NOMEM;
     int64_t bn = b->n, bnan = b->nan, berr = b->err;
     for (int h = 0; h < bnlev; h++) {
         if (blen[h] == 0)
@@ -340,14 +556,26 @@ int cdk_sketch_quantile(const cdk_sketch *s, double q, double *x)
         start[h] = pos[h] = total;
         total += s->lev[h].len;
     }
-    double *v = malloc((size_t)total * sizeof *v);
-    if (!v)
+    /* The copies, then the sort's scratch for the longest level; s is
+     * const and may be shared, so its own scratch is not used. */
+    int64_t most = 0;
+    for (int h = 0; h < s->nlev; h++)
+        most = s->lev[h].len > most ? s->lev[h].len : most;
+    double *v = malloc((size_t)(total + most) * sizeof *v);
+    sort_work *w = malloc(sizeof *w);
+    if (!v || !w) {
+        free(v);
+        free(w);
         return CDK_ERR_NOMEM;
+    }
+    w->tmp = v + total;
+    w->cap = most;
     for (int h = 0; h < s->nlev; h++) {
         if (s->lev[h].len)
             memcpy(v + start[h], s->lev[h].v, (size_t)s->lev[h].len * sizeof *v);
-        sort_values(v + start[h], s->lev[h].len);
+        sort_level(v + start[h], s->lev[h].len, w);
     }
+    free(w);
     /* The nearest rank to r = q (n - 1): floor(r) or ceil(r) when exact. */
     double r = floor(q * (double)(s->n - 1) + 0.5);
     int64_t t = r < (double)(s->n - 1) ? (int64_t)r : s->n - 1, seen = 0;

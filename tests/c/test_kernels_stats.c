@@ -738,6 +738,56 @@ static void test_sketch_dtypes(void)
     }
 }
 
+/* Values of both signs with zeros that are all -0, many of them equal, with
+ * low bits that are all zero or not: the level sort must be a permutation
+ * of the bits (no -0 may come back as +0) as well as an order, and the
+ * guarantee must hold, through the sort's radix and run-merging paths. */
+static void test_sketch_signed_zero(void)
+{
+    rng r = {10};
+    const int64_t ks[] = {8, 64, 256, 2048};
+    for (int c = 0; c < 8; c++) {
+        int64_t k = ks[c % 4], n = 20000 + below(&r, 20000), m, nan;
+        double *x = xmalloc((size_t)n * sizeof *x);
+        for (int64_t i = 0; i < n; i++) {
+            int64_t u = below(&r, 10);
+            x[i] = u < 3 ? -0.0 : u < 6 ? (double)(below(&r, 2001) - 1000) : normal(&r);
+            if (c >= 4 && i > n / 2) /* then presorted runs */
+                x[i] = (double)(i - 3 * n / 4);
+            if (x[i] == 0)
+                x[i] = -0.0;
+        }
+        double *v = sorted_values(x, n, &m, &nan);
+        cdk_sketch *s;
+        CHECK_CDK(cdk_sketch_new(k, &s), CDK_OK);
+        add_chunks(&r, s, x, n);
+        CHECK_CDK(cdk_sketch_merge(s, s), CDK_OK);
+        size_t size;
+        unsigned char *buf = saved(s, &size);
+        size_t nlev = (size_t)buf[48] | (size_t)buf[49] << 8; /* u32 LE, below 64 */
+        int zeros = 0;
+        for (size_t at = 56 + 8 * nlev; at + 8 <= size; at += 8) {
+            uint64_t bits = 0;
+            for (int b = 0; b < 8; b++)
+                bits |= (uint64_t)buf[at + b] << (8 * b);
+            CHECK(bits != 0); /* a +0, never added */
+            zeros += bits == UINT64_C(1) << 63;
+        }
+        CHECK(zeros > 0);
+        free(buf);
+        double *x2 = xmalloc((size_t)n * 2 * sizeof *x2);
+        memcpy(x2, x, (size_t)n * sizeof *x);
+        memcpy(x2 + n, x, (size_t)n * sizeof *x);
+        free(v);
+        v = sorted_values(x2, 2 * n, &m, &nan);
+        check_sketch(s, v, m, nan, &r);
+        cdk_sketch_free(s);
+        free(x);
+        free(x2);
+        free(v);
+    }
+}
+
 /* Sketches of random pieces, some of them through bytes, merged in random
  * trees, then into themselves, then loaded and given more values: the
  * guarantee holds against all the values each time. */
@@ -1020,6 +1070,7 @@ int main(void)
     test_sketch_args();
     test_sketch_single();
     test_sketch_dtypes();
+    test_sketch_signed_zero();
     test_sketch_merge();
     test_sketch_fuzz();
     printf("test_kernels_stats: ok\n");
