@@ -1,0 +1,298 @@
+"""bench_peers - Caudal side by side with the systems a user would use
+otherwise, on the same work, on this machine; ratios against baselines from
+the same run.
+
+    .venv/bin/python bench/bench_peers.py --quick      # a few minutes
+    .venv/bin/python bench/bench_peers.py              # the full suite
+    .venv/bin/python bench/bench_peers.py --systems caudal,adios2-sst --out /tmp/p
+
+The work (bench/peers/common.py): the mpi4py heat simulation
+(bench/peers/heat.py) publishes its field every step; each system computes
+the global field's mean, min, max and 64-bin histogram per step. Systems:
+caudal, deisa-dask, deisa-ray, adios2-sst, hdf5-posthoc (bench/peers/
+systems/; their environments come from bench/peers/setup_peers*.sh, run
+first unless --no-setup). Every run is checked against NumPy on the gathered
+field ("results equal").
+
+Measures, each against a baseline of the same run:
+- wall: the simulation's wall time with the system / the simulation alone;
+- drain: from the simulation's last publish to the last result;
+- latency: a step's last publish to its result, median and p99, small
+  blocks, several rank counts (past 2 ranks the 2 cores are oversubscribed),
+  the simulation paced at 10 steps per second so that a step's latency is
+  its own and not the queue of earlier steps behind a slow system;
+- analysed steps per second while the simulation publishes flat out;
+- peak memory: summed PSS of every process a run started, and /dev/shm;
+- scaling: wall / alone at 1, 2, 4, 8 ranks (weak: a block per rank);
+- Caudal alone: time in the publishing calls per step against a memcpy of the
+  block, and the ingest's ray.put GB/s against a memcpy.
+
+Writes OUT/peers.json (every number), OUT/peers.md (the tables) and
+OUT/peers.png; OUT defaults to a new folder under /tmp. Nothing goes into
+the repository.
+"""
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEERS = os.path.join(HERE, "peers")
+sys.path[:0] = [PEERS]
+
+import measure  # noqa: E402
+
+SYSTEMS = ["caudal", "deisa-dask", "deisa-ray", "adios2-sst", "hdf5-posthoc"]
+
+PLANS = {
+    "quick": {"check": (2, 32, 10), "scaling": ([1, 2, 4], 256, 40),
+              "latency": ([1, 4], 32, 40, 0.1), "overhead_ranks": 2},
+    "full": {"check": (4, 64, 20), "scaling": ([1, 2, 4, 8], 512, 100),
+             "latency": ([1, 8, 32], 32, 100, 0.1), "overhead_ranks": 2},
+}
+
+
+def module(system):
+    return importlib.import_module("systems." + system.replace("-", "_"))
+
+
+def run(system, ranks, block, steps, root, reference=False, interval=0.0):
+    """One run of one system; its summary (or its error, in one line)."""
+    out = os.path.join(root, "%s-r%d-b%d-s%d%s%s" % (system, ranks, block, steps,
+                                                     "-ref" if reference else "",
+                                                     "-paced" if interval else ""))
+    os.makedirs(out, exist_ok=True)
+    cmd = [sys.executable, os.path.join(PEERS, "heat.py"), "--system", system, "--block",
+           str(block), str(block), "--steps", str(steps), "--out", out]
+    if reference:
+        cmd.append("--reference")
+    if interval:
+        cmd += ["--interval", str(interval)]
+    before = measure._pids()
+    t0 = time.time()
+    try:
+        with measure.MemorySampler() as mem:
+            notes = module(system).launch({"ranks": ranks}, out, cmd) or {}
+    except Exception as e:
+        line = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+        print("  %s, %d ranks: failed: %s" % (system, ranks, line), file=sys.stderr)
+        (open(os.path.join(out, "error.txt"), "w")).write(traceback.format_exc())
+        return {"system": system, "ranks": ranks, "error": line, "out": out}
+    finally:
+        measure.wait_quiet(before)
+    s = measure.summarise(out, steps)
+    s.update(system=system, ranks=ranks, block=block, steps=steps, out=out,
+             seconds_total=time.time() - t0, peak_pss_mib=mem.peak_kib / 1024,
+             peak_shm_mib=mem.peak_shm_kib / 1024, notes=notes)
+    print("  %s, %d ranks, %dx%d x %d steps: wall %.2f s, latency median %s ms"
+          % (system, ranks, block, block, steps, s["wall_s"],
+             "%.1f" % s["latency_ms_median"] if "latency_ms_median" in s else "-"),
+          file=sys.stderr)
+    return s
+
+
+def caudal_costs(runs):
+    """Caudal's own costs from a run's summary.json: publishing per step
+    against a memcpy of the rank's block, ingest (ray.put) GB/s against a
+    memcpy, measured here."""
+    out = []
+    for r in runs:
+        path = os.path.join(r["out"], "caudal-run", "summary.json")
+        if r.get("error") or not os.path.exists(path):
+            continue
+        with open(path) as f:
+            summ = json.load(f)
+        nbytes = r["block"] * r["block"] * 8
+        a, b = np.random.default_rng(0).random(nbytes // 8), np.empty(nbytes // 8)
+        reps = max(3, int(2e8 // nbytes))
+        np.copyto(b, a)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            np.copyto(b, a)
+        memcpy_s = (time.perf_counter() - t0) / reps
+        ingest = summ.get("ingest") or [{}]
+        put_s = sum(i.get("put_seconds", 0) for i in ingest)
+        put_b = sum(i.get("bytes", 0) for i in ingest)
+        out.append({"ranks": r["ranks"], "block_bytes": nbytes,
+                    "publish_us": 1e6 * r["publish_s_per_step"], "memcpy_us": 1e6 * memcpy_s,
+                    "publish_over_memcpy": r["publish_s_per_step"] / memcpy_s,
+                    "ingest_gbps": put_b / put_s / 1e9 if put_s else float("nan"),
+                    "memcpy_gbps": nbytes / memcpy_s / 1e9})
+    return out
+
+
+def fmt(v, spec="%.2f"):
+    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else spec % v
+
+
+def tables(data):
+    lines = ["# bench_peers (%s mode), %s" % (data["mode"], data["date"]), "",
+             "Machine: %s. Ranks past 2 oversubscribe the cores." % data["machine"], ""]
+    lines += ["## Systems", "", "| system | versions | configuration | results equal NumPy |",
+              "|---|---|---|---|"]
+    for s in data["systems"]:
+        c = data["check"].get(s, {})
+        eq = "yes" if c.get("equal") else "no: " + c.get("why", "")
+        lines.append("| %s | %s | %s | %s |" % (s, data["versions"].get(s, "-"),
+                                              c.get("notes", {}).get("config", "-"), eq))
+    alone = {r["ranks"]: r for r in data["scaling"] if r["system"] == "none" and "wall_s" in r}
+    n = data["plan"]["overhead_ranks"]
+    lines += ["", "## Overhead (%d ranks, %s cells per rank, %d steps)"
+              % (n, "x".join([str(data["plan"]["scaling"][1])] * 2), data["plan"]["scaling"][2]),
+              "", "| system | wall s | wall / alone | drain s | latency median ms | p99 ms | "
+              "analysed steps/s | peak PSS MiB | peak /dev/shm MiB |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in data["scaling"]:
+        if r["ranks"] != n:
+            continue
+        if "error" in r:
+            lines.append("| %s | %s |||||||| " % (r["system"], "failed: " + r["error"]))
+            continue
+        base = alone.get(n, {}).get("wall_s")
+        lines.append("| %s | %.2f | %s | %s | %s | %s | %s | %.0f | %.0f |" % (
+            r["system"], r["wall_s"], fmt(r["wall_s"] / base if base else None),
+            fmt(r.get("drain_s"), "%.3f"), fmt(r.get("latency_ms_median"), "%.1f"),
+            fmt(r.get("latency_ms_p99"), "%.1f"), fmt(r.get("analysed_steps_per_s"), "%.0f"),
+            r["peak_pss_mib"], r["peak_shm_mib"]))
+    ranks = data["plan"]["latency"][0]
+    lines += ["", "## Latency, %dx%d cells per rank, a step every %.0f ms, median / p99 ms "
+              "(Doreisa reports about 72 ms per iteration, 40 ranks; target 10 ms)"
+              % (data["plan"]["latency"][1], data["plan"]["latency"][1],
+                 1e3 * data["plan"]["latency"][3]),
+              "", "| system | " + " | ".join("%d ranks" % k for k in ranks) + " |",
+              "|---|" + "---|" * len(ranks)]
+    for s in data["systems"]:
+        cells = []
+        for k in ranks:
+            r = next((x for x in data["latency"] if x["system"] == s and x["ranks"] == k), {})
+            cells.append("failed" if "error" in r else "%s / %s" % (
+                fmt(r.get("latency_ms_median"), "%.1f"), fmt(r.get("latency_ms_p99"), "%.1f")))
+        lines.append("| %s | %s |" % (s, " | ".join(cells)))
+    ranks = data["plan"]["scaling"][0]
+    lines += ["", "## Scaling: wall / alone (weak, a block per rank)", "",
+              "| system | " + " | ".join("%d ranks" % k for k in ranks) + " |",
+              "|---|" + "---|" * len(ranks)]
+    for s in ["none"] + data["systems"]:
+        cells = []
+        for k in ranks:
+            r = next((x for x in data["scaling"] if x["system"] == s and x["ranks"] == k), {})
+            base = alone.get(k, {}).get("wall_s")
+            cells.append("failed" if "error" in r else (
+                "%.2f s" % r["wall_s"] if s == "none" and "wall_s" in r else
+                fmt(r["wall_s"] / base if base and "wall_s" in r else None)))
+        lines.append("| %s | %s |" % ("alone (wall)" if s == "none" else s, " | ".join(cells)))
+    if data["caudal_costs"]:
+        lines += ["", "## Caudal's own costs", "",
+                  "| ranks | block KiB | publish µs/step | memcpy µs | publish / memcpy | "
+                  "ingest ray.put GB/s | memcpy GB/s |", "|---|---|---|---|---|---|---|"]
+        for c in data["caudal_costs"]:
+            lines.append("| %d | %d | %.1f | %.1f | %.2f | %.2f | %.2f |" % (
+                c["ranks"], c["block_bytes"] // 1024, c["publish_us"], c["memcpy_us"],
+                c["publish_over_memcpy"], c["ingest_gbps"], c["memcpy_gbps"]))
+    return "\n".join(lines) + "\n"
+
+
+def plot(data, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench_peers: matplotlib missing, no plot (pip install matplotlib)",
+              file=sys.stderr)
+        return
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for s in data["systems"]:
+        rows = sorted((r["ranks"], r["latency_ms_median"]) for r in data["latency"]
+                      if r["system"] == s and "latency_ms_median" in r)
+        if rows:
+            a.plot(*zip(*rows), marker="o", label=s)
+        alone = {r["ranks"]: r["wall_s"] for r in data["scaling"]
+                 if r["system"] == "none" and "wall_s" in r}
+        rows = sorted((r["ranks"], r["wall_s"] / alone[r["ranks"]]) for r in data["scaling"]
+                      if r["system"] == s and "wall_s" in r and r["ranks"] in alone)
+        if rows:
+            b.plot(*zip(*rows), marker="o", label=s)
+    a.set(xlabel="ranks", ylabel="latency, median ms", yscale="log", title="step to result")
+    b.set(xlabel="ranks", ylabel="wall / simulation alone", title="simulation slowdown")
+    for ax in (a, b):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--out")
+    ap.add_argument("--no-setup", action="store_true")
+    args = ap.parse_args()
+    mode = "quick" if args.quick else "full"
+    plan = PLANS[mode]
+    systems = [s for s in args.systems.split(",") if s]
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        sys.exit("bench_peers: unknown systems %s (known: %s)" % (unknown, ", ".join(SYSTEMS)))
+    root = args.out or tempfile.mkdtemp(prefix="bench-peers-", dir="/tmp")
+    os.makedirs(root, exist_ok=True)
+    if not args.no_setup:
+        for script in sorted(os.listdir(PEERS)):
+            if script.startswith("setup_peers") and script.endswith(".sh"):
+                subprocess.run(["bash", os.path.join(PEERS, script)], check=True)
+    data = {"mode": mode, "plan": plan, "systems": systems, "date": time.strftime("%Y-%m-%d %H:%M"),
+            "machine": "%d cores, %.0f GiB" % (os.cpu_count(), os.sysconf("SC_PAGE_SIZE") *
+                                               os.sysconf("SC_PHYS_PAGES") / 2**30),
+            "versions": {}, "check": {}, "scaling": [], "latency": []}
+    for s in systems:
+        try:
+            data["versions"][s] = module(s).version()
+        except Exception as e:
+            data["versions"][s] = "not importable: %s" % e
+
+    print("== results against NumPy", file=sys.stderr)
+    ranks, block, steps = plan["check"]
+    ref = run("none", ranks, block, steps, root, reference=True)
+    for s in systems:
+        r = run(s, ranks, block, steps, root)
+        if "error" in r:
+            data["check"][s] = {"equal": False, "why": r["error"]}
+        else:
+            eq, why = measure.same_results(r["out"], ref["out"])
+            data["check"][s] = {"equal": eq, "why": why, "notes": r["notes"]}
+
+    print("== wall time and scaling", file=sys.stderr)
+    ranks_list, block, steps = plan["scaling"]
+    for k in ranks_list:
+        for s in ["none"] + systems:
+            data["scaling"].append(run(s, k, block, steps, root))
+
+    print("== latency with small blocks", file=sys.stderr)
+    ranks_list, block, steps, interval = plan["latency"]
+    for k in ranks_list:
+        for s in systems:
+            data["latency"].append(run(s, k, block, steps, root, interval=interval))
+
+    data["caudal_costs"] = caudal_costs([r for r in data["scaling"] + data["latency"]
+                                         if r["system"] == "caudal"])
+    with open(os.path.join(root, "peers.json"), "w") as f:
+        json.dump(data, f, indent=2, default=str)
+    md = tables(data)
+    with open(os.path.join(root, "peers.md"), "w") as f:
+        f.write(md)
+    plot(data, os.path.join(root, "peers.png"))
+    print(md)
+    print("bench_peers: %s/peers.json, peers.md, peers.png" % root, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
