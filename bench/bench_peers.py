@@ -246,6 +246,11 @@ def main():
     root = args.out or tempfile.mkdtemp(prefix="bench-peers-", dir="/tmp")
     os.makedirs(root, exist_ok=True)
     if not args.no_setup:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:  # only the plot needs it: not a dependency of caudal
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"],
+                           check=True)
         for script in sorted(os.listdir(PEERS)):
             if script.startswith("setup_peers") and script.endswith(".sh"):
                 subprocess.run(["bash", os.path.join(PEERS, script)], check=True)
