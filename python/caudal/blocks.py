@@ -35,6 +35,10 @@ __all__ = ["Block", "Grid", "KernelError", "as_grid", "c_view", "flat_view", "ma
            "step_array"]
 
 FAN_IN = 8  # partial states per merge task: a shallow tree, small tasks
+# Reductions over the blocks on the caller's own node that hold no more than
+# this run in the caller: a Ray task costs a few milliseconds, more than
+# reading a few MiB from the local store (zero copy) and reducing them.
+SMALL_HERE_BYTES = 8 << 20
 
 
 class KernelError(ValueError):
@@ -87,9 +91,19 @@ class _Ray:
         return _remote(fn).options(**opts).remote(*args)
 
     def fetch(self, objs):
+        """The values of objs, references fetched together, values as they are."""
         import ray
 
-        return ray.get(list(objs))
+        objs = list(objs)
+        at = [i for i, o in enumerate(objs) if isinstance(o, ray.ObjectRef)]
+        for i, v in zip(at, ray.get([objs[i] for i in at])):
+            objs[i] = v
+        return objs
+
+    def here(self):
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
 
 
 class _Dask:
@@ -195,11 +209,25 @@ class Grid:
 
     # ---- running work
 
-    def map(self, fn, *args, num_returns=1):
-        """fn(block, *args) for every block, on its node: pos -> result."""
-        return {pos: self.backend.submit(_checked, (fn, b.where(self), b.obj) + args,
-                                         b.node, num_returns)
-                for pos, b in self.blocks.items()}
+    def map(self, fn, *args, num_returns=1, small_here=False):
+        """fn(block, *args) for every block, on its node: pos -> result.
+        small_here: when the blocks on this process's node hold at most
+        SMALL_HERE_BYTES, fn runs on them here (for small partial states,
+        which a reduction brings here anyway)."""
+        local = {}
+        if small_here and self.backend.name == "ray":
+            me = self.backend.here()
+            mine = [p for p, b in self.blocks.items() if b.node == me]
+            size = self.dtype.itemsize * sum(math.prod(self.blocks[p].count) for p in mine)
+            if mine and size <= SMALL_HERE_BYTES:
+                values = self.fetch([self.blocks[p].obj for p in mine])
+                local = {p: _checked(fn, self.blocks[p].where(self), v, *args)
+                         for p, v in zip(mine, values)}
+        out = {pos: self.backend.submit(_checked, (fn, b.where(self), b.obj) + args,
+                                        b.node, num_returns)
+               for pos, b in self.blocks.items() if pos not in local}
+        out.update(local)
+        return out
 
     def map_each(self, fn, args_of, num_returns=1):
         """fn(*args_of(block)) for every block, on its node: pos -> result."""
@@ -223,7 +251,10 @@ class Grid:
                     nxt.append(group[0])
                     continue
                 objs = tuple(o for o, _ in group)
-                nxt.append((self.backend.submit(merge, objs, group[0][1]), group[0][1]))
+                if all(_is_value(o) for o in objs):  # computed here: merge here
+                    nxt.append((merge(*objs), group[0][1]))
+                else:
+                    nxt.append((self.backend.submit(merge, objs, group[0][1]), group[0][1]))
             level = nxt
         return merge(*self.fetch([o for o, _ in level]))
 
@@ -286,6 +317,13 @@ class Grid:
         if not self.blocks:
             return np.zeros(self.shape, dtype=self.dtype)
         return next(iter(self.blocks.values())).obj
+
+
+def _is_value(obj):
+    import sys
+
+    ray = sys.modules.get("ray")
+    return ray is None or not isinstance(obj, ray.ObjectRef)
 
 
 def _nest(chunks, leaf, prefix=()):

@@ -162,7 +162,8 @@ def moments(x):
     g = as_grid(x)
     g.require_real("moments")
     g.require_elements("moments")
-    return Moments.from_state(g.reduce(_moments_merge, g.map(_moments_block)))
+    parts = g.map(_moments_block, small_here=True)
+    return Moments.from_state(g.reduce(_moments_merge, parts))
 
 
 def _bins(g, bins, range, kernel):
@@ -206,7 +207,8 @@ def histogram(x, bins=10, range=None):
     spec, edges, nbins = _bins(g, bins, range, "histogram")
     if not g.blocks:
         return _histogram(np.zeros(nbins + 3, dtype=np.int64), edges, nbins)
-    return _histogram(g.reduce(_sum, g.map(_hist_block, spec)), edges, nbins)
+    parts = g.map(_hist_block, spec, small_here=True)
+    return _histogram(g.reduce(_sum, parts), edges, nbins)
 
 
 def describe(x, bins=10, range=None):
@@ -216,7 +218,8 @@ def describe(x, bins=10, range=None):
     g.require_real("describe")
     g.require_elements("describe")
     spec, edges, nbins = _bins(g, bins, range, "describe")
-    state, counts = g.reduce(_describe_merge, g.map(_describe_block, spec))
+    parts = g.map(_describe_block, spec, small_here=True)
+    state, counts = g.reduce(_describe_merge, parts)
     return Moments.from_state(state), _histogram(counts, edges, nbins)
 
 
@@ -230,7 +233,7 @@ def sketch(x, k=DEFAULT_K):
         g.fail("a sketch's k must be an even integer of at least 8, not %r" % (k,))
     if not g.blocks:
         return Sketch(k)
-    return g.reduce(_sketch_merge, g.map(_sketch_block, k))
+    return g.reduce(_sketch_merge, g.map(_sketch_block, k, small_here=True))
 
 
 def quantile(x, q, k=DEFAULT_K):
