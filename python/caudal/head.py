@@ -36,6 +36,7 @@ class HeadActor:
         self.drops = collections.Counter()  # rank -> steps dropped
         self.incomplete = collections.Counter()  # array -> steps missing blocks
         self.changed = asyncio.Condition()
+        self.next_report = collections.defaultdict(int)  # node -> number of its next report
 
     # ---- from the ingest actors ----------------------------------------
 
@@ -59,15 +60,19 @@ class HeadActor:
                 self.errors.append(str(e))
         await self._notify()
 
-    async def report(self, node, blocks, high):
+    async def report(self, node, seq, blocks, high):
+        """A node's blocks and ranks' progress; an ingest keeps a few reports
+        in flight, and they are applied in the order they were sent (seq)."""
         async with self.changed:
-            await self.changed.wait_for(lambda: len(self.ready) < self.max_pending)
-        for step, name, rank, ref, count in blocks:
-            self.steps[step][name][rank] = (ref, count)
-        for rank, step in high.items():
-            self.high[rank] = max(self.high.get(rank, -1), step)
-        self._advance()
-        await self._notify()
+            await self.changed.wait_for(lambda: self.next_report[node] == seq and
+                                        len(self.ready) < self.max_pending)
+            self.next_report[node] = seq + 1
+            for step, name, rank, ref, count in blocks:
+                self.steps[step][name][rank] = (ref, count)
+            for rank, step in high.items():
+                self.high[rank] = max(self.high.get(rank, -1), step)
+            self._advance()
+            self.changed.notify_all()
 
     async def dropped(self, rank, first, last, count):
         self.drops[rank] += count

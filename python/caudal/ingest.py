@@ -3,10 +3,12 @@
 It runs libcaudal's receiving end in a thread (the socket work never blocks
 the actor's event loop), copies each block once into the Ray object store,
 gives the slot back to the rank at once, and reports a step's block
-references to the head in one call per node and step. That call waits while
-the head holds its limit of unanalysed steps: the receiver then stops giving
-slots back, the ranks' rings fill and their policy applies, so memory is
-bounded end to end.
+references to the head in one call per node and step. Up to
+REPORTS_IN_FLIGHT such calls are outstanding, so the thread puts the next
+step's blocks while the head takes the last one (the head applies a node's
+reports in their order). A report waits while the head holds its limit of
+unanalysed steps: the thread then stops giving slots back, the ranks' rings
+fill and their policy applies, so memory is bounded end to end.
 """
 
 import collections
@@ -19,6 +21,8 @@ import ray
 
 from . import _caudal
 
+REPORTS_IN_FLIGHT = 2
+
 
 @ray.remote(num_cpus=0, max_concurrency=4)
 class IngestActor:
@@ -30,6 +34,8 @@ class IngestActor:
         self.stop = threading.Event()
         self.error = None
         self.stats = collections.Counter()
+        self.inflight = collections.deque()  # reports the head has not answered
+        self.seq = 0  # this node's next report number
         self.thread = threading.Thread(target=self._serve, name="caudal-ingest", daemon=True)
         self.thread.start()
 
@@ -84,22 +90,24 @@ class IngestActor:
                 self._report(pending, high, reported)
             elif t == "drop":
                 high[ev.rank] = ev.step
-                ray.get(self.head.dropped.remote(ev.rank, ev.first_step, ev.step, ev.ndropped))
+                self._call(self.head.dropped, ev.rank, ev.first_step, ev.step, ev.ndropped)
                 self._report(pending, high, reported)
             elif t == "connect":
                 high[ev.rank] = -1
-                ray.get(self.head.connected.remote(ev.rank, ev.size, self.node))
+                self._call(self.head.connected, ev.rank, ev.size, self.node)
             elif t == "declare":
                 info = {k: getattr(ev, k) for k in
                         ("name", "dtype", "order", "variable", "shape", "start", "count")}
-                ray.get(self.head.declare.remote(ev.rank, info))
+                self._call(self.head.declare, ev.rank, info)
             elif t == "steer":
+                # Latest value wins: no need to wait for the reports first.
                 ray.get(self.head.reported.remote(ev.rank, ev.key, ev.value))
             elif t in ("bye", "disconnect"):
                 high.pop(ev.rank, None)
                 self._report(pending, high, reported, force=True)
                 info = ev.counters if t == "bye" else ev.message
-                ray.get(self.head.rank_done.remote(ev.rank, t == "bye", info))
+                self._call(self.head.rank_done, ev.rank, t == "bye", info)
+        self._drain()
 
     def _report(self, pending, high, reported, force=False):
         """Once every rank of this node finished a step, hand the head that
@@ -112,4 +120,17 @@ class IngestActor:
         blocks = [b for s in sorted(steps) for b in pending.pop(s)]
         reported[0] = floor
         self.stats["reports"] += 1
-        ray.get(self.head.report.remote(self.node, blocks, dict(high)))
+        self.inflight.append(self.head.report.remote(self.node, self.seq, blocks, dict(high)))
+        self.seq += 1
+        while len(self.inflight) > REPORTS_IN_FLIGHT:
+            ray.get(self.inflight.popleft())
+
+    def _drain(self):
+        while self.inflight:
+            ray.get(self.inflight.popleft())
+
+    def _call(self, method, *args):
+        """Any other call to the head, after the reports before it: a rank's
+        goodbye must not overtake the report of its last steps."""
+        self._drain()
+        return ray.get(method.remote(*args))
