@@ -42,6 +42,13 @@ def mpiexec(cfg):
     return ["mpiexec", "-n", str(cfg["ranks"])]
 
 
+def peer_python(path, setup):
+    """The python of a peer's environment, or an error saying how to make it."""
+    if not os.path.exists(path):
+        raise RuntimeError("%s missing: run %s" % (path, setup))
+    return path
+
+
 def split(n, parts, i):
     base, extra = divmod(n, parts)
     return i * base + min(i, extra), base + (i < extra)

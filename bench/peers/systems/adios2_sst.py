@@ -18,6 +18,7 @@ import common
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 PEERS_PY = os.path.join(ROOT, ".venv-peers", "io", "bin", "python")
+SETUP = "bench/peers/setup_peers_io.sh"
 STREAM = "heat-sst"  # the stream's name: SST writes STREAM.sst, its contact file
 
 # The engine's parameters, per the ADIOS2 user guide's SST section, for one node:
@@ -39,18 +40,13 @@ PARAMS = {
 }
 
 
-def peers_python():
-    if not os.path.exists(PEERS_PY):
-        raise RuntimeError(f"{PEERS_PY} missing: run bench/peers/setup_peers_io.sh")
-    return PEERS_PY
-
 
 def version():
-    out = subprocess.run(
-        [peers_python(), "-c", ("import adios2, adios2.bindings as b, numpy; "
-         "print('adios2 %s (MPI %s), numpy %s' % (adios2.__version__, "
-         "b.is_built_with_mpi, numpy.__version__))")],
-        check=True, capture_output=True, text=True)
+    code = ("import adios2, adios2.bindings as b, numpy; "
+            "print('adios2 %s (MPI %s), numpy %s' % (adios2.__version__, "
+            "b.is_built_with_mpi, numpy.__version__))")
+    out = subprocess.run([common.peer_python(PEERS_PY, SETUP), "-c", code], check=True,
+                         capture_output=True, text=True)
     return out.stdout.strip()
 
 
@@ -93,7 +89,7 @@ def _cleanup(out_dir):
 
 
 def launch(cfg, out_dir, rank_cmd):
-    py = peers_python()
+    py = common.peer_python(PEERS_PY, SETUP)
     _cleanup(out_dir)
     reader = subprocess.Popen(
         [py, os.path.join(HERE, "adios2_sst_reader.py"), os.path.join(out_dir, STREAM),

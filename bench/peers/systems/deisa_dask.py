@@ -16,7 +16,6 @@ Everything runs in .venv-peers/deisa-dask (bench/peers/setup_peers.sh), not in
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ SETUP = "bench/peers/setup_peers.sh"
 
 sys.path.insert(0, os.path.join(HERE, ".."))
 import common  # noqa: E402
+import processes  # noqa: E402
 
 
 def version():
@@ -64,30 +64,6 @@ class Bridge:
         self.b.close(timestep=self.next_step)
 
 
-def _start(cmd, log, env):
-    with open(log, "ab") as f:
-        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, cwd=ROOT)
-
-
-def _stop(p, grace=30.0):
-    """SIGTERM the process we started, then SIGKILL its process group (it
-    leads its own session, so the group is only what it started)."""
-    if p is None:
-        return
-    if p.poll() is None:
-        try:
-            p.send_signal(signal.SIGTERM)
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    p.wait()
-
-
 def launch(cfg, out_dir, rank_cmd):
     if not os.path.exists(PYTHON):
         raise RuntimeError("deisa-dask: %s missing; run %s first" % (VENV, SETUP))
@@ -105,9 +81,10 @@ def launch(cfg, out_dir, rank_cmd):
     procs = []
     try:
         # 1. the scheduler (free port instead of the example's fixed 8786)
-        procs.append(_start([dask_cli, "scheduler", "--scheduler-file", sched_file,
-                             "--protocol", "tcp", "--host", "127.0.0.1", "--port", "0",
-                             "--no-dashboard"], os.path.join(run_dir, "scheduler.log"), env))
+        procs.append(processes.start(ROOT, [dask_cli, "scheduler", "--scheduler-file",
+                                            sched_file, "--protocol", "tcp", "--host",
+                                            "127.0.0.1", "--port", "0", "--no-dashboard"],
+                                     os.path.join(run_dir, "scheduler.log"), env))
         deadline = time.time() + 60
         while not os.path.exists(sched_file):
             if procs[0].poll() is not None or time.time() > deadline:
@@ -119,17 +96,18 @@ def launch(cfg, out_dir, rank_cmd):
             address = json.load(f)["address"]
         env["DEISA_DASK_SCHEDULER_ADDRESS"] = address
         # 2. one worker, default settings (one process, a thread per core)
-        procs.append(_start([dask_cli, "worker", "--scheduler-file", sched_file,
-                             "--no-dashboard", "--local-directory", run_dir],
-                            os.path.join(run_dir, "worker.log"), env))
+        procs.append(processes.start(ROOT, [dask_cli, "worker", "--scheduler-file",
+                                            sched_file, "--no-dashboard", "--local-directory",
+                                            run_dir],
+                                     os.path.join(run_dir, "worker.log"), env))
         # the bridges read the worker list once, at their start: wait for it
         subprocess.run([PYTHON, "-c", "from distributed import Client; "
                         "c = Client(%r, timeout=60); c.wait_for_workers(1, timeout=60); "
                         "c.close()" % address], check=True, env=env, cwd=ROOT,
                        stdout=subprocess.DEVNULL)
         # 3. the analysis
-        analytics = _start([PYTHON, os.path.join(HERE, "deisa_dask_analytics.py")],
-                           os.path.join(run_dir, "analytics.log"), env)
+        analytics = processes.start(ROOT, [PYTHON, os.path.join(HERE, "deisa_dask_analytics.py")],
+                                    os.path.join(run_dir, "analytics.log"), env)
         procs.append(analytics)
         # 4. the simulation, with this environment's python
         sim = subprocess.Popen(common.mpiexec(cfg) + [PYTHON] + list(rank_cmd[1:]), env=env)
@@ -154,7 +132,7 @@ def launch(cfg, out_dir, rank_cmd):
                                % (rc, os.path.join(run_dir, "analytics.log")))
     finally:
         for p in reversed(procs):  # analysis, worker, scheduler
-            _stop(p)
+            processes.stop(p)
     return {"config": "deisa-dask getting-started layout: `dask scheduler` (tcp, 127.0.0.1, "
                       "free port, scheduler file) + one `dask worker` (defaults: 1 process, "
                       "1 thread per core, nanny) + analysis process Deisa() with "

@@ -38,6 +38,7 @@ SETUP = "bench/peers/setup_peers.sh"
 
 sys.path.insert(0, os.path.join(HERE, ".."))
 import common  # noqa: E402
+import processes  # noqa: E402
 
 
 def version():
@@ -92,30 +93,6 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _start(cmd, log, env):
-    with open(log, "ab") as f:
-        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, cwd=ROOT)
-
-
-def _stop(p, grace=30.0):
-    """SIGTERM the process we started (`ray start --block` then stops every
-    Ray process it started), then SIGKILL what is left of its process group."""
-    if p is None:
-        return
-    if p.poll() is None:
-        try:
-            p.send_signal(signal.SIGTERM)
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    p.wait()
 
 
 def _kill_leftovers(mark):
@@ -176,14 +153,15 @@ def launch(cfg, out_dir, rank_cmd):
     head = analytics = None
     try:
         # 1. the Ray cluster: a head node (`ray start --head`), held by --block
-        head = _start([os.path.join(VENV, "bin", "ray"), "start", "--head", "--block",
-                       "--port", str(port), "--temp-dir", temp_dir,
-                       "--include-dashboard", "false", "--disable-usage-stats"],
-                      os.path.join(run_dir, "ray-head.log"), env)
+        ray_cli = os.path.join(VENV, "bin", "ray")
+        head = processes.start(ROOT, [ray_cli, "start", "--head", "--block", "--port", str(port),
+                                      "--temp-dir", temp_dir, "--include-dashboard", "false",
+                                      "--disable-usage-stats"],
+                               os.path.join(run_dir, "ray-head.log"), env)
         # 2. the analytics on the head node (Deisa retries ray.init until the
         # head answers); it marks `ready` once connected and registered
-        analytics = _start([PYTHON, os.path.join(HERE, "deisa_ray_analytics.py")],
-                           os.path.join(run_dir, "analytics.log"), env)
+        analytics = processes.start(ROOT, [PYTHON, os.path.join(HERE, "deisa_ray_analytics.py")],
+                                    os.path.join(run_dir, "analytics.log"), env)
         deadline = time.time() + 180
         while not os.path.exists(ready):
             for p, what in ((head, "ray start --head"), (analytics, "the analytics")):
@@ -216,8 +194,8 @@ def launch(cfg, out_dir, rank_cmd):
             raise RuntimeError("deisa-ray: the analytics exited with %d (see %s)"
                                % (rc, os.path.join(run_dir, "analytics.log")))
     finally:
-        _stop(analytics)
-        _stop(head)
+        processes.stop(analytics)
+        processes.stop(head)
         _kill_leftovers(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
     return {"config": "deisa-ray Quick Start layout: `ray start --head --block` (one node, "

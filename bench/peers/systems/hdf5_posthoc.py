@@ -21,20 +21,16 @@ import common
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 PEERS_PY = os.path.join(ROOT, ".venv-peers", "io", "bin", "python")
+SETUP = "bench/peers/setup_peers_io.sh"
 SUBDIR = "hdf5-posthoc"
 
 
-def peers_python():
-    if not os.path.exists(PEERS_PY):
-        raise RuntimeError(f"{PEERS_PY} missing: run bench/peers/setup_peers_io.sh")
-    return PEERS_PY
-
 
 def version():
-    out = subprocess.run(
-        [peers_python(), "-c", ("import h5py, numpy; print('h5py %s, HDF5 %s (serial), numpy %s'"
-         " % (h5py.__version__, h5py.version.hdf5_version, numpy.__version__))")],
-        check=True, capture_output=True, text=True)
+    code = ("import h5py, numpy; print('h5py %s, HDF5 %s (serial), numpy %s' % "
+            "(h5py.__version__, h5py.version.hdf5_version, numpy.__version__))")
+    out = subprocess.run([common.peer_python(PEERS_PY, SETUP), "-c", code], check=True,
+                         capture_output=True, text=True)
     return out.stdout.strip()
 
 
@@ -65,7 +61,7 @@ class Bridge:
 
 
 def launch(cfg, out_dir, rank_cmd):
-    py = peers_python()
+    py = common.peer_python(PEERS_PY, SETUP)
     data = os.path.join(out_dir, SUBDIR)
     shutil.rmtree(data, ignore_errors=True)
     try:
