@@ -29,7 +29,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .analytics import StepArray
-from .catalog import global_array
+from .catalog import Part, global_array
 
 __all__ = ["Block", "Grid", "KernelError", "as_grid", "c_view", "flat_view", "map_blocks",
            "step_array"]
@@ -54,6 +54,13 @@ class Block:
     obj: Any  # ray.ObjectRef, dask Delayed, or NumPy array
     node: Optional[str] = None  # Ray node holding obj, when known
     rank: Optional[int] = None  # rank that published it, when known
+    index: Optional[int] = None  # obj is a list of blocks (catalog.Part): this one
+
+    def args(self):
+        """The block as task arguments: Ray resolves a reference only at the
+        top level of the arguments, so an item of a list object travels as
+        the list's reference followed by At(index), which _checked resolves."""
+        return (self.obj,) if self.index is None else (self.obj, At(self.index))
 
     def where(self, grid):
         who = "rank %d's block" % self.rank if self.rank is not None else "block"
@@ -144,10 +151,28 @@ class _Local:
         return list(objs)
 
 
+@dataclass(frozen=True)
+class At:
+    """Marks the argument before it as a list whose item `index` is meant."""
+
+    index: int
+
+
+def resolve(args):
+    """Arguments with every (list, At(i)) pair replaced by list[i]."""
+    out = []
+    for a in args:
+        if isinstance(a, At):
+            out[-1] = out[-1][a.index]
+        else:
+            out.append(a)
+    return out
+
+
 def _checked(fn, where, *args):
     """Run a per-block function; a refusal names the block it came from."""
     try:
-        return fn(*args)
+        return fn(*resolve(args))
     except (ValueError, TypeError, MemoryError) as e:
         raise KernelError("%s: %s" % (where, e)) from None
 
@@ -220,10 +245,12 @@ class Grid:
             mine = [p for p, b in self.blocks.items() if b.node == me]
             size = self.dtype.itemsize * sum(math.prod(self.blocks[p].count) for p in mine)
             if mine and size <= SMALL_HERE_BYTES:
-                values = self.fetch([self.blocks[p].obj for p in mine])
-                local = {p: _checked(fn, self.blocks[p].where(self), v, *args)
-                         for p, v in zip(mine, values)}
-        out = {pos: self.backend.submit(_checked, (fn, b.where(self), b.obj) + args,
+                refs = list(dict.fromkeys(self.blocks[p].obj for p in mine))  # lists once
+                got = dict(zip(refs, self.fetch(refs)))
+                for p in mine:
+                    b = self.blocks[p]
+                    local[p] = _checked(fn, b.where(self), got[b.obj], *b.args()[1:], *args)
+        out = {pos: self.backend.submit(_checked, (fn, b.where(self)) + b.args() + args,
                                         b.node, num_returns)
                for pos, b in self.blocks.items() if pos not in local}
         out.update(local)
@@ -287,7 +314,8 @@ class Grid:
 
     def derive(self, objs, dtype, name):
         """A grid of new objects (pos -> obj), block for block like this one."""
-        blocks = {p: dataclasses.replace(b, obj=objs[p]) for p, b in self.blocks.items()}
+        blocks = {p: dataclasses.replace(b, obj=objs[p], index=None)
+                  for p, b in self.blocks.items()}
         layout = self.layout
         if layout is not None:
             layout = dataclasses.replace(layout, name=name, dtype=np.dtype(dtype))
@@ -299,7 +327,8 @@ class Grid:
         over them plus this grid), a Dask array for Dask chunks, NumPy for
         one local block."""
         if self.backend.name == "ray":
-            refs = {b.rank: b.obj for b in self.blocks.values()}
+            refs = {b.rank: b.obj if b.index is None else Part(b.obj, b.index)
+                    for b in self.blocks.values()}
             counts = {b.rank: b.count[0] for b in self.blocks.values()}
             data = global_array(self.layout, refs, self.step, counts)
             return StepArray(self.step, data, blocks=self)
@@ -353,7 +382,7 @@ def step_array(layout, refs, step, nodes=None, counts=None):
         sizes = data.chunks[0] if ranks else ()
         starts = _offsets(sizes)
         for i, r in enumerate(ranks):
-            blocks[(i,)] = Block((i,), (starts[i],), (sizes[i],), refs[r], nodes.get(r), r)
+            blocks[(i,)] = _block((i,), (starts[i],), (sizes[i],), refs[r], nodes.get(r), r)
         shape = (sum(sizes),)
         chunks = data.chunks
     else:
@@ -362,10 +391,16 @@ def step_array(layout, refs, step, nodes=None, counts=None):
         for r, pos in layout.positions.items():
             start = tuple(offs[d][i] for d, i in enumerate(pos))
             count = tuple(chunks[d][i] for d, i in enumerate(pos))
-            blocks[pos] = Block(pos, start, count, refs[r], nodes.get(r), r)
+            blocks[pos] = _block(pos, start, count, refs[r], nodes.get(r), r)
     grid = Grid(layout.name, step, shape, layout.dtype, chunks, blocks, _Ray(), layout,
                 layout.order)
     return StepArray(step, data, blocks=grid)
+
+
+def _block(pos, start, count, chunk, node, rank):
+    if isinstance(chunk, Part):
+        return Block(pos, start, count, chunk.ref, node, rank, chunk.index)
+    return Block(pos, start, count, chunk, node, rank)
 
 
 def _dask_grid(x, name=None, step=None):

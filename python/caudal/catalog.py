@@ -10,9 +10,9 @@ grid cut by the distinct block starts. A declaration that breaks any of this
 is refused once, with a message that names the array and the ranks, instead
 of failing later inside a Dask computation.
 
-`global_array` then turns the blocks of one step (``ray.ObjectRef`` in
-production, NumPy arrays in tests) into a Dask array whose chunks are those
-blocks, without copying or computing anything. With ObjectRefs as graph
+`global_array` then turns the blocks of one step (``ray.ObjectRef`` or
+`Part` in production, NumPy arrays in tests) into a Dask array whose chunks
+are those blocks, without copying or computing anything. With ObjectRefs as graph
 values the array must be computed with ``ray.util.dask.ray_dask_get``, which
 resolves them inside the Ray tasks next to the data; Dask's own schedulers
 would hand the references themselves to NumPy.
@@ -24,17 +24,29 @@ an ObjectRef from other chunk objects.
 import itertools
 import math
 import numbers
+import operator
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-__all__ = ["CatalogError", "Declaration", "Layout", "build_layout", "global_array"]
+__all__ = ["CatalogError", "Declaration", "Layout", "Part", "build_layout", "global_array"]
 
 
 class CatalogError(ValueError):
     """Raised instead of building an array the analytics would misread; the
     message names the array and the ranks, so the simulation can be fixed."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """A block stored as element `index` of a list object: an ingest puts
+    the blocks of one step on its node as one Ray object, since a put costs
+    far more than the bytes of a small block."""
+
+    ref: Any
+    index: int
 
 
 @dataclass(frozen=True)
@@ -341,6 +353,15 @@ def _identity(chunk):
     ray = sys.modules.get("ray")
     if ray is not None and isinstance(chunk, ray.ObjectRef):
         return ("ray.ObjectRef", chunk.binary())
+    if isinstance(chunk, Part):
+        return ("part",) + _identity(chunk.ref) + (chunk.index,)
+    return chunk
+
+
+def _value(chunk):
+    """The graph value of a chunk: a Part is an item of its list object."""
+    if isinstance(chunk, Part):
+        return (operator.getitem, chunk.ref, chunk.index)
     return chunk
 
 
@@ -391,7 +412,7 @@ def global_array(layout, chunks, step, counts=None):
         pos = layout.positions[r]
         chunk = chunks[r]
         _check_chunk(layout, step, r, chunk, [layout.chunks[d][i] for d, i in enumerate(pos)])
-        dsk[pos] = chunk
+        dsk[pos] = _value(chunk)
         idents.append((r, _identity(chunk)))
     return _array(layout.name, layout, step, dsk, layout.chunks, ndim, idents)
 
@@ -416,7 +437,7 @@ def _variable_array(layout, chunks, step, counts):
     idents = []
     for i, r in enumerate(ranks):
         _check_chunk(layout, step, r, chunks[r], [int(counts[r])])
-        dsk[(i,)] = chunks[r]
+        dsk[(i,)] = _value(chunks[r])
         idents.append((r, _identity(chunks[r])))
     if ranks:
         sizes = (tuple(int(counts[r]) for r in ranks),)

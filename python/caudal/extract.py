@@ -13,7 +13,7 @@ import builtins
 import numpy as np
 
 from . import _kernels
-from .blocks import as_grid, c_view
+from .blocks import _checked, as_grid, c_view
 
 __all__ = ["coarsen", "slice"]
 
@@ -47,7 +47,7 @@ def coarsen(x, factor, op="mean"):
         g.fail("coarsen needs a positive integer factor or one per axis (%d), not %r"
                % (g.ndim, factor))
     shape = tuple(-(-n // v) for n, v in zip(g.shape, f))
-    parts = g.map_each(_coarsen_block, lambda b: (b.obj, b.start, f, op, g.order))
+    parts = g.map_each(_coarsen_block, lambda b: (*b.args(), b.start, f, op, g.order))
     keys = sorted(parts)
     if op == "mean":
         acc = np.zeros(shape, dtype=np.float64)
@@ -84,7 +84,8 @@ def slice(x, axis, index):
     out = np.empty(g.shape[:axis] + g.shape[axis + 1:], dtype=g.dtype)
     hit = {p: b for p, b in g.blocks.items()
            if b.start[axis] <= index < b.start[axis] + b.count[axis]}
-    refs = {p: g.backend.submit(_slice_block, (b.obj, axis, index - b.start[axis]), b.node)
+    refs = {p: g.backend.submit(_checked, (_slice_block, b.where(g), *b.args(), axis,
+                                           index - b.start[axis]), b.node)
             for p, b in hit.items()}
     keys = sorted(refs)
     for p, piece in zip(keys, g.fetch([refs[k] for k in keys])):

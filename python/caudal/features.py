@@ -85,7 +85,7 @@ def components(x, threshold, op=">", labels=False):
     if op not in _OPS:
         g.fail("components op must be one of %s, not %r" % (", ".join(_OPS), op))
     threshold = float(threshold)
-    out = g.map_each(_label_block, lambda b: (b.obj, b.start, threshold, op, g.order),
+    out = g.map_each(_label_block, lambda b: (*b.args(), b.start, threshold, op, g.order),
                      num_returns=2)
     keys = sorted(out)
     summaries = dict(zip(keys, g.fetch([out[k][1] for k in keys])))

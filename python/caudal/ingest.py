@@ -1,9 +1,13 @@
 """The ingest actor: one per node, receiving that node's ranks.
 
 It runs libcaudal's receiving end in a thread (the socket work never blocks
-the actor's event loop), copies each block once into the Ray object store,
-gives the slot back to the rank at once, and reports a step's block
-references to the head in one call per node and step. Up to
+the actor's event loop). Once every rank of the node finished a step, it
+copies that step's blocks into the Ray object store as one object (a list:
+a put costs far more than the bytes of a small block, 0.7 ms against 1.2 ms
+for 32 blocks of 8 KiB in one), gives their slots back, and reports the
+blocks (catalog.Part: the list and the index) to the head in one call per
+node and step. Blocks that would hold more than BATCH_BYTES of slots until
+then go in at once, alone. Up to
 REPORTS_IN_FLIGHT such calls are outstanding, so the thread puts the next
 step's blocks while the head takes the last one (the head applies a node's
 reports in their order). A report waits while the head holds its limit of
@@ -20,8 +24,10 @@ import numpy as np
 import ray
 
 from . import _caudal
+from .catalog import Part
 
 REPORTS_IN_FLIGHT = 2
+BATCH_BYTES = 64 << 20  # held in slots (or inline buffers) while a step completes
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)
@@ -66,7 +72,8 @@ class IngestActor:
 
     def _loop(self):
         r = self.receiver
-        pending = collections.defaultdict(list)  # step -> [(step, array, rank, ref, count)]
+        pending = collections.defaultdict(list)  # step -> [block event, or reported tuple]
+        held = [0]  # bytes of the block events in pending
         high = {}  # local rank -> highest step it finished (published or dropped)
         reported = [None]  # the node's floor at the last report
         while not self.stop.is_set():
@@ -78,20 +85,24 @@ class IngestActor:
                 continue
             t = ev.type
             if t == "block":
-                t0 = time.perf_counter()
-                ref = ray.put(np.asarray(ev.block))  # the one copy into the store
-                ev.block.release()
-                self.stats["put_seconds"] += time.perf_counter() - t0
                 self.stats["blocks"] += 1
                 self.stats["bytes"] += ev.nbytes
-                pending[ev.step].append((ev.step, ev.name, ev.rank, ref, ev.count))
+                if held[0] + ev.nbytes > BATCH_BYTES:
+                    t0 = time.perf_counter()
+                    ref = ray.put(np.asarray(ev.block))  # large: alone, at once
+                    ev.block.release()
+                    self.stats["put_seconds"] += time.perf_counter() - t0
+                    pending[ev.step].append((ev.step, ev.name, ev.rank, ref, ev.count))
+                else:
+                    held[0] += ev.nbytes
+                    pending[ev.step].append(ev)
             elif t == "step_end":
                 high[ev.rank] = ev.step
-                self._report(pending, high, reported)
+                self._report(pending, high, reported, held)
             elif t == "drop":
                 high[ev.rank] = ev.step
                 self._call(self.head.dropped, ev.rank, ev.first_step, ev.step, ev.ndropped)
-                self._report(pending, high, reported)
+                self._report(pending, high, reported, held)
             elif t == "connect":
                 high[ev.rank] = -1
                 self._call(self.head.connected, ev.rank, ev.size, self.node)
@@ -104,26 +115,43 @@ class IngestActor:
                 ray.get(self.head.reported.remote(ev.rank, ev.key, ev.value))
             elif t in ("bye", "disconnect"):
                 high.pop(ev.rank, None)
-                self._report(pending, high, reported, force=True)
+                self._report(pending, high, reported, held, force=True)
                 info = ev.counters if t == "bye" else ev.message
                 self._call(self.head.rank_done, ev.rank, t == "bye", info)
         self._drain()
 
-    def _report(self, pending, high, reported, force=False):
-        """Once every rank of this node finished a step, hand the head that
-        step's blocks (and any earlier ones) with the ranks' progress: one
-        call per node and step."""
+    def _report(self, pending, high, reported, held, force=False):
+        """Once every rank of this node finished a step, put that step's
+        blocks (and any earlier ones) in the store, one object per step, and
+        hand the head their references with the ranks' progress: one call
+        per node and step."""
         floor = min(high.values()) if high else None
         if not force and (floor is None or floor == reported[0]):
             return
         steps = [s for s in pending if floor is None or s <= floor]
-        blocks = [b for s in sorted(steps) for b in pending.pop(s)]
+        blocks = [b for s in sorted(steps) for b in self._put(pending.pop(s), held)]
         reported[0] = floor
         self.stats["reports"] += 1
         self.inflight.append(self.head.report.remote(self.node, self.seq, blocks, dict(high)))
         self.seq += 1
         while len(self.inflight) > REPORTS_IN_FLIGHT:
             ray.get(self.inflight.popleft())
+
+    def _put(self, entries, held):
+        """A step's block events as one list object in the store (the one
+        copy), their slots given back; entries already put pass through."""
+        events = [e for e in entries if not isinstance(e, tuple)]
+        out = [e for e in entries if isinstance(e, tuple)]
+        if events:
+            t0 = time.perf_counter()
+            ref = ray.put([np.asarray(e.block) for e in events])
+            for e in events:
+                e.block.release()
+                held[0] -= e.nbytes
+            self.stats["put_seconds"] += time.perf_counter() - t0
+            self.stats["puts"] += 1
+            out += [(e.step, e.name, e.rank, Part(ref, i), e.count) for i, e in enumerate(events)]
+        return out
 
     def _drain(self):
         while self.inflight:

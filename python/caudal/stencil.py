@@ -54,7 +54,7 @@ def _run(grids, fn, consts, num_returns=1):
     faces = [x.faces() for x in grids]
 
     def args(b):
-        blocks = [x.blocks[b.pos].obj for x in grids]
+        blocks = [a for x in grids for a in x.blocks[b.pos].args()]
         halos = [f for x, fx in zip(grids, faces) for f in x.halo(fx, b.pos)]
         return (fn, consts, len(grids), *blocks, *halos)
 

@@ -21,7 +21,7 @@ state is gathered only by result(). NaN values are skipped point by point:
 import numpy as np
 
 from . import _kernels
-from .blocks import KernelError, as_grid, c_view
+from .blocks import KernelError, as_grid, c_view, resolve
 
 __all__ = ["PointStats"]
 
@@ -65,7 +65,9 @@ class _Store:
     def __init__(self):
         self.states = {}
 
-    def add(self, pos, where, block, order):
+    def add(self, pos, where, order, *block):
+        """block: Block.args(), the block or its list object and At(index)."""
+        (block,) = resolve(block)
         try:
             if pos not in self.states:
                 self.states[pos] = _new_state(block, order)
@@ -104,12 +106,13 @@ class PointStats:
 
             # One step in flight: the blocks it holds are freed before the next.
             ray.get(self._pending)
-            self._pending = [self._store(b.node).add.remote(pos, b.where(g), b.obj, g.order)
+            self._pending = [self._store(b.node).add.remote(pos, b.where(g), g.order, *b.args())
                              for pos, b in g.blocks.items()]
         else:
             keys = sorted(g.blocks)
             for pos, block in zip(keys, g.fetch([g.blocks[k].obj for k in keys])):
-                self._local.add(pos, g.blocks[pos].where(g), block, g.order)
+                self._local.add(pos, g.blocks[pos].where(g), g.order, block,
+                                *g.blocks[pos].args()[1:])
         self.steps += 1
 
     def _store(self, node):

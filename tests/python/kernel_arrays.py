@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from caudal.blocks import step_array
-from caudal.catalog import Declaration, build_layout
+from caudal.catalog import Declaration, Part, build_layout
 
 REAL_DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                "float32", "float64"]
@@ -48,10 +48,15 @@ def blocks_of(shape, cuts):
 
 
 def distribute(ray, g, cuts, order="C", seed=0, empty=0, step=7, name="f", node_of=None,
-               put=None):
+               put=None, batched=None):
     """g cut at `cuts` into blocks, each put in Ray by a rank (ranks in a
     random order, plus `empty` ranks with no elements): the StepArray the
-    driver would make. node_of(rank) -> node id; put(rank, block) -> ref."""
+    driver would make. node_of(rank) -> node id; put(rank, block) -> ref.
+    batched: all blocks in one list object (catalog.Part), as the ingest
+    puts a node's step; None: for odd seeds, so that property tests see both."""
+    if batched is None:
+        batched = put is None and seed % 2 == 1
+    parts = []
     blocks = list(blocks_of(g.shape, cuts))
     rng = np.random.default_rng(seed)
     ranks = rng.permutation(len(blocks) + empty).tolist()
@@ -68,8 +73,15 @@ def distribute(ray, g, cuts, order="C", seed=0, empty=0, step=7, name="f", node_
         if all(count):
             region = tuple(slice(s, s + c) for s, c in zip(start, count))
             b = np.asfortranarray(g[region]) if order == "F" else np.ascontiguousarray(g[region])
-            refs[r] = put(r, b)
+            if batched:
+                refs[r] = len(parts)
+                parts.append(b)
+            else:
+                refs[r] = put(r, b)
             nodes[r] = node_of(r)
+    if batched:
+        ref = ray.put(parts)
+        refs = {r: Part(ref, i) for r, i in refs.items()}
     layout = build_layout(name, decls, len(ranks))
     return step_array(layout, refs, step, nodes)
 

@@ -29,7 +29,8 @@ def test_point_statistics_equal_numpy_over_the_stacked_steps(local_ray, dtype, o
             x[0, 0, 0] = np.nan  # a point that never has a value
     p = caudal.temporal.PointStats()
     for s, x in enumerate(steps):
-        p.update(distribute(local_ray, x, cuts, order, step=s, name="t"))
+        p.update(distribute(local_ray, x, cuts, order, step=s, name="t",
+                            batched=dtype in ("float32", "int32")))
     r = p.result()
     want = reference(steps)
     assert p.steps == 12
