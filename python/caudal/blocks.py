@@ -8,7 +8,8 @@ block and the merges as a tree, whatever the array is:
 - a `StepArray` from `caudal run`, whose blocks are Ray objects on the node
   of the ingest actor that received them: one Ray task per block, pinned to
   that node, and a tree of Ray tasks for the merges, so only partial states
-  and halo faces cross nodes;
+  and halo faces cross nodes (a reduction over a few MiB of blocks on the
+  caller's own node runs in the caller, where a task would cost more);
 - a Dask array (a slice of a StepArray's ``.data``, or any computation): one
   Dask task per chunk, run by Dask-on-Ray when Ray is up, else by Dask;
 - a NumPy array: one block, computed in this process.
@@ -255,6 +256,10 @@ class Grid:
                for pos, b in self.blocks.items() if pos not in local}
         out.update(local)
         return out
+
+    def run_on(self, b, fn, *args):
+        """fn(block, *args) for the one block b, on its node."""
+        return self.backend.submit(_checked, (fn, b.where(self)) + b.args() + args, b.node)
 
     def map_each(self, fn, args_of, num_returns=1):
         """fn(*args_of(block)) for every block, on its node: pos -> result."""

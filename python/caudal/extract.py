@@ -13,7 +13,7 @@ import builtins
 import numpy as np
 
 from . import _kernels
-from .blocks import _checked, as_grid, c_view
+from .blocks import as_grid, c_view
 
 __all__ = ["coarsen", "slice"]
 
@@ -84,9 +84,7 @@ def slice(x, axis, index):
     out = np.empty(g.shape[:axis] + g.shape[axis + 1:], dtype=g.dtype)
     hit = {p: b for p, b in g.blocks.items()
            if b.start[axis] <= index < b.start[axis] + b.count[axis]}
-    refs = {p: g.backend.submit(_checked, (_slice_block, b.where(g), *b.args(), axis,
-                                           index - b.start[axis]), b.node)
-            for p, b in hit.items()}
+    refs = {p: g.run_on(b, _slice_block, axis, index - b.start[axis]) for p, b in hit.items()}
     keys = sorted(refs)
     for p, piece in zip(keys, g.fetch([refs[k] for k in keys])):
         b = hit[p]
