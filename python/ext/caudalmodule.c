@@ -23,6 +23,7 @@
 #include <pythread.h>
 #include <structmember.h>
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -442,6 +443,46 @@ static PyObject *handle_raise(PyThread_type_lock lock, int rc, const char *messa
     return raise_status(rc, msg);
 }
 
+/* tp_new of the handle types: the object with its lock (at lock_offset);
+ * dealloc frees the lock, and copes with one that was never made. */
+static PyObject *handle_new(PyTypeObject *type, size_t lock_offset)
+{
+    PyObject *self = type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    PyThread_type_lock *lock = (PyThread_type_lock *)((char *)self + lock_offset);
+    if (!(*lock = PyThread_allocate_lock())) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return self;
+}
+
+/* __enter__ of the handle types: the handle itself, if it is open. */
+static PyObject *handle_with(PyObject *self, int open, const char *what)
+{
+    if (!open)
+        return raise_closed(what);
+    Py_INCREF(self);
+    return self;
+}
+
+/* What __exit__ returns once close() gave `closed`: False (exceptions are
+ * never swallowed); a failure to close is raised only when no exception is
+ * ending the with block, since that one says more. */
+static PyObject *handle_exit(PyObject *closed, PyObject *exit_args)
+{
+    if (!closed) {
+        if (PyTuple_GET_SIZE(exit_args) > 0 && PyTuple_GET_ITEM(exit_args, 0) != Py_None) {
+            PyErr_Clear();
+            Py_RETURN_FALSE;
+        }
+        return NULL;
+    }
+    Py_DECREF(closed);
+    Py_RETURN_FALSE;
+}
+
 static int client_is_open(PyObject *o) { return ((ClientObject *)o)->c != NULL; }
 
 /* Lock the client for a C call; raises CLOSED (lock not held) if closed. */
@@ -498,15 +539,7 @@ static PyObject *Client_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     (void)args;
     (void)kwds;
-    ClientObject *self = (ClientObject *)type->tp_alloc(type, 0);
-    if (!self)
-        return NULL;
-    self->lock = PyThread_allocate_lock();
-    if (!self->lock) {
-        Py_DECREF(self);
-        return PyErr_NoMemory();
-    }
-    return (PyObject *)self;
+    return handle_new(type, offsetof(ClientObject, lock));
 }
 
 static int Client_init(ClientObject *self, PyObject *args, PyObject *kwds)
@@ -951,29 +984,14 @@ static PyObject *Client_close(ClientObject *self, PyObject *noargs)
 static PyObject *Client_enter(ClientObject *self, PyObject *noargs)
 {
     (void)noargs;
-    if (!self->c)
-        return raise_closed("the client");
-    Py_INCREF(self);
-    return (PyObject *)self;
+    return handle_with((PyObject *)self, self->c != NULL, "the client");
 }
 
 static PyObject *Client_exit(ClientObject *self, PyObject *args)
 {
-    PyObject *exc_type = Py_None;
-    if (PyTuple_GET_SIZE(args) > 0)
-        exc_type = PyTuple_GET_ITEM(args, 0);
     if (!self->c)
         Py_RETURN_FALSE; /* closed inside the block already */
-    PyObject *r = Client_close(self, NULL);
-    if (!r) {
-        if (exc_type != Py_None) {
-            PyErr_Clear(); /* the exception that ends the block says more */
-            Py_RETURN_FALSE;
-        }
-        return NULL;
-    }
-    Py_DECREF(r);
-    Py_RETURN_FALSE;
+    return handle_exit(Client_close(self, NULL), args);
 }
 
 static PyObject *Client_get_closed(ClientObject *self, void *unused)
@@ -1673,15 +1691,7 @@ static PyObject *Receiver_new(PyTypeObject *type, PyObject *args, PyObject *kwds
 {
     (void)args;
     (void)kwds;
-    ReceiverObject *self = (ReceiverObject *)type->tp_alloc(type, 0);
-    if (!self)
-        return NULL;
-    self->lock = PyThread_allocate_lock();
-    if (!self->lock) {
-        Py_DECREF(self);
-        return PyErr_NoMemory();
-    }
-    return (PyObject *)self;
+    return handle_new(type, offsetof(ReceiverObject, lock));
 }
 
 static int Receiver_init(ReceiverObject *self, PyObject *args, PyObject *kwds)
@@ -1829,22 +1839,14 @@ static PyObject *Receiver_close(ReceiverObject *self, PyObject *noargs)
 static PyObject *Receiver_enter(ReceiverObject *self, PyObject *noargs)
 {
     (void)noargs;
-    if (!self->r)
-        return raise_closed("the receiver");
-    Py_INCREF(self);
-    return (PyObject *)self;
+    return handle_with((PyObject *)self, self->r != NULL, "the receiver");
 }
 
 static PyObject *Receiver_exit(ReceiverObject *self, PyObject *args)
 {
-    (void)args;
     if (!self->r)
-        Py_RETURN_FALSE;
-    PyObject *r = Receiver_close(self, NULL);
-    if (!r)
-        return NULL;
-    Py_DECREF(r);
-    Py_RETURN_FALSE;
+        Py_RETURN_FALSE; /* closed inside the block already */
+    return handle_exit(Receiver_close(self, NULL), args);
 }
 
 static PyObject *Receiver_get_endpoint(ReceiverObject *self, void *u)
