@@ -55,6 +55,9 @@ def test_moments_stay_accurate_where_sums_of_powers_cancel(local_ray):
     m = caudal.stats.moments(distribute(local_ray, g, ((70, 150, 151), (33,))))
     ref = reference_moments(g)
     assert math.isclose(m.var, ref["var"], rel_tol=1e-7)
+    assert math.isclose(m.sample_var(), np.var(g, ddof=1), rel_tol=1e-7)
+    d = m.as_dict()
+    assert d["count"] == g.size and d["std"] == m.std and d["kurtosis"] == m.kurtosis
     assert math.isclose(m.skewness, ref["skewness"], rel_tol=1e-5, abs_tol=1e-6)
     assert math.isclose(m.kurtosis, ref["kurtosis"], rel_tol=1e-5, abs_tol=1e-6)
 
