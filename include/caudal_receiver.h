@@ -11,6 +11,21 @@
  * Threads: caudal_receiver_next and the steering calls belong to one thread.
  * caudal_block_release may be called from any thread, also after
  * caudal_receiver_close (the memory of held blocks lives until released).
+ *
+ * Trust: only a peer that presents the job token in its HELLO is a rank.
+ * Until then a connection can cost at most one small buffer (a HELLO of at
+ * most 1040 body bytes, judged by its header: any other frame, or a larger
+ * one, is refused at once), hello_timeout_ms, and one of 64 places for
+ * connections waiting to say hello (past that the oldest of them is closed).
+ * Such a connection never gives CONNECT, DISCONNECT or any event about a
+ * rank; if it fails (wrong token, junk, a frame other than HELLO, the
+ * deadline, closed half-way) it is closed and given as one REFUSED event. A
+ * connection that closes without sending a byte (a probe whether the
+ * endpoint is alive) gives none. One receiver serves each rank once: a
+ * second connection claiming a rank that is connected is REFUSED too, and
+ * the first goes on. A unix socket is made mode 0600 whatever the umask;
+ * opening never removes anything at its path but a stale socket (one that
+ * refuses connections).
  */
 #ifndef CAUDAL_RECEIVER_H
 #define CAUDAL_RECEIVER_H
@@ -32,9 +47,14 @@ typedef struct caudal_receiver_options {
                                 0: 16 MiB. Past it the client is disconnected. */
     size_t max_held_bytes;   /* per connection, bytes of inline blocks (tcp, or
                                 too large for a slot) read but not released yet;
-                                0: 256 MiB. Past it the receiver stops reading
-                                that connection until blocks are released, so the
-                                rank's ring fills and its policy applies. */
+                                0: 256 MiB. An inline block that would take the
+                                connection past it is not read (nor its buffer
+                                allocated) until blocks are released, so the
+                                rank's ring fills and its policy applies. A block
+                                larger than the limit is read when the connection
+                                holds nothing else, or it could never come. */
+    unsigned hello_timeout_ms; /* a connection must say HELLO within this;
+                                  0: 5000 */
 } caudal_receiver_options;
 
 int caudal_receiver_options_init(caudal_receiver_options *opts);
@@ -56,8 +76,12 @@ typedef enum caudal_event_type {
     CAUDAL_EVENT_DROP,        /* rank dropped steps first_step..step, `ndropped` */
     CAUDAL_EVENT_STEER,       /* rank reported a steering value */
     CAUDAL_EVENT_BYE,         /* rank closed cleanly: counters */
-    CAUDAL_EVENT_DISCONNECT   /* rank's connection ended without BYE, or was cut
+    CAUDAL_EVENT_DISCONNECT,  /* rank's connection ended without BYE, or was cut
                                  for a protocol error: status, message */
+    CAUDAL_EVENT_REFUSED      /* a connection that never authenticated was closed,
+                                 or accept failed: status, message (why); rank is
+                                 the rank it claimed, or -1. Nothing else follows
+                                 from it: log it. */
 } caudal_event_type;
 
 typedef struct caudal_array_info {
@@ -97,7 +121,7 @@ typedef struct caudal_event {
     const char *value_string;
     /* BYE */
     caudal_counters counters;
-    /* DISCONNECT */
+    /* DISCONNECT, REFUSED */
     int status;
     const char *message;
 } caudal_event;
@@ -115,7 +139,11 @@ int caudal_receiver_next(caudal_receiver *receiver, caudal_event *event,
 int caudal_block_release(caudal_block *block);
 
 /* Set a steering value for one rank, or for every rank (rank -1), the ones
- * that connect later included. */
+ * that connect later included. A rank holds at most 1024 keys, counting
+ * those set for every rank (a key set both ways counts twice): setting a new
+ * key past that fails with CAUDAL_ERR_INVALID and a message that says the
+ * store is full and names the key; keys already set can always be set
+ * again. */
 int caudal_receiver_steer_double(caudal_receiver *receiver, int rank,
                                  const char *key, double value);
 int caudal_receiver_steer_int64(caudal_receiver *receiver, int rank,

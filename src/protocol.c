@@ -317,6 +317,27 @@ int cdl_check_block(unsigned ndim, const uint64_t *shape, const uint64_t *start,
     return CAUDAL_OK;
 }
 
+int cdl_check_var(unsigned ndim, uint64_t shape, uint64_t start, uint64_t capacity,
+                  size_t itemsize, char *why, size_t whylen)
+{
+    if (ndim != 1) {
+        snprintf(why, whylen, "a variable-length array is 1-D, not %u-D", ndim);
+        return CAUDAL_ERR_SHAPE;
+    }
+    /* The length comes with each block: a shape or start here means the
+     * sender confused this array with a fixed one. */
+    if (shape || start) {
+        snprintf(why, whylen, "a variable-length array has no global shape or start "
+                 "(got shape %" PRIu64 ", start %" PRIu64 ")", shape, start);
+        return CAUDAL_ERR_SHAPE;
+    }
+    if (itemsize == 0 || capacity >= CDL_MAX_EXTENT / itemsize) {
+        snprintf(why, whylen, "capacity %" PRIu64 " is 2^62 bytes or more", capacity);
+        return CAUDAL_ERR_SHAPE;
+    }
+    return CAUDAL_OK;
+}
+
 /* ---- encoders ------------------------------------------------------------ */
 
 static size_t token_len(const char *token)

@@ -17,6 +17,9 @@
 #define CDL_BLOCK_META_LEN 40u
 #define CDL_MAX_CONTROL_BODY (1u << 20) /* every frame but an inline BLOCK */
 #define CDL_MAX_TOKEN 1024u
+/* rank, size, pid, transport, token length, token: all a peer may send
+ * before it has authenticated */
+#define CDL_MAX_HELLO_BODY (16u + CDL_MAX_TOKEN)
 #define CDL_MAX_MESSAGE 4096u
 #define CDL_MAX_STRING_VALUE 65536u
 #define CDL_NO_SLOT 0xFFFFFFFFu
@@ -113,6 +116,12 @@ size_t cdl_encode_error(uint8_t *out, size_t cap, int32_t status, const char *te
 int cdl_check_block(unsigned ndim, const uint64_t *shape, const uint64_t *start,
                     const uint64_t *count, size_t itemsize, uint64_t *nbytes, char *why,
                     size_t whylen);
+
+/* The rules of a variable-length array's declaration, shared by both ends:
+ * 1-D, shape and start 0 (unused), capacity elements of itemsize below
+ * CDL_MAX_EXTENT bytes. CAUDAL_OK, or CAUDAL_ERR_SHAPE with the reason. */
+int cdl_check_var(unsigned ndim, uint64_t shape, uint64_t start, uint64_t capacity,
+                  size_t itemsize, char *why, size_t whylen);
 
 /* Upper bound of an encoded frame with these variable parts (for buffers). */
 size_t cdl_declare_frame_len(size_t name_len, unsigned ndim);

@@ -26,6 +26,18 @@ void cdl_reader_free(cdl_reader *r)
     memset(r, 0, sizeof *r);
 }
 
+int cdl_reader_reserve(cdl_reader *r, size_t cap)
+{
+    if (cap <= r->cap)
+        return CAUDAL_OK;
+    uint8_t *nb = realloc(r->buf, cap);
+    if (!nb)
+        return CAUDAL_ERR_NOMEM;
+    r->buf = nb;
+    r->cap = cap;
+    return CAUDAL_OK;
+}
+
 int cdl_reader_fill(cdl_reader *r, int sock, int *err_no)
 {
     if (r->start == r->end)

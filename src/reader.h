@@ -26,6 +26,10 @@ typedef struct cdl_reader {
 int cdl_reader_init(cdl_reader *r, size_t cap);
 void cdl_reader_free(cdl_reader *r); /* closes descriptors not taken */
 
+/* Grow the buffer to at least cap bytes (a connection starts small until its
+ * peer has authenticated). */
+int cdl_reader_reserve(cdl_reader *r, size_t cap);
+
 /* Read what the socket has. Returns CAUDAL_OK (maybe nothing read),
  * CAUDAL_ERR_IO on end of stream or error (errno in *err_no, 0 for EOF). */
 int cdl_reader_fill(cdl_reader *r, int sock, int *err_no);

@@ -25,6 +25,15 @@
 #define DEFAULT_MAX_QUEUED (16u << 20)
 #define DEFAULT_MAX_HELD (256u << 20)
 #define READ_BUF (256u << 10)
+/* What a peer that has not authenticated may cost: a buffer for one HELLO, a
+ * few seconds, and one of a bounded number of places. */
+#define HELLO_BUF (CDL_HEADER_LEN + CDL_MAX_HELLO_BODY)
+#define DEFAULT_HELLO_TIMEOUT_MS 5000
+#define MAX_WAITING_HELLO 64
+/* accept() out of descriptors leaves the connection queued and the socket
+ * readable: look again after this pause instead of spinning. */
+#define ACCEPT_PAUSE_NS (100ull * 1000000u)
+#define NOTICE_EVERY_NS (1000ull * 1000000u)
 
 typedef struct conn conn;
 
@@ -44,6 +53,7 @@ struct conn {
     uint64_t id;
     int rank, size;
     int hello, bye;
+    uint64_t hello_deadline; /* ns; before HELLO only */
     int dead;     /* socket ended or cut: DISCONNECT (or nothing after BYE) due */
     int rejected; /* cut for a protocol error: frames still buffered are ignored */
     int reported; /* the last event of this connection was given */
@@ -62,6 +72,7 @@ struct conn {
     uint32_t *holds;
     uint8_t *ended;
     uint64_t held_inline; /* bytes of inline blocks handed out, not released */
+    int held_wait;        /* the next inline block waits for releases */
     /* the step being received */
     int in_step, any_step;
     uint64_t step;
@@ -77,14 +88,23 @@ struct caudal_receiver {
     int lfd, wake_fd;
     char endpoint[400];
     char unix_path[CDL_MAX_PATH];
-    char token[CDL_MAX_TOKEN + 1];
+    char token[CDL_MAX_TOKEN + 1]; /* zero-padded: compared in full */
+    size_t token_len;
+    dev_t sock_dev; /* the socket file we made, removed at close if still ours */
+    ino_t sock_ino;
     size_t max_queued;
     uint64_t max_held;
+    uint64_t hello_timeout_ns;
+    uint64_t accept_paused_until; /* ns; 0: accepting */
+    int accept_errno;             /* a failure of accept not told yet */
+    uint64_t accept_told_at;      /* ns; such failures are told at most once a second */
+    char notice[300];
     conn **conns;
     size_t nconns, conns_cap, rr;
     uint64_t next_id;
-    cdl_store steer;    /* set by the analytics: rank or -1 for all */
-    cdl_store reported; /* reported by the ranks, by rank */
+    cdl_store steer;  /* set by the analytics: rank or -1 for all */
+    char steer_key[CAUDAL_MAX_NAME + 1]; /* a STEER event's key and string, */
+    char *steer_str;                     /* terminated, until the next call */
     pthread_mutex_t mu; /* guards released, holds and closed */
     caudal_block *released;
     size_t holds;
@@ -169,12 +189,13 @@ static void conn_send(conn *cn, const uint8_t *frame, size_t n)
     int err_no = 0;
     if (n == 0 || cdl_outq_copy(&cn->out, frame, n, 0) != CAUDAL_OK ||
         cdl_outq_flush(&cn->out, cn->fd, &err_no) != CAUDAL_OK) {
-        conn_end(cn, CAUDAL_ERR_IO, "sending to the rank failed: %s", strerror(err_no));
+        conn_end(cn, CAUDAL_ERR_IO, "rank %d: sending to it failed: %s", cn->rank,
+                 strerror(err_no));
         return;
     }
     if (cn->out.bytes > cn->r->max_queued)
-        conn_end(cn, CAUDAL_ERR_IO,
-                 "the rank does not read its socket (%zu bytes queued for it)", cn->out.bytes);
+        conn_end(cn, CAUDAL_ERR_IO, "rank %d does not read its socket (%zu bytes queued for "
+                 "it)", cn->rank, cn->out.bytes);
 }
 
 static void send_release(conn *cn, uint32_t slot)
@@ -207,6 +228,7 @@ static void block_finish(caudal_block *b, int may_send)
     if (b->slot == CDL_NO_SLOT) {
         free(b->heap);
         cn->held_inline -= b->heap_bytes;
+        cn->held_wait = 0;
     } else if (--cn->holds[b->slot] == 0 && cn->ended[b->slot]) {
         cn->ended[b->slot] = 0;
         if (may_send)
@@ -238,7 +260,7 @@ static void process_released(caudal_receiver *r)
 static void receiver_free(caudal_receiver *r)
 {
     cdl_store_free(&r->steer);
-    cdl_store_free(&r->reported);
+    free(r->steer_str);
     free(r->conns);
     pthread_mutex_destroy(&r->mu);
     free(r);
@@ -271,6 +293,18 @@ int caudal_block_release(caudal_block *b)
 
 /* ---- frames to events ------------------------------------------------------ */
 
+/* In time independent of the secret: every byte of the longest token is
+ * compared whatever the lengths, so neither the token nor its length leaks. */
+static int token_matches(const caudal_receiver *r, const uint8_t *got, size_t got_len)
+{
+    uint8_t presented[CDL_MAX_TOKEN] = {0};
+    memcpy(presented, got, got_len); /* the parser bounds got_len */
+    volatile unsigned diff = (unsigned)(got_len ^ r->token_len);
+    for (size_t k = 0; k < CDL_MAX_TOKEN; k++)
+        diff |= (unsigned)(presented[k] ^ (uint8_t)r->token[k]);
+    return diff == 0;
+}
+
 static int hello(caudal_receiver *r, conn *cn, const cdl_msg *m, caudal_event *ev)
 {
     if (cn->hello) {
@@ -279,9 +313,22 @@ static int hello(caudal_receiver *r, conn *cn, const cdl_msg *m, caudal_event *e
     }
     cn->rank = (int)m->u.hello.rank;
     cn->size = (int)m->u.hello.size;
-    if (m->u.hello.token_len != strlen(r->token) ||
-        memcmp(m->u.hello.token, r->token, m->u.hello.token_len) != 0) {
+    if (!token_matches(r, m->u.hello.token, m->u.hello.token_len)) {
         conn_reject(cn, CAUDAL_ERR_AUTH, "rank %d presented a wrong job token", cn->rank);
+        return 0;
+    }
+    /* One receiver serves the ranks of its node: each rank once. */
+    for (size_t k = 0; k < r->nconns; k++) {
+        conn *o = r->conns[k];
+        if (o != cn && o->hello && !o->dead && !o->bye && o->rank == cn->rank) {
+            conn_reject(cn, CAUDAL_ERR_DUPLICATE, "rank %d is already connected "
+                        "(connection %" PRIu64 "): a second connection claiming it is "
+                        "refused", cn->rank, o->id);
+            return 0;
+        }
+    }
+    if (cdl_reader_reserve(&cn->in, READ_BUF) != CAUDAL_OK) {
+        conn_end(cn, CAUDAL_ERR_NOMEM, "out of memory");
         return 0;
     }
     cn->hello = 1;
@@ -317,8 +364,11 @@ static int declare(conn *cn, const cdl_msg *m, caudal_event *ev)
         }
     char why[200];
     uint64_t bytes;
-    if (!d->variable && cdl_check_block(d->ndim, d->shape, d->start, d->count,
-                                        caudal_dtype_size(d->dtype), &bytes, why, sizeof why)) {
+    size_t isz = caudal_dtype_size(d->dtype);
+    if (d->variable ? cdl_check_var(d->ndim, d->shape[0], d->start[0], d->count[0], isz, why,
+                                    sizeof why)
+                    : cdl_check_block(d->ndim, d->shape, d->start, d->count, isz, &bytes, why,
+                                      sizeof why)) {
         conn_reject(cn, CAUDAL_ERR_SHAPE, "rank %d, array '%.*s': %s", cn->rank,
                     (int)d->name_len, (const char *)d->name, why);
         return 0;
@@ -500,6 +550,23 @@ static int step_end(conn *cn, const cdl_msg *m, caudal_event *ev)
     return 1;
 }
 
+/* Before HELLO only a HELLO of at most CDL_MAX_HELLO_BODY bytes may come.
+ * Judge it by its header alone, so a stranger never makes us buffer more. */
+static void check_first_header(conn *cn)
+{
+    if (cn->hello || cn->rejected || cn->in.end - cn->in.start < CDL_HEADER_LEN)
+        return;
+    cdl_header h;
+    int rc = cdl_parse_header(cn->in.buf + cn->in.start, &h);
+    if (rc != CAUDAL_OK)
+        conn_reject(cn, rc, "bad frame header before hello (%s)", caudal_strerror(rc));
+    else if (h.type != CDL_HELLO)
+        conn_reject(cn, CAUDAL_ERR_PROTOCOL, "frame of type %u before hello", h.type);
+    else if (h.body_len > CDL_MAX_HELLO_BODY)
+        conn_reject(cn, CAUDAL_ERR_PROTOCOL, "a hello of %" PRIu64 " bytes (at most %u)",
+                    h.body_len, CDL_MAX_HELLO_BODY);
+}
+
 /* Hand out the next event of one connection from what is buffered; no
  * system call but sends. Returns 1 with *ev filled, 0 if nothing is ready. */
 static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
@@ -527,6 +594,7 @@ static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
         }
         if (cn->held_inline >= r->max_held && !cn->rejected)
             return 0; /* back-pressure: read on once blocks come back */
+        check_first_header(cn);
         cdl_header h;
         const uint8_t *body = NULL;
         uint64_t need = 0;
@@ -544,10 +612,19 @@ static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
              * new receiver checking whether this one is alive): no event. */
             if (cn->bye || (!cn->hello && !cn->rejected && cn->in.total == 0))
                 return 0;
-            ev->type = CAUDAL_EVENT_DISCONNECT;
+            /* Never authenticated: nothing about a rank happened, but the
+             * caller may log the attempt. */
+            ev->type = cn->hello ? CAUDAL_EVENT_DISCONNECT : CAUDAL_EVENT_REFUSED;
             ev->status = cn->status;
             ev->message = cn->why;
             return 1;
+        }
+        if (cn->bye) {
+            /* The rank's account is closed with its BYE: nothing it sends
+             * after that may reach the caller as an event of that rank. */
+            cn->rejected = 1;
+            conn_end(cn, CAUDAL_OK, "rank %d sent frames after goodbye (ignored)", cn->rank);
+            continue;
         }
         cdl_msg m;
         int rc = cdl_parse_body(h.type, body, h.body_len, &m);
@@ -558,6 +635,14 @@ static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
         if (!cn->hello && h.type != CDL_HELLO) {
             conn_reject(cn, CAUDAL_ERR_PROTOCOL, "frame of type %u before hello", h.type);
             continue;
+        }
+        /* Decide on the held limit before the payload's buffer exists. A
+         * block larger than the limit alone still comes when nothing else
+         * is held, or the rank could never send it. */
+        if (h.type == CDL_BLOCK && m.u.block.slot == CDL_NO_SLOT && cn->held_inline &&
+            m.u.block.nbytes > r->max_held - cn->held_inline) {
+            cn->held_wait = 1;
+            return 0;
         }
         cdl_reader_consume(&cn->in, CDL_HEADER_LEN + (size_t)need);
         int out = 0;
@@ -613,23 +698,27 @@ static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
             out = 1;
             break;
         case CDL_STEER: {
-            /* Key and string are handed out as terminated copies from the store. */
+            /* Key and string are handed out as terminated copies that live
+             * until the next call: the receiver keeps no reported values, so
+             * a rank cannot grow its memory by reporting many keys. */
+            if (m.u.steer.value_type == CAUDAL_VALUE_STRING && !r->steer_str &&
+                !(r->steer_str = malloc(CDL_MAX_STRING_VALUE + 1))) {
+                conn_end(cn, CAUDAL_ERR_NOMEM, "out of memory");
+                break;
+            }
             ev->type = CAUDAL_EVENT_STEER;
             ev->value_type = (caudal_value_type)m.u.steer.value_type;
             ev->value_double = m.u.steer.d;
             ev->value_int64 = m.u.steer.i;
-            if (cdl_store_set(&r->reported, cn->rank, m.u.steer.key, m.u.steer.key_len,
-                              m.u.steer.value_type, m.u.steer.d, m.u.steer.i, m.u.steer.str,
-                              m.u.steer.value_len) != CAUDAL_OK) {
-                conn_end(cn, CAUDAL_ERR_NOMEM, "out of memory");
-                break;
+            memcpy(r->steer_key, m.u.steer.key, m.u.steer.key_len);
+            r->steer_key[m.u.steer.key_len] = 0;
+            ev->key = r->steer_key;
+            if (m.u.steer.value_type == CAUDAL_VALUE_STRING) {
+                if (m.u.steer.value_len)
+                    memcpy(r->steer_str, m.u.steer.str, m.u.steer.value_len);
+                r->steer_str[m.u.steer.value_len] = 0;
+                ev->value_string = r->steer_str;
             }
-            char key[CAUDAL_MAX_NAME + 1];
-            memcpy(key, m.u.steer.key, m.u.steer.key_len);
-            key[m.u.steer.key_len] = 0;
-            const cdl_value *v = cdl_store_get(&r->reported, cn->rank, key);
-            ev->key = v->key;
-            ev->value_string = v->s;
             out = 1;
             break;
         }
@@ -659,14 +748,43 @@ static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
 
 /* ---- socket work ---------------------------------------------------------- */
 
+/* At the cap of connections waiting to say hello, the oldest goes: a
+ * stranger then has to keep connecting faster than a rank says hello (at
+ * once, on connecting) to keep a rank out, rather than sit on idle ones. */
+static void evict_oldest_waiting(caudal_receiver *r)
+{
+    conn *oldest = NULL;
+    for (size_t i = 0; i < r->nconns; i++) {
+        conn *cn = r->conns[i];
+        if (!cn->hello && !cn->dead && (!oldest || cn->id < oldest->id))
+            oldest = cn;
+    }
+    if (oldest)
+        conn_reject(oldest, CAUDAL_ERR_IO, "closed before hello to make room: %d newer "
+                    "connections were waiting to say hello", MAX_WAITING_HELLO);
+}
+
 static void accept_all(caudal_receiver *r)
 {
+    size_t waiting = 0;
+    for (size_t i = 0; i < r->nconns; i++)
+        waiting += !r->conns[i]->hello && !r->conns[i]->dead;
     for (;;) {
         int fd = accept4(r->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                /* EMFILE, ENFILE, ENOMEM...: the connection stays queued. */
+                uint64_t now = cdl_now_ns();
+                r->accept_paused_until = now + ACCEPT_PAUSE_NS;
+                if (now - r->accept_told_at >= NOTICE_EVERY_NS || !r->accept_told_at)
+                    r->accept_errno = errno;
+            }
             return;
+        }
         conn *cn = calloc(1, sizeof *cn);
-        if (!cn || cdl_reader_init(&cn->in, READ_BUF) != CAUDAL_OK) {
+        if (!cn || cdl_reader_init(&cn->in, HELLO_BUF) != CAUDAL_OK) {
             free(cn);
             close(fd);
             return;
@@ -683,6 +801,10 @@ static void accept_all(caudal_receiver *r)
             r->conns = nc;
             r->conns_cap = ncap;
         }
+        if (waiting >= MAX_WAITING_HELLO)
+            evict_oldest_waiting(r);
+        else
+            waiting++;
         cn->r = r;
         cn->fd = fd;
         cn->is_unix = r->unix_path[0] != 0;
@@ -690,9 +812,46 @@ static void accept_all(caudal_receiver *r)
         cn->rank = -1;
         cn->refs = 1;
         cn->step_slot = CDL_NO_SLOT;
+        cn->hello_deadline = cdl_now_ns() + r->hello_timeout_ns;
         cdl_outq_init(&cn->out, NULL, NULL);
         r->conns[r->nconns++] = cn;
     }
+}
+
+/* Cut connections past their handshake deadline; the earliest deadline left
+ * (UINT64_MAX: none), for poll. */
+static uint64_t expire_hellos(caudal_receiver *r)
+{
+    uint64_t now = cdl_now_ns(), next = UINT64_MAX;
+    for (size_t i = 0; i < r->nconns; i++) {
+        conn *cn = r->conns[i];
+        if (cn->hello || cn->dead)
+            continue;
+        if (now >= cn->hello_deadline)
+            conn_reject(cn, CAUDAL_ERR_TIMEOUT, "no hello within %" PRIu64 " ms",
+                        r->hello_timeout_ns / 1000000u);
+        else if (cn->hello_deadline < next)
+            next = cn->hello_deadline;
+    }
+    return next;
+}
+
+/* A refusal that concerns no accepted connection (accept itself failed):
+ * one REFUSED event, at most once a second. */
+static int notice_event(caudal_receiver *r, caudal_event *ev)
+{
+    if (!r->accept_errno)
+        return 0;
+    memset(ev, 0, sizeof *ev);
+    ev->type = CAUDAL_EVENT_REFUSED;
+    ev->rank = -1;
+    ev->status = CAUDAL_ERR_SYSTEM;
+    snprintf(r->notice, sizeof r->notice, "cannot accept connections: %s (trying again "
+             "every %llu ms)", strerror(r->accept_errno), ACCEPT_PAUSE_NS / 1000000u);
+    ev->message = r->notice;
+    r->accept_errno = 0;
+    r->accept_told_at = cdl_now_ns();
+    return 1;
 }
 
 static void conn_read(conn *cn)
@@ -722,6 +881,9 @@ static void conn_read(conn *cn)
     }
     if (cn->bye && err_no == 0)
         conn_end(cn, CAUDAL_OK, "closed after goodbye");
+    else if (!cn->hello)
+        conn_end(cn, CAUDAL_ERR_IO, "connection %s before hello after %" PRIu64 " bytes",
+                 err_no ? strerror(err_no) : "closed", cn->in.total);
     else if (err_no == 0)
         conn_end(cn, CAUDAL_ERR_IO, "rank %d closed its connection without goodbye%s",
                  cn->rank, cn->in_step ? " in the middle of a step" : "");
@@ -760,6 +922,11 @@ int caudal_receiver_next(caudal_receiver *r, caudal_event *ev, int timeout_ms)
     int rc;
     for (;;) {
         process_released(r);
+        uint64_t wake = expire_hellos(r);
+        if (notice_event(r, ev)) {
+            rc = CAUDAL_OK;
+            goto out;
+        }
         for (size_t k = 0; k < r->nconns; k++) {
             size_t i = (r->rr + k) % r->nconns;
             if (conn_event(r, r->conns[i], ev)) {
@@ -777,25 +944,32 @@ int caudal_receiver_next(caudal_receiver *r, caudal_event *ev, int timeout_ms)
                 goto out;
             }
         }
-        pf[0] = (struct pollfd){r->lfd, POLLIN, 0};
+        int accepting = cdl_now_ns() >= r->accept_paused_until;
+        if (!accepting && r->accept_paused_until < wake)
+            wake = r->accept_paused_until;
+        if (deadline < wake)
+            wake = deadline;
+        pf[0] = (struct pollfd){accepting ? r->lfd : -1, POLLIN, 0};
         pf[1] = (struct pollfd){r->wake_fd, POLLIN, 0};
         for (size_t i = 0; i < r->nconns; i++) {
             conn *cn = r->conns[i];
             /* Over the held limit, leave the bytes in the socket: TCP flow
              * control then holds the rank's slots, and its policy applies. */
-            short in = cn->held_inline < r->max_held ? POLLIN : 0;
+            short in = cn->held_inline < r->max_held && !cn->held_wait ? POLLIN : 0;
             short want = cn->dead ? 0 : (short)(in | (cn->out.count ? POLLOUT : 0));
             pf[i + 2] = (struct pollfd){want ? cn->fd : -1, want, 0};
         }
-        int n = poll(pf, r->nconns + 2, cdl_poll_timeout(deadline));
+        int n = poll(pf, r->nconns + 2, cdl_poll_timeout(wake));
         if (n < 0 && errno != EINTR) {
             rc = rfail(r, CAUDAL_ERR_SYSTEM, "poll failed: %s", strerror(errno));
             goto out;
         }
-        if (n == 0) {
+        if (n == 0 && (deadline == UINT64_MAX ? 0 : cdl_now_ns() >= deadline)) {
             rc = CAUDAL_ERR_TIMEOUT;
             goto out;
         }
+        if (n <= 0)
+            continue; /* a handshake deadline or the accept pause is due */
         size_t polled = r->nconns;
         for (size_t i = 0; i < polled; i++) {
             conn *cn = r->conns[i];
@@ -831,6 +1005,21 @@ static int steer(caudal_receiver *r, int rank, const char *key, uint8_t type, do
         return rfail(r, CAUDAL_ERR_INVALID, "steering '%s': string NULL or longer than %u "
                      "bytes", key, CDL_MAX_STRING_VALUE);
     process_released(r);
+    /* A rank holds the keys set for it and those set for every rank: keep
+     * that within the client's store too (a key set both ways counts twice). */
+    if (!cdl_store_get(&r->steer, rank, key)) {
+        size_t held = cdl_store_count(&r->steer, -1) +
+                      (rank == -1 ? r->steer.max_rank_keys : cdl_store_count(&r->steer, rank));
+        if (held >= CDL_STORE_MAX_KEYS) {
+            char who[32] = "every rank";
+            if (rank >= 0)
+                snprintf(who, sizeof who, "rank %d", rank);
+            return rfail(r, CAUDAL_ERR_INVALID, "steering: cannot set '%s' for %s: the "
+                         "store is full (%d keys per rank, those set for every rank "
+                         "included); existing keys can still be set", key, who,
+                         CDL_STORE_MAX_KEYS);
+        }
+    }
     int rc = cdl_store_set(&r->steer, rank, key, strlen(key), type, d, i, s,
                            s ? strlen(s) : 0);
     if (rc != CAUDAL_OK)
@@ -902,8 +1091,11 @@ int caudal_receiver_open(caudal_receiver **out, const caudal_receiver_options *o
         return CAUDAL_ERR_NOMEM;
     }
     strcpy(r->token, token);
+    r->token_len = strlen(token);
     r->max_queued = o->max_queued_bytes ? o->max_queued_bytes : DEFAULT_MAX_QUEUED;
     r->max_held = o->max_held_bytes ? o->max_held_bytes : DEFAULT_MAX_HELD;
+    r->hello_timeout_ns = (uint64_t)(o->hello_timeout_ms ? o->hello_timeout_ms
+                                                         : DEFAULT_HELLO_TIMEOUT_MS) * 1000000u;
     r->lfd = -1;
     pthread_mutex_init(&r->mu, NULL);
     r->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -918,8 +1110,14 @@ int caudal_receiver_open(caudal_receiver **out, const caudal_receiver_options *o
         receiver_free(r);
         return rc;
     }
-    if (!ep.is_tcp)
+    if (!ep.is_tcp) {
+        struct stat st;
         strcpy(r->unix_path, ep.path);
+        if (lstat(ep.path, &st) == 0) {
+            r->sock_dev = st.st_dev;
+            r->sock_ino = st.st_ino;
+        }
+    }
     *out = r;
     return CAUDAL_OK;
 }
@@ -962,7 +1160,10 @@ int caudal_receiver_close(caudal_receiver **rp)
     r->nconns = 0;
     close(r->lfd);
     close(r->wake_fd);
-    if (r->unix_path[0])
+    /* Remove our socket, not what may have replaced it since. */
+    struct stat st;
+    if (r->unix_path[0] && lstat(r->unix_path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+        st.st_dev == r->sock_dev && st.st_ino == r->sock_ino)
         unlink(r->unix_path);
     int last = r->holds == 0;
     pthread_mutex_unlock(&r->mu);

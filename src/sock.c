@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -183,6 +184,39 @@ static int stale_socket(const struct sockaddr_un *sa)
     return refused;
 }
 
+/* Something is at the path: reuse it only if it is a socket nobody listens
+ * on. Anything else (a user's file, a directory, a link, a live receiver) is
+ * left alone and named in the error. */
+static int clear_stale(const struct sockaddr_un *sa, const char *path, char *err,
+                       size_t errlen)
+{
+    struct stat st, again;
+    if (lstat(path, &st) < 0) {
+        snprintf(err, errlen, "cannot listen on unix:%s: %s", path, strerror(errno));
+        return CAUDAL_ERR_SYSTEM;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        snprintf(err, errlen, "cannot listen on unix:%s: the path exists and is not a "
+                 "socket (left as it is)", path);
+        return CAUDAL_ERR_SYSTEM;
+    }
+    if (!stale_socket(sa)) {
+        snprintf(err, errlen, "cannot listen on unix:%s: another receiver is listening "
+                 "there", path);
+        return CAUDAL_ERR_SYSTEM;
+    }
+    /* Unlink only the socket we looked at: if the path changed since, leave it.
+     * (A replacement between this lstat and the unlink could still go; only
+     * the path's owner can do that in a sticky directory like /tmp.) */
+    if (lstat(path, &again) < 0 || again.st_dev != st.st_dev || again.st_ino != st.st_ino ||
+        unlink(path) < 0) {
+        snprintf(err, errlen, "cannot listen on unix:%s: the stale socket there could not "
+                 "be removed", path);
+        return CAUDAL_ERR_SYSTEM;
+    }
+    return CAUDAL_OK;
+}
+
 int cdl_listen(const cdl_endpoint *ep, int *fd_out, char *actual, size_t actual_len,
                char *err, size_t errlen)
 {
@@ -191,17 +225,33 @@ int cdl_listen(const cdl_endpoint *ep, int *fd_out, char *actual, size_t actual_
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         strcpy(sa.sun_path, ep->path);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        int bound = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-        if (fd >= 0 && !bound && errno == EADDRINUSE && stale_socket(&sa)) {
-            /* Left behind by a receiver that died: nobody listens, reuse it. */
-            unlink(ep->path);
-            bound = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+        if (fd < 0) {
+            snprintf(err, errlen, "cannot listen on unix:%s: %s", ep->path, strerror(errno));
+            return CAUDAL_ERR_SYSTEM;
         }
-        if (!bound || listen(fd, 1024) < 0) {
-            snprintf(err, errlen, "cannot listen on unix:%s: %s", ep->path,
-                     strerror(errno));
-            if (fd >= 0)
+        if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+            int rc = CAUDAL_ERR_SYSTEM;
+            if (errno != EADDRINUSE)
+                snprintf(err, errlen, "cannot listen on unix:%s: %s", ep->path,
+                         strerror(errno));
+            else if ((rc = clear_stale(&sa, ep->path, err, errlen)) == CAUDAL_OK &&
+                     bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+                snprintf(err, errlen, "cannot listen on unix:%s: %s", ep->path,
+                         strerror(errno));
+                rc = CAUDAL_ERR_SYSTEM;
+            }
+            if (rc != CAUDAL_OK) {
                 close(fd);
+                return rc;
+            }
+        }
+        /* Private whatever the umask. Until listen() below every connect is
+         * refused, so the moment between bind and chmod lets nobody in; the
+         * job token guards the socket in any case. */
+        if (chmod(ep->path, 0600) < 0 || listen(fd, 1024) < 0) {
+            snprintf(err, errlen, "cannot listen on unix:%s: %s", ep->path, strerror(errno));
+            unlink(ep->path);
+            close(fd);
             return CAUDAL_ERR_SYSTEM;
         }
         snprintf(actual, actual_len, "unix:%s", ep->path);
