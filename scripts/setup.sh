@@ -1,19 +1,44 @@
 #!/usr/bin/env bash
 # Install what Caudal needs on a fresh Debian machine with Python 3.11, gcc and
-# cmake: an MPI (MPICH, from Debian), then a virtual environment in .venv with
-# the Python package built from this checkout. Safe to run again.
+# cmake: an MPI (MPICH, from Debian) and clang with libFuzzer (for the
+# fuzzers), then a virtual environment in .venv with the Python package built
+# from this checkout. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" = 0 ]; then
+        apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
 
 if ! command -v mpicc >/dev/null || ! command -v mpiexec >/dev/null; then
     if [ "$(id -u)" = 0 ]; then
         echo "== installing MPICH from Debian"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            mpich libmpich-dev >/dev/null
+        apt_install mpich libmpich-dev
     else
         echo "setup: mpicc/mpiexec not found; install MPICH (sudo apt-get install mpich libmpich-dev)" >&2
         exit 1
+    fi
+fi
+
+# The fuzzers (scripts/fuzz.sh) need clang and its libFuzzer runtime, which
+# Debian ships apart (libclang-rt-dev, only recommended by clang).
+libfuzzer_links() {
+    command -v clang >/dev/null &&
+        echo 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { return d && n; }' |
+        clang -fsanitize=fuzzer -x c - -o /dev/null 2>/dev/null
+}
+if ! libfuzzer_links; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "== installing clang and libFuzzer from Debian"
+        apt_install clang libclang-rt-dev
+    else
+        echo "setup: clang with libFuzzer not found, the fuzzers will be skipped" \
+             "(sudo apt-get install clang libclang-rt-dev)" >&2
     fi
 fi
 

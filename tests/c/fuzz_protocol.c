@@ -1,8 +1,5 @@
-/* libFuzzer harness for the frame parser (built with clang only):
- *
- *   cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCAUDAL_SANITIZE=ON
- *   cmake --build build-fuzz --target fuzz_protocol
- *   ./build-fuzz/tests/c/fuzz_protocol -max_len=4096
+/* libFuzzer harness for the frame parser (clang only; scripts/fuzz.sh builds
+ * and runs it, with a seed corpus from fuzz_seeds).
  *
  * The input is parsed as the receiver and client parse a stream: a header,
  * then the body once buffered (only the meta of an inline BLOCK), each from an
