@@ -146,9 +146,16 @@ static int handle_frame(caudal_client *c, const cdl_header *h, const uint8_t *bo
         c->busy[m.u.release.slot] = 0;
         return CAUDAL_OK;
     case CDL_STEER:
-        return cdl_store_set(&c->steer, 0, m.u.steer.key, m.u.steer.key_len,
-                             m.u.steer.value_type, m.u.steer.d, m.u.steer.i,
-                             m.u.steer.str, m.u.steer.value_len);
+        rc = cdl_store_set(&c->steer, 0, m.u.steer.key, m.u.steer.key_len,
+                           m.u.steer.value_type, m.u.steer.d, m.u.steer.i, m.u.steer.str,
+                           m.u.steer.value_len);
+        /* A receiver keeps each rank within the cap, so only a broken one
+         * gets here. */
+        if (rc == CAUDAL_ERR_INVALID)
+            return broke(c, CAUDAL_ERR_PROTOCOL, "the receiver sent more than %d steering "
+                         "keys (new key '%.*s')", CDL_STORE_MAX_KEYS, (int)m.u.steer.key_len,
+                         (const char *)m.u.steer.key);
+        return rc;
     case CDL_BYE_ACK:
         c->bye_acked = 1;
         return CAUDAL_OK;
@@ -519,9 +526,10 @@ static int declare_var_impl(caudal_client *c, const char *name, caudal_dtype dty
     int rc = declare_start(c, name, dtype, "caudal_declare_var", &isz);
     if (rc < 0)
         return rc;
-    if (capacity >= CDL_MAX_EXTENT / isz)
-        return fail(c, CAUDAL_ERR_SHAPE, name, "capacity %" PRIu64 " is beyond 2^62 bytes",
-                    capacity);
+    /* The receiver checks the same rules (cdl_check_var). */
+    char why[200];
+    if (cdl_check_var(1, 0, 0, capacity, isz, why, sizeof why))
+        return fail(c, CAUDAL_ERR_SHAPE, name, "%s", why);
     cdl_array a = {.name = (char *)name, .dtype = dtype, .variable = 1, .ndim = 1,
                    .count = {capacity}, .nbytes = capacity * isz};
     return add_array(c, &a);
@@ -607,9 +615,17 @@ static int report_drops(caudal_client *c)
 
 /* ---- steps ------------------------------------------------------------- */
 
+/* Under the drop policy a simulation may go on without its analytics: once
+ * the connection is lost (the call that found it said so), each later step
+ * is dropped and counted instead of failing. */
+static int dropping_for_good(const caudal_client *c)
+{
+    return c->broken == CAUDAL_ERR_IO && c->policy == CAUDAL_POLICY_DROP;
+}
+
 static int begin_impl(caudal_client *c, uint64_t step)
 {
-    if (c->broken)
+    if (c->broken && !dropping_for_good(c))
         return still_broken(c);
     if (c->in_step)
         return fail(c, CAUDAL_ERR_STATE, NULL,
@@ -618,6 +634,13 @@ static int begin_impl(caudal_client *c, uint64_t step)
     if (c->any_step && step <= c->step)
         return fail(c, CAUDAL_ERR_STEP_ORDER, NULL,
                     "step %" PRIu64 " does not come after step %" PRIu64, step, c->step);
+    if (c->broken) {
+        c->counters.steps_dropped++;
+        c->in_step = c->any_step = c->dropped = 1;
+        c->step = step;
+        c->step_gen++;
+        return CAUDAL_OK;
+    }
     int rc;
     if (!c->ring && (rc = ring_create(c)) < 0)
         return rc;
@@ -677,7 +700,7 @@ static int put_impl(caudal_client *c, const char *name, caudal_dtype dtype, cons
     int rc = check_name(c, name, fn);
     if (rc < 0)
         return rc;
-    if (c->broken)
+    if (c->broken && !dropping_for_good(c))
         return still_broken(c);
     if (!c->in_step)
         return fail(c, CAUDAL_ERR_STATE, name, "%s outside caudal_begin_step/caudal_end_step",
@@ -765,8 +788,13 @@ static int put_impl(caudal_client *c, const char *name, caudal_dtype dtype, cons
 
 static int end_impl(caudal_client *c)
 {
-    if (c->broken)
-        return still_broken(c);
+    if (c->broken) {
+        if (!dropping_for_good(c))
+            return still_broken(c);
+        int was_dropped = c->in_step && c->dropped;
+        c->in_step = 0; /* the next step begins afresh, as a dropped one */
+        return was_dropped ? CAUDAL_OK : still_broken(c);
+    }
     if (!c->in_step)
         return fail(c, CAUDAL_ERR_STATE, NULL, "caudal_end_step without caudal_begin_step");
     c->in_step = 0;
