@@ -779,6 +779,34 @@ static int client_dry_put(ClientObject *self, const char *name, int dtype, int v
     return rc < 0 ? rc : 0;
 }
 
+/* A shape as NumPy writes it: "(4, 8)", "(24,)". */
+static void dims_text(char *buf, size_t len, int ndim, const uint64_t *dims)
+{
+    int off = snprintf(buf, len, "(");
+    for (int k = 0; k < ndim && off < (int)len - 24; k++)
+        off += snprintf(buf + off, len - off, "%s%llu", k ? ", " : "",
+                        (unsigned long long)dims[k]);
+    snprintf(buf + off, len - off, "%s)", ndim == 1 ? "," : "");
+}
+
+/* A fixed block goes in as an array of the declared block's shape, or as a
+ * flat 1-D buffer of its elements (how C and Fortran codes often hold it);
+ * the byte count alone would let an (8, 4) array into a (4, 8) block, each
+ * element in the wrong place. The dtype was checked, so bytes give elements. */
+static int put_shape_ok(const Py_buffer *view, const decl *d)
+{
+    if ((uint64_t)view->len != d->nbytes)
+        return 0;
+    if (view->ndim == 1)
+        return 1;
+    if (view->ndim != d->ndim || !view->shape)
+        return 0;
+    for (int k = 0; k < d->ndim; k++)
+        if ((uint64_t)view->shape[k] != d->count[k])
+            return 0;
+    return 1;
+}
+
 static PyObject *client_put(ClientObject *self, PyObject *args, int variable)
 {
     const char *name;
@@ -811,16 +839,27 @@ static PyObject *client_put(ClientObject *self, PyObject *args, int variable)
         } else if (variable && view.ndim != 1) {
             snprintf(problem, sizeof problem,
                      "put_var takes a 1-D buffer, this one has %d dimensions", view.ndim);
-        } else if (!variable && (uint64_t)view.len != d->nbytes) {
-            char cnt[256];
-            int off = 0;
-            for (int k = 0; k < d->ndim && off < (int)sizeof cnt - 24; k++)
-                off += snprintf(cnt + off, sizeof cnt - off, "%s%llu", k ? ", " : "",
-                                (unsigned long long)d->count[k]);
-            snprintf(problem, sizeof problem,
-                     "the buffer has %zd bytes, the declared block (count (%s) of %s) has "
-                     "%llu",
-                     view.len, cnt, dtype_names[d->dtype], (unsigned long long)d->nbytes);
+        } else if (!variable && !put_shape_ok(&view, d)) {
+            char want[128], have[128];
+            uint64_t dims[PyBUF_MAX_NDIM];
+            int nd = view.shape ? view.ndim : 0;
+            for (int k = 0; k < nd; k++)
+                dims[k] = (uint64_t)view.shape[k];
+            dims_text(want, sizeof want, d->ndim, d->count);
+            dims_text(have, sizeof have, nd, dims);
+            if (view.ndim == 1)
+                snprintf(problem, sizeof problem,
+                         "the buffer has %zd bytes, the declared block (count %s of %s) has "
+                         "%llu",
+                         view.len, want, dtype_names[d->dtype], (unsigned long long)d->nbytes);
+            else
+                snprintf(problem, sizeof problem,
+                         "the buffer has shape %s, the declared block has shape %s (%s, %s "
+                         "order); put an array of that shape or a flat 1-D buffer of its "
+                         "%llu elements",
+                         have, want, dtype_names[d->dtype],
+                         d->order == CAUDAL_ORDER_F ? "Fortran" : "C",
+                         (unsigned long long)(d->nbytes / caudal_dtype_size(d->dtype)));
         }
         ok = problem[0] == 0;
     }
@@ -1032,7 +1071,8 @@ static PyMethodDef Client_methods[] = {
     {"put", METH(Client_put), METH_VARARGS,
      "put(name, array)\n\n"
      "Copy this rank's block. `array` is any buffer, contiguous in the declared\n"
-     "order, of the declared dtype and the declared block's size."},
+     "order, of the declared dtype, and of the declared block's shape (its count)\n"
+     "or 1-D with the block's number of elements (a flat buffer)."},
     {"put_var", METH(Client_put_var), METH_VARARGS,
      "put_var(name, array)\n\nCopy a 1-D buffer of a variable-length array."},
     {"end_step", METH(Client_end_step), METH_NOARGS,
@@ -1473,7 +1513,9 @@ static PyTypeObject Event_Type = {
               "  drop        first_step, step (the last dropped), ndropped\n"
               "  steer       key, value\n"
               "  bye         counters (dict)\n"
-              "  disconnect  status, message",
+              "  disconnect  status, message\n"
+              "  refused     status, message (a connection that never authenticated\n"
+              "              was closed; rank is the one it claimed, or -1: log it)",
     .tp_traverse = SLOT(traverseproc, Event_traverse),
     .tp_clear = SLOT(inquiry, Event_clear),
     .tp_methods = Event_methods,
@@ -1580,6 +1622,7 @@ static const char *event_type_name(int t)
     case CAUDAL_EVENT_STEER: return "steer";
     case CAUDAL_EVENT_BYE: return "bye";
     case CAUDAL_EVENT_DISCONNECT: return "disconnect";
+    case CAUDAL_EVENT_REFUSED: return "refused";
     default: return "unknown";
     }
 }
@@ -1645,7 +1688,8 @@ static PyObject *event_object(const caudal_event *ev)
         if (set_item(d, "counters", counters_dict(&ev->counters)) < 0)
             goto fail;
         break;
-    case CAUDAL_EVENT_DISCONNECT: {
+    case CAUDAL_EVENT_DISCONNECT:
+    case CAUDAL_EVENT_REFUSED: {
         const char *m = ev->message ? ev->message : "";
         if (set_item(d, "status", PyLong_FromLong(ev->status)) < 0 ||
             set_item(d, "message", PyUnicode_DecodeUTF8(m, (Py_ssize_t)strlen(m), "replace")) < 0)

@@ -60,7 +60,7 @@ def main():
             rec.update(name=ev.name, dtype=ev.dtype)
         elif ev.type == "steer":
             rec.update(key=ev.key, value=ev.value)
-        elif ev.type == "disconnect":
+        elif ev.type in ("disconnect", "refused"):
             rec.update(status=ev.status, message=ev.message)
         elif ev.type == "step_end":
             rec.update(nblocks=ev.nblocks)

@@ -57,14 +57,61 @@ def test_wrong_dtype_names_array_rank_and_step(client):
 
 def test_wrong_number_of_bytes(client):
     client.begin_step(0)
-    msg = raises(caudal.ERR_SHAPE, client.put, "t", np.zeros((4, 5)))
+    msg = raises(caudal.ERR_SHAPE, client.put, "t", np.zeros(20))
     assert "rank 2" in msg and "step 0" in msg and "'t'" in msg
-    assert "160 bytes" in msg and "192" in msg
+    assert "160 bytes" in msg and "192" in msg and "(4, 6)" in msg
     raises(caudal.ERR_SHAPE, client.put, "t", np.zeros(0))
-    # The same bytes in another shape are fine (a buffer of the block's size).
+    raises(caudal.ERR_SHAPE, client.put, "t", np.zeros(25))
+    msg = raises(caudal.ERR_SHAPE, client.put, "t", np.zeros((4, 5)))
+    assert "shape (4, 5)" in msg and "shape (4, 6)" in msg and "step 0" in msg
+    # A flat buffer of the block's elements is fine (C and Fortran codes hold
+    # blocks that way).
     client.put("t", np.zeros(24))
     raises(caudal.ERR_SHAPE, client.put_var, "p", np.zeros((2, 2), np.float32))
     client.end_step()
+
+
+def test_the_same_bytes_in_another_shape_are_refused(client):
+    """An (8, 4) array has the bytes of a (4, 8) block, each element in the
+    wrong place: only the declared shape or a flat buffer goes in."""
+    c = client
+    c.declare("w", "float64", (8, 8), (0, 0), (4, 8))
+    c.declare("v", "int32", (8, 6, 4), (0, 0, 0), (2, 3, 4))
+    c.declare("one", "float32", (8,), (3,), (1,))
+    c.begin_step(7)
+    for name, bad, good in [
+            ("w", (8, 4), (4, 8)), ("w", (2, 16), (4, 8)), ("w", (4, 8, 1), (4, 8)),
+            ("w", (1, 4, 8), (4, 8)), ("w", (32, 1), (4, 8)), ("t", (6, 4), (4, 6)),
+            ("t", (2, 12), (4, 6)), ("t", (2, 2, 6), (4, 6)), ("t", (24, 1), (4, 6)),
+            ("v", (4, 3, 2), (2, 3, 4)), ("v", (6, 4), (2, 3, 4)), ("v", (2, 12), (2, 3, 4)),
+            ("one", (1, 1), (1,))]:
+        dtype = {"v": np.int32, "one": np.float32}.get(name, np.float64)
+        msg = raises(caudal.ERR_SHAPE, c.put, name, np.zeros(bad, dtype))
+        assert "rank 2, step 7, array '%s'" % name in msg, msg
+        assert "shape %s" % (bad,) in msg and "shape %s" % (good,) in msg, msg
+    # A 0-d array is neither the block's shape nor a flat buffer.
+    raises(caudal.ERR_SHAPE, c.put, "one", np.float32(1.0))
+    raises(caudal.ERR_SHAPE, c.put, "one", np.zeros((), np.float32))
+    # Declared in Fortran order: the block's shape, Fortran-contiguous, and
+    # not its transpose (which is Fortran-contiguous too).
+    f = np.asfortranarray(np.arange(16, dtype=np.int32).reshape(8, 2))
+    msg = raises(caudal.ERR_SHAPE, c.put, "f", f.T.copy(order="F"))
+    assert "shape (2, 8)" in msg and "shape (8, 2)" in msg and "Fortran order" in msg
+    raises(caudal.ERR_SHAPE, c.put, "f", np.asfortranarray(np.zeros((4, 4), np.int32)))
+    # The C transpose of a Fortran block is C-contiguous: still the order error.
+    raises(caudal.ERR_INVALID, c.put, "f", np.ascontiguousarray(f))
+    # put_var: 1-D only, of any length.
+    raises(caudal.ERR_SHAPE, c.put_var, "p", np.zeros((3, 1), np.float32))
+    raises(caudal.ERR_SHAPE, c.put_var, "p", np.zeros((1, 3), np.float32))
+    raises(caudal.ERR_SHAPE, c.put_var, "p", np.float32(2.0))
+    # After all the refusals, the right shapes (and flat buffers) go in.
+    c.put("w", np.zeros((4, 8)))
+    c.put("v", np.zeros(24, np.int32))
+    c.put("t", np.zeros((4, 6)))
+    c.put("one", np.zeros(1, np.float32))
+    c.put("f", f)
+    c.put_var("p", np.zeros(0, np.float32))
+    c.end_step()
 
 
 def test_non_contiguous(client):
@@ -228,8 +275,11 @@ def test_bad_token(start_sink, transport):
     with caudal.Client(1, 2, endpoint=s.endpoint, token="s3cret"):
         pass
     events = s.stop()
-    disc = [e for e in events if e["type"] == "disconnect"]
-    assert len(disc) == 1 and disc[0]["status"] == caudal.ERR_AUTH
+    # It never was a rank: refused (to be logged), no disconnect of any rank.
+    assert not [e for e in events if e["type"] == "disconnect"]
+    refused = [e for e in events if e["type"] == "refused"]
+    assert len(refused) == 1 and refused[0]["status"] == caudal.ERR_AUTH
+    assert refused[0]["rank"] == 1 and "wrong job token" in refused[0]["message"]
 
 
 def test_unreachable_endpoint():
