@@ -210,6 +210,16 @@ def build_layout(name, decls, nranks):
         if len(shapes[0]) != 1:
             _fail(name, "%s declare a variable array of %d dimensions; it must be 1-D"
                   % (_ranks(range(nranks)), len(shapes[0])))
+        # The other fields say nothing of the data (its count comes with each
+        # block) but a peer can send anything in them: the one form clients
+        # send (start (0,), count (capacity,)) and nothing else.
+        for r in range(nranks):
+            s = _as_ints(name, r, "start", decls[r].start)
+            c = _as_ints(name, r, "count", decls[r].count)
+            if shapes[r][0] < 0 or s != (0,) or len(c) != 1 or c[0] < 0:
+                _fail(name, "rank %d declares a variable array with global shape %r, start %r "
+                      "and capacity %r; a variable array has start (0,) and one capacity "
+                      ">= 0" % (r, shapes[r], s, c))
         return Layout(name=name, dtype=dtype, order=order, variable=True, shape=None,
                       nranks=nranks, chunks=None, positions={})
     return _fixed_layout(name, decls, nranks, dtype, order, shapes[0])

@@ -3,7 +3,11 @@
 A step is complete once every rank has finished it (published it, skipped it
 or dropped it) or has left: each rank's steps strictly increase, so the
 highest step a rank finished says it is done with every earlier one. The head
-never waits on a later step to decide an earlier one. Complete steps are
+never waits on a later step to decide an earlier one. A complete step of an
+array is analysed only if every rank's part of it is there (an empty part of
+a variable-length array is a part): a rank that dropped the step, left, or
+did not put the array makes that step of the array skipped, and counted by
+array and step, never analysed with a hole. Complete steps are
 handed to the driver in order, once; the head then forgets their references,
 and the driver's windows hold what it still needs. At most `max_pending`
 complete steps wait for the driver: past that, reports from the ingest actors
@@ -33,8 +37,10 @@ class HeadActor:
         self.ready = collections.deque()
         self.values = {}  # (rank, key) -> value the simulation reported
         self.errors = []
-        self.drops = collections.Counter()  # rank -> steps dropped
-        self.incomplete = collections.Counter()  # array -> steps missing blocks
+        self.drops = collections.Counter()  # rank -> steps dropped, as the rank counted them
+        self.drop_ranges = collections.defaultdict(list)  # rank -> [[first, last], ...]
+        self.skipped = collections.defaultdict(list)  # array -> [[first, last], ...] not analysed
+        self.lost = {}  # rank -> why it left without goodbye
         self.changed = asyncio.Condition()
         self.next_report = collections.defaultdict(int)  # node -> number of its next report
 
@@ -76,6 +82,7 @@ class HeadActor:
 
     async def dropped(self, rank, first, last, count):
         self.drops[rank] += count
+        _add_range(self.drop_ranges[rank], first, last)
 
     async def reported(self, rank, key, value):
         self.values[(rank, key)] = value
@@ -83,6 +90,7 @@ class HeadActor:
     async def rank_done(self, rank, clean, info):
         self.done[rank] = (clean, info)
         if not clean:
+            self.lost[rank] = str(info)
             self.errors.append("rank %d left without goodbye: %s" % (rank, info))
         self.high.setdefault(rank, -1)
         self._advance()
@@ -114,13 +122,22 @@ class HeadActor:
 
     async def summary(self):
         counters = {r: info for r, (clean, info) in self.done.items() if clean}
+        skipped_count = {name: sum(b - a + 1 for a, b in rs) for name, rs in self.skipped.items()}
+        dropped = sum(self.drops.values())
         return {
             "ranks": self.nranks,
             "ranks_clean": sum(1 for c, _ in self.done.values() if c),
-            "steps_dropped_by_ranks": sum(self.drops.values()),
-            "steps_incomplete": dict(self.incomplete),
+            "ranks_lost": dict(self.lost),
+            # Steps summed over ranks: 3 ranks dropping the same step count 3.
+            "rank_steps_dropped": dropped,
+            "steps_dropped_by_ranks": dropped,  # the old name, kept for readers of it
+            "drops_by_rank": {r: [list(x) for x in rs] for r, rs in self.drop_ranges.items()},
+            "steps_skipped": {name: [list(x) for x in rs] for name, rs in self.skipped.items()},
+            "steps_skipped_count": skipped_count,
+            "steps_incomplete": dict(skipped_count),  # the old name, kept for readers of it
+            "steps_left_at_end": self._left(),
             "rank_counters": counters,
-            "errors": list(self.errors),
+            "errors": list(self.errors) + self._undeclared(),
         }
 
     # ---- internals -----------------------------------------------------
@@ -134,6 +151,33 @@ class HeadActor:
         live = [h for r, h in self.high.items() if r not in self.done]
         return min(live) if live else float("inf")
 
+    def _left(self):
+        """Steps of each array the head still held when the run ended (not
+        yet complete, or complete but not taken by the driver): neither
+        analysed nor skipped, so said apart rather than lost from the count."""
+        left = collections.defaultdict(list)
+        held = [(s, names) for s, names in self.steps.items()]
+        held += [(s, arrays) for s, arrays, _ in self.ready]
+        for step, names in sorted(held, key=lambda x: x[0]):
+            for name in names:
+                _add_range(left[name], step, step)
+        return dict(left)
+
+    def _undeclared(self):
+        """Arrays some ranks never declared although they ended the run
+        cleanly: a declaration error, whose steps were all skipped. Ranks that
+        were lost may simply have died before declaring: that is said apart."""
+        out = []
+        for name, decls in sorted(self.decls.items()):
+            missing = set(range(self.nranks)) - set(decls)
+            if name in self.layouts or not missing or missing <= set(self.lost):
+                continue
+            try:
+                build_layout(name, decls, self.nranks)
+            except CatalogError as e:
+                out.append("%s; every step of it was skipped" % e)
+        return out
+
     def _advance(self):
         floor = self._floor()
         for step in sorted(s for s in self.steps if s <= floor):
@@ -141,12 +185,11 @@ class HeadActor:
             out = {}
             for name, chunks in arrays.items():
                 layout = self.layouts.get(name)
-                if layout is None:
-                    self.incomplete[name] += 1
-                    continue
-                missing = layout.blocks_needed() - set(chunks)
-                if missing and not layout.variable:
-                    self.incomplete[name] += 1
+                # Every rank's part, for fixed and variable arrays alike: a
+                # variable array analysed with a rank's part missing would be
+                # a silently wrong result (a zero-element part is present).
+                if layout is None or layout.blocks_needed() - set(chunks):
+                    _add_range(self.skipped[name], step, step)
                     continue
                 refs = {r: c[0] for r, c in chunks.items()}
                 counts = {r: c[1] for r, c in chunks.items()}
@@ -158,3 +201,24 @@ class HeadActor:
     async def _notify(self):
         async with self.changed:
             self.changed.notify_all()
+
+
+def _add_range(ranges, first, last):
+    """Merge the inclusive range [first, last] into a sorted list of disjoint
+    inclusive ranges, joining neighbours, so that a long run of skipped or
+    dropped steps stays one entry. Ranges mostly come in order: that case
+    is appended or extended in place."""
+    first, last = int(first), int(last)
+    if not ranges or first > ranges[-1][1] + 1:
+        ranges.append([first, last])
+        return
+    if first >= ranges[-1][0]:
+        ranges[-1][1] = max(ranges[-1][1], last)
+        return
+    merged = []
+    for a, b in sorted(ranges + [[first, last]]):
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    ranges[:] = merged

@@ -396,6 +396,18 @@ def test_variable_array_errors():
         build_layout("p", bad, 3)
 
 
+@pytest.mark.parametrize("start,count", [((3,), (10,)), ((0,), (-1,)), ((0,), (10, 2)),
+                                         ((0, 0), (10,)), ((0,), ()), (("x",), (10,))])
+def test_variable_declaration_fields_are_checked(start, count):
+    """A variable array's start and capacity carry no data, but a peer can
+    send anything there: only start (0,) and one capacity >= 0 pass."""
+    decls = {r: Declaration(r, "float32", "C", True, (0,), (0,), (r,)) for r in range(3)}
+    assert build_layout("p", decls, 3).variable  # capacities may differ between ranks
+    decls[2] = Declaration(2, "float32", "C", True, (0,), start, count)
+    with pytest.raises(CatalogError, match=r"^array 'p': rank 2 declares a "):
+        build_layout("p", decls, 3)
+
+
 # ---------------------------------------------------------------- errors
 
 
