@@ -17,6 +17,7 @@ fill and their policy applies, so memory is bounded end to end.
 
 import collections
 import queue
+import sys
 import threading
 import time
 
@@ -28,9 +29,15 @@ from .catalog import Part
 
 REPORTS_IN_FLIGHT = 2
 BATCH_BYTES = 64 << 20  # held in slots (or inline buffers) while a step completes
+REFUSED_KEPT = 5  # refusal messages kept (and printed) in full; the rest are counted
 
 
-@ray.remote(num_cpus=0, max_concurrency=4)
+class _Stopped(Exception):
+    """shutdown() was asked while the thread waited on the head."""
+
+
+# max_concurrency: watch() holds one thread for the whole run.
+@ray.remote(num_cpus=0, max_concurrency=6)
 class IngestActor:
     def __init__(self, endpoint, token, head, node):
         self.receiver = _caudal.Receiver(endpoint, token=token)
@@ -38,7 +45,9 @@ class IngestActor:
         self.node = node
         self.steer_q = queue.SimpleQueue()
         self.stop = threading.Event()
+        self.finished = threading.Event()  # the receiving thread ended
         self.error = None
+        self.refused = []  # the first REFUSED_KEPT refusal messages
         self.stats = collections.Counter()
         self.inflight = collections.deque()  # reports the head has not answered
         self.seq = 0  # this node's next report number
@@ -53,22 +62,39 @@ class IngestActor:
         self.steer_q.put((rank, key, value))
 
     def counters(self):
-        return dict(self.stats, error=self.error)
+        return dict(self.stats, error=self.error, refused_messages=list(self.refused))
 
-    def shutdown(self):
+    def watch(self):
+        """Returns when the receiving thread ended: None after shutdown, the
+        error otherwise. caudal run keeps one call in flight: if this actor
+        dies the call fails, and the run knows at once."""
+        self.finished.wait()
+        return self.error
+
+    def shutdown(self, timeout=10):
         self.stop.set()
-        self.thread.join()
-        self.receiver.close()
-        return dict(self.stats, error=self.error)
+        self.thread.join(timeout)
+        if self.thread.is_alive():  # still owns the receiver: leave it to process exit
+            self.error = self.error or "the receiving thread did not stop within %ss" % timeout
+        else:
+            self.receiver.close()
+        return self.counters()
 
     # ---- the receiving thread ------------------------------------------
 
     def _serve(self):
         try:
             self._loop()
+        except _Stopped:
+            pass
         except Exception as e:  # reported to the head: the run fails loudly
             self.error = "ingest on node %s: %r" % (self.node, e)
-            ray.get(self.head.ingest_failed.remote(self.node, self.error))
+            try:
+                ray.get(self.head.ingest_failed.remote(self.node, self.error), timeout=10)
+            except Exception:
+                pass  # caudal run sees the error through watch() anyway
+        finally:
+            self.finished.set()
 
     def _loop(self):
         r = self.receiver
@@ -112,7 +138,16 @@ class IngestActor:
                 self._call(self.head.declare, ev.rank, info)
             elif t == "steer":
                 # Latest value wins: no need to wait for the reports first.
-                ray.get(self.head.reported.remote(ev.rank, ev.key, ev.value))
+                self._get(self.head.reported.remote(ev.rank, ev.key, ev.value))
+            elif t == "refused":
+                # Never about a rank of this run (it did not authenticate, or
+                # claimed a rank already connected): logged and counted only.
+                self.stats["connections_refused"] += 1
+                n = self.stats["connections_refused"]
+                if n <= REFUSED_KEPT:
+                    self.refused.append(ev.message)
+                    print("caudal ingest: refused a connection: %s" % ev.message,
+                          file=sys.stderr, flush=True)
             elif t in ("bye", "disconnect"):
                 high.pop(ev.rank, None)
                 self._report(pending, high, reported, held, force=True)
@@ -135,7 +170,7 @@ class IngestActor:
         self.inflight.append(self.head.report.remote(self.node, self.seq, blocks, dict(high)))
         self.seq += 1
         while len(self.inflight) > REPORTS_IN_FLIGHT:
-            ray.get(self.inflight.popleft())
+            self._get(self.inflight.popleft())
 
     def _put(self, entries, held):
         """A step's block events as one list object in the store (the one
@@ -155,10 +190,20 @@ class IngestActor:
 
     def _drain(self):
         while self.inflight:
-            ray.get(self.inflight.popleft())
+            self._get(self.inflight.popleft())
 
     def _call(self, method, *args):
         """Any other call to the head, after the reports before it: a rank's
         goodbye must not overtake the report of its last steps."""
         self._drain()
-        return ray.get(method.remote(*args))
+        return self._get(method.remote(*args))
+
+    def _get(self, ref):
+        """ray.get that gives up once shutdown() is asked: a report may wait
+        on the head (back-pressure) for as long as the analyses lag."""
+        while True:
+            ready, _ = ray.wait([ref], timeout=0.5)
+            if ready:
+                return ray.get(ref)
+            if self.stop.is_set():
+                raise _Stopped()

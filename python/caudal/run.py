@@ -7,22 +7,47 @@ ingest actor per Ray node, launches the simulation with mpiexec pointing its
 ranks at their node's ingest actor (the same unix socket path on every node),
 runs the analyses while the simulation computes, drains every complete step
 once all ranks said goodbye, writes the run folder and prints a summary.
-Exits non-zero, with the reason, when the simulation or an analysis failed.
+
+Whatever ends the run, it ends the same way: the simulation is stopped if it
+still runs, what is complete is analysed if that is quick, summary.json says
+what was analysed and how the run ended ("end": reason, message, exit code),
+Ray is shut down, and the run's private directory (socket, Ray's temp dir) is
+removed. Exit codes: 0 completed; 1 an analysis call failed or timed out; 2
+the simulation failed (non-zero exit, a rank killed, MPI_Abort, a rank left
+without goodbye); 3 a declaration error; 4 Caudal's own runtime failed (an
+ingest actor or the head lost, a Ray failure); 5 --timeout expired; 130
+interrupted (SIGINT), 143 terminated (SIGTERM). When several apply, the
+first of 130/143, 5, 3, 4, 2, 1. One line says why on stderr; tracebacks
+only with --debug (or CAUDAL_DEBUG=1).
 """
 
+import inspect
 import json
 import os
 import pathlib
+import re
 import runpy
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
-import tempfile
 import time
+import traceback
 import warnings
 
 from .analytics import analyses_in, finishers_in
+from .private import private_dir, ray_token, remove_stale_dirs, start_guard
+from .simulation import die_with_parent, stop_simulation
+
+EXIT = {"completed": 0, "analysis_failed": 1, "simulation_failed": 2,
+        "declaration_error": 3, "runtime_failed": 4, "timeout": 5}
+# When several apply, the first of these wins (signals come before all).
+PRIORITY = ("interrupted", "timeout", "declaration_error", "runtime_failed",
+            "simulation_failed", "analysis_failed", "completed")
+
+DRAIN_QUIET_SECONDS = 5  # a drain ends after this long without progress
+LOST_RANK_RE = re.compile(r"rank (\d+) left without goodbye")
 
 
 def add_parser(sub):
@@ -38,6 +63,13 @@ def add_parser(sub):
     r.add_argument("--max-pending", type=int, default=8,
                    help="complete steps waiting for the analyses before ranks wait")
     r.add_argument("--mpiexec", default="mpiexec", help="the MPI launcher")
+    r.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop the whole run after this long (exit code 5)")
+    r.add_argument("--analysis-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="default deadline of one analysis call (default 300); "
+                        "@caudal.analysis(..., timeout=) overrides it")
+    r.add_argument("--debug", action="store_true",
+                   help="print tracebacks of internal errors (also CAUDAL_DEBUG=1)")
     r.add_argument("command", nargs="+", help="the simulation, after --")
     r.set_defaults(func=main)
 
@@ -52,17 +84,438 @@ def _load(path):
     return analyses, finishers_in(namespace)
 
 
-def _start_ray(address):
-    import ray
+# ---- stopping: signals and the whole-run timeout -------------------------
 
-    if address:
-        ray.init(address=address, log_to_driver=False)
-        return None
-    # Ray's unix socket paths must stay under 107 bytes: a short temp dir.
-    tmp = tempfile.mkdtemp(prefix="cdlray-", dir="/tmp")
-    ray.init(include_dashboard=False, _temp_dir=tmp, log_to_driver=False,
-             configure_logging=False)
-    return tmp
+
+class _Stop(BaseException):
+    """Raised from a signal handler to stop the run (not an Exception, so
+    that no `except Exception` in an analysis path swallows it)."""
+
+    def __init__(self, reason, signum=None):
+        super().__init__(reason)
+        self.reason = reason
+        self.signum = signum
+
+
+class _Signals:
+    """SIGINT, SIGTERM and the --timeout alarm: the first records why the
+    run ends and, while `armed`, raises _Stop where the run is; once the
+    run is being wound up they are only recorded (a second Ctrl-C during
+    the drain skips the drain, see Run._drain)."""
+
+    def __init__(self):
+        self.reason = None
+        self.signum = None
+        self.armed = True
+        self.old = {}
+
+    def install(self):
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+            prev = signal.signal(s, self._handle)
+            self.old.setdefault(s, prev)
+
+    def restore(self):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for s, h in self.old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+    def _handle(self, signum, frame):
+        reason = "timeout" if signum == signal.SIGALRM else "interrupted"
+        if self.reason is None or (reason == "interrupted" and self.reason != "interrupted"):
+            self.reason, self.signum = reason, signum
+        if self.armed:
+            self.armed = False
+            raise _Stop(reason, signum)
+
+
+# ---- the run ---------------------------------------------------------------
+
+
+def main(args):
+    debug = getattr(args, "debug", False) or os.environ.get("CAUDAL_DEBUG") == "1"
+    signals = _Signals()
+    signals.install()
+    try:
+        return Run(args, signals, debug).run()
+    except _Stop as e:  # before anything was started
+        code = 128 + (e.signum or signal.SIGINT) if e.reason == "interrupted" else EXIT[e.reason]
+        print("caudal run: %s before the simulation started" % (
+            "interrupted" if e.reason == "interrupted" else "timed out"), file=sys.stderr)
+        return code
+    finally:
+        signals.restore()
+
+
+class Run:
+    def __init__(self, args, signals, debug):
+        self.args = args
+        self.signals = signals
+        self.debug = debug
+        self.sim = None
+        self.rc = None
+        self.driver = None
+        self.head = None
+        self.ingests = []
+        self.watches = {}  # ObjectRef of IngestActor.watch -> node
+        self.runtime_error = None  # Caudal's own failure, a line
+        self.decl_errors = []
+        self.stopped_by_us = False
+        self.analysed_before_loss = None
+        self.priv = None
+        self.guard = None
+        self.ray_tmp = None
+        self.ray_started = False
+
+    def run(self):
+        args = self.args
+        t_start = time.time()
+        if args.timeout is not None:
+            if args.timeout <= 0:
+                raise SystemExit("caudal run: --timeout must be positive")
+            signal.setitimer(signal.ITIMER_REAL, args.timeout)
+        for path in remove_stale_dirs():
+            print("caudal run: removed %s, left by a run that was killed" % path,
+                  file=sys.stderr)
+        analyses, finishers = _load(args.analytics)
+        if args.ranks < 1:
+            raise SystemExit("caudal run: -n must be at least 1")
+        if not shutil.which(args.mpiexec):
+            raise SystemExit("caudal run: %s not found" % args.mpiexec)
+        self.run_dir = pathlib.Path(args.run_dir or "runs/%s" % time.strftime("%Y%m%d-%H%M%S"))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.command = [args.mpiexec, "-n", str(args.ranks)] + args.command
+        self.priv = private_dir()
+        self.guard = start_guard(self.priv)
+        try:
+            try:
+                self._start(analyses, finishers)
+                self._loop()
+            except _Stop:
+                pass  # the reason is in self.signals
+            except Exception as e:  # Ray or Caudal itself: runtime failure, one line
+                self._runtime_failed(e)
+            self.signals.armed = False
+            return self._finish(finishers, t_start)
+        finally:
+            self.signals.armed = False
+            self._teardown()
+
+    # ---- starting ----------------------------------------------------
+
+    def _start(self, analyses, finishers):
+        import ray
+        from ray.util.dask import enable_dask_on_ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from .driver import Driver
+        from .head import HeadActor
+        from .ingest import IngestActor
+
+        args = self.args
+        token = secrets.token_hex(16)
+        endpoint = "unix:%s/ingest.sock" % self.priv
+        self._start_ray(args.address)
+        self.signals.install()  # ray.init sets a SIGTERM handler of its own
+        with warnings.catch_warnings():  # Ray sets a Dask key Dask has renamed
+            warnings.simplefilter("ignore", FutureWarning)
+            enable_dask_on_ray()
+        self.head = HeadActor.remote(args.ranks, args.max_pending)
+        nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+        self.ingests = [IngestActor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node, soft=False)).remote(endpoint, token, self.head, node) for node in nodes]
+        ray.get([i.endpoint.remote() for i in self.ingests])  # listening before ranks start
+        self.watches = {i.watch.remote(): node for i, node in zip(self.ingests, nodes)}
+        _warm_up()
+        env = dict(os.environ, CAUDAL_ENDPOINT=endpoint, CAUDAL_TOKEN=token,
+                   CAUDAL_POLICY=args.policy)
+        if args.ring_depth:
+            env["CAUDAL_RING_DEPTH"] = str(args.ring_depth)
+        print("caudal run: %d ranks, %d Ray node(s), %d analyses, results in %s"
+              % (args.ranks, len(nodes), len(analyses), self.run_dir), file=sys.stderr)
+        kw = {}
+        if "analysis_timeout" in inspect.signature(Driver).parameters:
+            kw["analysis_timeout"] = args.analysis_timeout
+        self.driver = Driver(analyses, self.head, self.ingests, self.run_dir, finishers, **kw)
+        # Its own session: a Ctrl-C at the terminal reaches caudal run, which
+        # stops the ranks in order, not the ranks directly.
+        self.sim = subprocess.Popen(self.command, env=env, start_new_session=True,
+                                    preexec_fn=die_with_parent(os.getpid()))
+
+    def _start_ray(self, address):
+        import ray
+
+        self.ray_started = True  # a signal may stop ray.init half way: shut down anyway
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            # In the private directory: removed with it, also by a later run
+            # when this one was killed; the path stays short for Ray's sockets.
+            self.ray_tmp = os.path.join(self.priv, "ray")
+            os.mkdir(self.ray_tmp, 0o700)
+            ray_token(self.priv)
+            ray.init(include_dashboard=False, _temp_dir=self.ray_tmp, log_to_driver=False,
+                     configure_logging=False)
+
+    # ---- running -------------------------------------------------------
+
+    def _loop(self):
+        driver = self.driver
+        last_print = 0.0
+        while True:
+            over = driver.poll(0.2)
+            self._check_ingests()
+            if self.runtime_error:
+                self._after_ingest_lost()
+                return
+            if self._declaration_errors(driver.head_errors):
+                return  # stopped for them (in _finish), the simulation with it
+            if over:
+                return
+            if self.sim.poll() is not None:
+                # Ranks that died leave without goodbye; drain what came.
+                self._drain()
+                return
+            if sys.stderr.isatty() and time.time() - last_print > 1:
+                print("\rcaudal run: step %s analysed, %d calls, %d failures"
+                      % (driver.last_step, driver.counts["calls"], driver.counts["failures"]),
+                      end="", file=sys.stderr)
+                last_print = time.time()
+
+    def _check_ingests(self):
+        import ray
+
+        if not self.watches:
+            return
+        ready, _ = ray.wait(list(self.watches), num_returns=len(self.watches), timeout=0)
+        for ref in ready:
+            node = self.watches.pop(ref)
+            try:
+                error = ray.get(ref)
+            except Exception as e:
+                error = "the ingest actor on node %s was lost (%s)" % (node[:12], _short(e))
+            if error is None:
+                error = "the ingest actor on node %s stopped during the run" % node[:12]
+            self._runtime(error)
+
+    def _runtime(self, message):
+        if self.runtime_error is None:
+            self.runtime_error = message
+            if self.driver is not None and self.analysed_before_loss is None:
+                self.analysed_before_loss = self.driver.last_step
+
+    def _runtime_failed(self, e):
+        if self.debug:
+            traceback.print_exc()
+        self._runtime("%s: %s" % (type(e).__name__, _short(e)))
+
+    def _after_ingest_lost(self):
+        """The ranks of a lost ingest got an error on their next call. With
+        drop they may carry on without analytics: let the simulation end on
+        its own. With block they stop; one that does not is stopped."""
+        print("caudal run: %s; the ranks were told (an error on their next call)"
+              % self.runtime_error, file=sys.stderr)
+        try:
+            self.driver.poll(0.2)  # what was complete before the loss
+        except Exception:
+            pass
+        grace = None if self.args.policy == "drop" else 10
+        try:
+            self.sim.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.stopped_by_us = True
+            stop_simulation(self.sim)
+
+    def _declaration_errors(self, errors):
+        self.decl_errors = [e for e in errors if not LOST_RANK_RE.match(e)
+                            and not e.startswith("ingest on node")]
+        return bool(self.decl_errors)
+
+    def _drain(self):
+        """Analyse what is complete, as long as steps keep coming; a second
+        signal skips it."""
+        driver = self.driver
+        if driver is None or self.runtime_error:
+            return
+        self.signals.armed = True
+        try:
+            quiet = time.monotonic()
+            mark = (driver.last_step, driver.counts["calls"])
+            while not driver.poll(0.2):
+                self._check_ingests()
+                if self.runtime_error:
+                    break
+                now = (driver.last_step, driver.counts["calls"])
+                if now != mark:
+                    mark, quiet = now, time.monotonic()
+                elif time.monotonic() - quiet > DRAIN_QUIET_SECONDS:
+                    break
+        except _Stop:
+            pass
+        except Exception as e:
+            self._runtime_failed(e)
+        finally:
+            self.signals.armed = False
+
+    # ---- ending --------------------------------------------------------
+
+    def _finish(self, finishers, t_start):
+        import ray
+
+        reason_stop = self.signals.reason
+        stopping = reason_stop or self.decl_errors or (
+            self.runtime_error and self.sim is not None and self.sim.poll() is None)
+        if self.sim is not None:
+            if stopping and self.sim.poll() is None:
+                self.stopped_by_us = True
+                self.rc = stop_simulation(self.sim)
+                self._drain()  # what became complete (the ranks' steps sent before)
+            else:
+                self.signals.armed = self.signals.reason is None
+                try:
+                    self.rc = self.sim.wait(60)
+                except (_Stop, subprocess.TimeoutExpired):
+                    self.stopped_by_us = True
+                    self.rc = stop_simulation(self.sim)
+                finally:
+                    self.signals.armed = False
+        run_finishers = self.driver is not None and not (
+            reason_stop or self.decl_errors or self.runtime_error)
+        if run_finishers:
+            self.signals.armed = True
+            try:
+                self.driver.finish()
+            except _Stop:
+                pass
+            except Exception as e:
+                self._runtime_failed(e)
+            self.signals.armed = False
+        summary = {"command": self.command, "returncode": self.rc,
+                   "seconds": time.time() - t_start}
+        head = {}
+        if self.head is not None:
+            try:
+                head = ray.get(self.head.summary.remote(), timeout=30)
+            except Exception as e:
+                self._runtime("the head actor was lost (%s)" % _short(e))
+        summary.update(head)
+        if self.driver is not None:
+            summary.update(self.driver.summary())
+        summary["ingest"] = self._shutdown_ingests()
+        if self.driver is not None:
+            self.driver.close()
+        if not self.decl_errors:  # also those the head finds at the end
+            self._declaration_errors(head.get("errors", []))
+        reason, message = self._classify(summary, head)
+        if reason == "runtime_failed" and self.driver is not None:
+            first = 0 if self.analysed_before_loss is None else self.analysed_before_loss + 1
+            # From there on nothing reached the analyses: steps still in
+            # the lost actor, and every later step of the simulation.
+            summary["steps_lost"] = [[first, None]]
+            message += "; steps from %d on were not analysed" % first
+        code = EXIT.get(reason)
+        if reason == "interrupted":
+            code = 128 + (self.signals.signum or signal.SIGINT)
+        summary["end"] = {"reason": reason, "message": message, "exit_code": code}
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        if self.driver is not None:
+            _print_summary(summary, self.run_dir)
+        _print_refused(summary["ingest"])
+        for e in self.decl_errors[1:4]:
+            print("caudal run: error: %s" % e, file=sys.stderr)
+        if code:
+            print("caudal run: %s" % message, file=sys.stderr)
+        return code
+
+    def _shutdown_ingests(self):
+        import ray
+
+        out = []
+        for ingest in self.ingests:
+            try:
+                out.append(ray.get(ingest.shutdown.remote(), timeout=15))
+            except Exception as e:
+                out.append({"error": "lost: %s" % _short(e)})
+        return out
+
+    def _classify(self, summary, head):
+        """The end reason and its one-line message, by PRIORITY."""
+        found = {}
+        if self.signals.reason == "interrupted":
+            name = signal.Signals(self.signals.signum or signal.SIGINT).name
+            found["interrupted"] = "interrupted (%s): the simulation was stopped" % name
+        if self.signals.reason == "timeout":
+            found["timeout"] = ("the run took longer than --timeout %g s: the simulation "
+                                "was stopped" % self.args.timeout)
+        if self.decl_errors:
+            more = len(self.decl_errors) - 1
+            found["declaration_error"] = "declaration error: %s%s" % (
+                self.decl_errors[0], " (and %d more)" % more if more else "")
+        if self.runtime_error:
+            found["runtime_failed"] = "Caudal's runtime failed: %s" % self.runtime_error
+        sim = self._simulation_failure(head)
+        if sim:
+            found["simulation_failed"] = sim
+        failures = summary.get("failures", 0)
+        if failures:
+            found["analysis_failed"] = "%d analysis call(s) failed, see %s" % (
+                failures, self.run_dir / "errors.jsonl")
+        found["completed"] = "completed: %d steps analysed" % summary.get("steps_analysed", 0)
+        reason = next(r for r in PRIORITY if r in found)
+        return reason, found[reason]
+
+    def _simulation_failure(self, head):
+        lost = head.get("ranks_lost")
+        if lost is None:  # a head without that key: read its errors
+            lost = {}
+            for e in head.get("errors", []):
+                m = LOST_RANK_RE.match(e)
+                if m:
+                    lost[m.group(1)] = e[m.end():].lstrip(": ")
+        lost = list(lost.items())
+        if self.rc in (0, None) and not lost:
+            return None
+        words = []
+        if self.rc not in (0, None):
+            words.append("the simulation failed (mpiexec exit code %s)" % self.rc)
+        else:
+            words.append("the simulation failed")
+        if lost:
+            first, why = lost[0]
+            why = re.sub(r"^rank \d+: ", "", str(why))
+            words.append("rank %s was the first to leave without goodbye (%s)" % (first, why))
+            if len(lost) > 1:
+                words.append("then rank%s %s" % ("s" if len(lost) > 2 else "",
+                                                 ", ".join(str(r) for r, _ in lost[1:])))
+        return ": ".join(words[:2]) + ("; " + words[2] if len(words) > 2 else "")
+
+    def _teardown(self):
+        """Whatever happened: no simulation, no Ray, no private directory."""
+        if self.sim is not None and self.sim.poll() is None:
+            stop_simulation(self.sim, grace=1)
+        if self.ray_started:
+            import ray
+
+            try:
+                ray.shutdown()
+            except Exception:
+                if self.debug:
+                    traceback.print_exc()
+        if self.priv:
+            shutil.rmtree(self.priv, ignore_errors=True)
+        if self.guard is not None:
+            self.guard.stdin.close()  # the directory is gone: it exits
+            try:
+                self.guard.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _short(e):
+    """An exception as one line (Ray's carry a traceback in their text)."""
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
 
 
 def _warm_up():
@@ -75,106 +528,26 @@ def _warm_up():
     da.ones((n, 1), chunks=(1, 1)).sum().compute()
 
 
-def main(args):
-    import ray
-    from ray.util.dask import enable_dask_on_ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from .driver import Driver
-    from .head import HeadActor
-    from .ingest import IngestActor
-
-    analyses, finishers = _load(args.analytics)
-    if args.ranks < 1:
-        raise SystemExit("caudal run: -n must be at least 1")
-    run_dir = pathlib.Path(args.run_dir or "runs/%s" % time.strftime("%Y%m%d-%H%M%S"))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_hex(16)
-    endpoint = "unix:/tmp/cdl-%s.sock" % token[:12]
-    t_start = time.time()
-    ray_tmp = _start_ray(args.address)
-    sim = None
-    try:
-        with warnings.catch_warnings():  # Ray sets a Dask key Dask has renamed
-            warnings.simplefilter("ignore", FutureWarning)
-            enable_dask_on_ray()
-        head = HeadActor.remote(args.ranks, args.max_pending)
-        nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
-        ingests = [IngestActor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-                       node, soft=False)).remote(endpoint, token, head, node) for node in nodes]
-        ray.get([i.endpoint.remote() for i in ingests])  # listening before ranks start
-        _warm_up()
-        env = dict(os.environ, CAUDAL_ENDPOINT=endpoint, CAUDAL_TOKEN=token,
-                   CAUDAL_POLICY=args.policy)
-        if args.ring_depth:
-            env["CAUDAL_RING_DEPTH"] = str(args.ring_depth)
-        command = [args.mpiexec, "-n", str(args.ranks)] + args.command
-        if not shutil.which(args.mpiexec):
-            raise SystemExit("caudal run: %s not found" % args.mpiexec)
-        print("caudal run: %d ranks, %d Ray node(s), %d analyses, results in %s"
-              % (args.ranks, len(nodes), len(analyses), run_dir), file=sys.stderr)
-        sim = subprocess.Popen(command, env=env)
-        driver = Driver(analyses, head, ingests, run_dir, finishers)
-        last_print = 0.0
-        while True:
-            over = driver.poll(0.2)
-            if driver.head_errors:
-                break
-            if over:
-                break
-            if sim.poll() not in (None, 0):
-                # Ranks that died leave without goodbye; drain what came.
-                deadline = time.time() + 3
-                while not driver.poll(0.2) and time.time() < deadline:
-                    pass
-                break
-            if sys.stderr.isatty() and time.time() - last_print > 1:
-                print("\rcaudal run: step %s analysed, %d calls, %d failures"
-                      % (driver.last_step, driver.counts["calls"], driver.counts["failures"]),
-                      end="", file=sys.stderr)
-                last_print = time.time()
-        if not driver.head_errors:
-            driver.finish()
-        rc = sim.wait(timeout=60) if not driver.head_errors else None
-        if rc is None:
-            sim.terminate()
-            rc = sim.wait()
-        summary = {"command": command, "returncode": rc,
-                   "seconds": time.time() - t_start}
-        summary.update(ray.get(head.summary.remote()))
-        summary.update(driver.summary())
-        summary["ingest"] = ray.get([i.shutdown.remote() for i in ingests])
-        driver.close()
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        _print_summary(summary, run_dir)
-        for e in summary["errors"]:
-            print("caudal run: error: %s" % e, file=sys.stderr)
-        if driver.head_errors:
-            return 3  # the run was stopped for them, the simulation with it
-        if rc != 0:
-            print("caudal run: the simulation failed (exit code %s)" % rc, file=sys.stderr)
-            return 2
-        if summary["errors"]:
-            return 3
-        if summary["failures"]:
-            print("caudal run: %d analysis call(s) failed, see %s"
-                  % (summary["failures"], run_dir / "errors.jsonl"), file=sys.stderr)
-            return 1
-        return 0
-    finally:
-        if sim is not None and sim.poll() is None:
-            sim.kill()
-        ray.shutdown()
-        if ray_tmp:
-            shutil.rmtree(ray_tmp, ignore_errors=True)
+def _print_refused(ingest):
+    """Connections refused on the socket (wrong token, bad hello, a rank
+    claimed twice): logged, counted, never taken for a rank."""
+    n = sum(i.get("connections_refused", 0) for i in ingest)
+    if not n:
+        return
+    msgs = [m for i in ingest for m in i.get("refused_messages", [])]
+    for m in msgs[:3]:
+        print("caudal run: refused a connection: %s" % m, file=sys.stderr)
+    print("caudal run: %d connection(s) to the socket refused in all (they did not "
+          "affect the run)" % n, file=sys.stderr)
 
 
 def _print_summary(s, run_dir):
     ingest = s.get("ingest") or []
     blocks = sum(i.get("blocks", 0) for i in ingest)
     nbytes = sum(i.get("bytes", 0) for i in ingest)
-    print("caudal run: %d steps analysed, %d blocks (%.1f MiB) received, %d steps dropped "
-          "by ranks, %d calls, %d failed, lag median %.3f s, p99 %.3f s, %.1f s in all; %s"
-          % (s["steps_analysed"], blocks, nbytes / 2**20, s["steps_dropped_by_ranks"],
-             s["calls"], s["failures"], s["lag_seconds_median"], s["lag_seconds_p99"],
-             s["seconds"], run_dir), file=sys.stderr)
+    dropped = s.get("rank_steps_dropped", s.get("steps_dropped_by_ranks", 0))
+    print("caudal run: %d steps analysed, %d blocks (%.1f MiB) received, %d rank-steps "
+          "dropped, %d calls, %d failed, lag median %.3f s, p99 %.3f s, %.1f s in all; %s"
+          % (s.get("steps_analysed", 0), blocks, nbytes / 2**20, dropped,
+             s.get("calls", 0), s.get("failures", 0), s.get("lag_seconds_median", 0),
+             s.get("lag_seconds_p99", 0), s["seconds"], run_dir), file=sys.stderr)

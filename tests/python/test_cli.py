@@ -150,3 +150,16 @@ def test_c_program_built_with_caudal_config(tmp_path, transport):
         assert np.array_equal(field[s], want)
     # Step 3 had no block from either rank (only the refused put).
     assert np.isnan(field[3]).all()
+
+
+def test_run_flags_for_ending_a_run():
+    p = cli("run", "--help")
+    assert p.returncode == 0, p.stderr
+    for flag in ("--timeout", "--analysis-timeout", "--debug"):
+        assert flag in p.stdout
+    # A bad --timeout is refused before anything starts (no Ray, no directory).
+    before = set(os.listdir("/tmp"))
+    p = cli("run", "-n", "1", "--analytics", __file__, "--timeout", "0", "--", "true")
+    assert p.returncode != 0 and "--timeout must be positive" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not [d for d in set(os.listdir("/tmp")) - before if d.startswith("caudal-")]
