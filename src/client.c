@@ -165,8 +165,8 @@ static int handle_frame(caudal_client *c, const cdl_header *h, const uint8_t *bo
         return broke(c, st, "the receiver refused: %.*s", (int)m.u.error.len, m.u.error.text);
     }
     case CDL_WELCOME:
-        if (m.u.welcome.token_len != strlen(c->token) ||
-            memcmp(m.u.welcome.token, c->token, m.u.welcome.token_len) != 0)
+        if (!cdl_token_equal(c->token, strlen(c->token), m.u.welcome.token,
+                             m.u.welcome.token_len))
             return broke(c, CAUDAL_ERR_AUTH,
                        "the receiver answered with another job token (not this job's)");
         return 1; /* tells open that the handshake is done */

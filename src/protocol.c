@@ -517,3 +517,16 @@ size_t cdl_encode_error(uint8_t *out, size_t cap, int32_t status, const char *te
     w_bytes(&w, text, tl);
     return w_end(&w, 0);
 }
+
+int cdl_token_equal(const char *want, size_t want_len, const uint8_t *got, size_t got_len)
+{
+    uint8_t a[CDL_MAX_TOKEN] = {0}, b[CDL_MAX_TOKEN] = {0};
+    if (want_len > CDL_MAX_TOKEN || got_len > CDL_MAX_TOKEN)
+        return 0;
+    memcpy(a, want, want_len);
+    memcpy(b, got, got_len);
+    volatile unsigned diff = (unsigned)(want_len ^ got_len);
+    for (size_t k = 0; k < CDL_MAX_TOKEN; k++)
+        diff |= (unsigned)(a[k] ^ b[k]);
+    return diff == 0;
+}

@@ -120,6 +120,11 @@ int cdl_check_block(unsigned ndim, const uint64_t *shape, const uint64_t *start,
 /* The rules of a variable-length array's declaration, shared by both ends:
  * 1-D, shape and start 0 (unused), capacity elements of itemsize below
  * CDL_MAX_EXTENT bytes. CAUDAL_OK, or CAUDAL_ERR_SHAPE with the reason. */
+/* 1 if `got` is the job token `want`, in time independent of both: every
+ * byte up to CDL_MAX_TOKEN is compared whatever the lengths, so neither the
+ * token nor its length leaks. Both lengths must be at most CDL_MAX_TOKEN. */
+int cdl_token_equal(const char *want, size_t want_len, const uint8_t *got, size_t got_len);
+
 int cdl_check_var(unsigned ndim, uint64_t shape, uint64_t start, uint64_t capacity,
                   size_t itemsize, char *why, size_t whylen);
 

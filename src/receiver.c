@@ -293,18 +293,6 @@ int caudal_block_release(caudal_block *b)
 
 /* ---- frames to events ------------------------------------------------------ */
 
-/* In time independent of the secret: every byte of the longest token is
- * compared whatever the lengths, so neither the token nor its length leaks. */
-static int token_matches(const caudal_receiver *r, const uint8_t *got, size_t got_len)
-{
-    uint8_t presented[CDL_MAX_TOKEN] = {0};
-    memcpy(presented, got, got_len); /* the parser bounds got_len */
-    volatile unsigned diff = (unsigned)(got_len ^ r->token_len);
-    for (size_t k = 0; k < CDL_MAX_TOKEN; k++)
-        diff |= (unsigned)(presented[k] ^ (uint8_t)r->token[k]);
-    return diff == 0;
-}
-
 static int hello(caudal_receiver *r, conn *cn, const cdl_msg *m, caudal_event *ev)
 {
     if (cn->hello) {
@@ -313,7 +301,7 @@ static int hello(caudal_receiver *r, conn *cn, const cdl_msg *m, caudal_event *e
     }
     cn->rank = (int)m->u.hello.rank;
     cn->size = (int)m->u.hello.size;
-    if (!token_matches(r, m->u.hello.token, m->u.hello.token_len)) {
+    if (!cdl_token_equal(r->token, r->token_len, m->u.hello.token, m->u.hello.token_len)) {
         conn_reject(cn, CAUDAL_ERR_AUTH, "rank %d presented a wrong job token", cn->rank);
         return 0;
     }

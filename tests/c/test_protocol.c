@@ -646,6 +646,24 @@ static void fuzz(int iterations)
            (unsigned long long)ok_frames);
 }
 
+/* The job token: equal only byte for byte and length for length. */
+static void check_token_equal(void)
+{
+    const char *tok = "0123456789abcdef";
+    CHECK(cdl_token_equal(tok, 16, (const uint8_t *)tok, 16));
+    CHECK(cdl_token_equal("", 0, (const uint8_t *)"", 0));
+    CHECK(!cdl_token_equal(tok, 16, (const uint8_t *)tok, 15)); /* a prefix */
+    CHECK(!cdl_token_equal(tok, 15, (const uint8_t *)tok, 16)); /* longer */
+    CHECK(!cdl_token_equal(tok, 16, (const uint8_t *)"0123456789abcdeF", 16));
+    CHECK(!cdl_token_equal(tok, 16, (const uint8_t *)"", 0));
+    char zeros[4] = {0};
+    CHECK(!cdl_token_equal("", 0, (const uint8_t *)zeros, 4)); /* padding is not a token */
+    static char big[CDL_MAX_TOKEN];
+    memset(big, 'x', sizeof big);
+    CHECK(cdl_token_equal(big, CDL_MAX_TOKEN, (const uint8_t *)big, CDL_MAX_TOKEN));
+    CHECK(!cdl_token_equal(big, CDL_MAX_TOKEN + 1, (const uint8_t *)big, CDL_MAX_TOKEN));
+}
+
 int main(int argc, char **argv)
 {
     int iterations = argc > 1 ? atoi(argv[1]) : 200000;
@@ -659,6 +677,7 @@ int main(int argc, char **argv)
     check_steer_fields();
     check_other_fields();
     check_capacity();
+    check_token_equal();
     fuzz(iterations);
     printf("protocol: %d frame types round trip; bad frames rejected\n", nframes);
     return 0;
