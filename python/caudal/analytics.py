@@ -17,10 +17,17 @@ arrays, trigger="and" calls the function at a step where all of them have a
 new complete step, trigger="or" where any has (the others then give what
 their windows hold). A function decorated with @caudal.at_end runs once after
 the last step.
+
+Each call has a deadline: `timeout=` seconds on the decorator, else the run's
+default (``caudal run --analysis-timeout``, 300 s). A call past it is recorded
+in errors.jsonl as timed out for its step and the run goes on without it; see
+caudal.driver for what happens to the call itself.
 """
 
+import math
+import numbers
 from dataclasses import dataclass, field
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -49,23 +56,36 @@ class Analysis:
     window: int = 1
     trigger: str = "and"
     name: str = ""
+    timeout: Optional[float] = None  # seconds per call; None: the run's default
 
     def __call__(self, *args, **kwargs):
         return self.func(*args, **kwargs)
 
 
-def analysis(*arrays, window=1, trigger="and", name=None):
+def check_timeout(timeout, what="timeout"):
+    """A deadline in seconds: a positive number (math.inf: none) or None."""
+    if timeout is None:
+        return None
+    if (not isinstance(timeout, numbers.Real) or isinstance(timeout, bool)
+            or math.isnan(timeout) or timeout <= 0):
+        raise ValueError("%s must be a positive number of seconds, not %r" % (what, timeout))
+    return float(timeout)
+
+
+def analysis(*arrays, window=1, trigger="and", name=None, timeout=None):
     """Register the decorated function on `arrays` (names as the simulation
-    declared them)."""
+    declared them). `timeout`: seconds one call may take (math.inf for no
+    deadline), overriding the run's --analysis-timeout for this analysis."""
     if not arrays or not all(isinstance(a, str) and a for a in arrays):
         raise ValueError("caudal.analysis needs one or more array names")
     if not isinstance(window, int) or window < 1:
         raise ValueError("window must be a positive integer, not %r" % (window,))
     if trigger not in ("and", "or"):
         raise ValueError("trigger must be 'and' or 'or', not %r" % (trigger,))
+    timeout = check_timeout(timeout)
 
     def wrap(func):
-        return Analysis(func, tuple(arrays), window, trigger, name or func.__name__)
+        return Analysis(func, tuple(arrays), window, trigger, name or func.__name__, timeout)
 
     return wrap
 
@@ -79,16 +99,24 @@ def analyses_in(namespace):
 class Finisher:
     func: Callable
     name: str
+    timeout: Optional[float] = None  # seconds; None: the run's default
 
     def __call__(self, *args, **kwargs):
         return self.func(*args, **kwargs)
 
 
-def at_end(func):
+def at_end(func=None, *, timeout=None):
     """Register func(ctx), called once after the last step was analysed: the
     place to gather and save what the analyses accumulated (for instance a
-    caudal.temporal.PointStats) into ctx.run_dir or with ctx.record."""
-    return Finisher(func, func.__name__)
+    caudal.temporal.PointStats) into ctx.run_dir or with ctx.record.
+    ``@caudal.at_end`` or ``@caudal.at_end(timeout=SECONDS)``, a deadline as
+    for an analysis."""
+    timeout = check_timeout(timeout)
+    if func is None:
+        return lambda f: Finisher(f, f.__name__, timeout)
+    if not callable(func):
+        raise ValueError("caudal.at_end decorates a function, not %r" % (func,))
+    return Finisher(func, func.__name__, timeout)
 
 
 def finishers_in(namespace):

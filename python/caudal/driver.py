@@ -6,11 +6,35 @@ the grid of blocks with their nodes for the kernels, both run next to them),
 keeps per array the window the analyses need (older steps are dropped, and
 their objects freed with them), and calls each analysis whose trigger fires.
 An analysis that raises is reported with its step and the others go on.
+
+Deadlines. Each analysis (and each @caudal.at_end function) runs its calls
+in a thread of its own, one call at a time, and the driver waits for a call
+no longer than its deadline (the analysis' timeout=, else the run's
+--analysis-timeout). Python cannot stop a thread, so a call past its
+deadline goes on running; the driver
+  - records it in errors.jsonl as timed out for its step ("timed_out": true)
+    and counts it in "timeouts" (and in "failures": the run exits 1);
+  - closes its Context: what the call records or steers from then on is
+    discarded, and what it recorded before is discarded too (a call's
+    results are written to results.jsonl only once it returned in time, so
+    those of a call that timed out are all missing, never a part; a call
+    that raised keeps what it recorded before);
+  - skips that analysis' later steps while the call still runs, each
+    recorded in errors.jsonl as skipped ("skipped": true, "running_step")
+    and counted in "calls_skipped", so nothing queues up behind it (only
+    the running call's own window stays held, by its arguments);
+  - discards the result of the call when it returns late (nothing is written
+    for it; "late_returns" counts them), and calls the analysis again from
+    the next step on.
+Other analyses, each in its own thread, and the simulation go on meanwhile.
 """
 
 import collections
 import json
 import math
+import queue
+import random
+import threading
 import time
 import traceback
 
@@ -32,13 +56,91 @@ def _plain(value):
     return value
 
 
+class _Call:
+    """One call of an analysis, run by its worker thread. What it records is
+    kept here, as results.jsonl lines, until the driver takes them (the call
+    returned in time) or discards them (it did not)."""
+
+    def __init__(self, func, args, ctx):
+        self.func, self.args, self.ctx = func, args, ctx
+        self.lock = threading.Lock()
+        self.open = True  # until the driver stopped waiting for it
+        self.lines = []
+        self.error = None  # (repr, traceback) of what it raised
+        self.seconds = None
+        self.done = threading.Event()
+
+    def run(self):
+        t0 = time.perf_counter()
+        try:
+            self.func(*self.args, self.ctx)
+        except BaseException as e:  # SystemExit too: it must not stop the thread
+            self.error = (repr(e), traceback.format_exc())
+        finally:
+            self.args = self.ctx = None  # the window's steps are not kept alive by it
+            self.seconds = time.perf_counter() - t0
+            self.done.set()
+
+    def close(self):
+        """Stop accepting records and steering; True if it had returned."""
+        with self.lock:
+            self.open = False
+            return self.done.is_set()
+
+    def record(self, line):
+        with self.lock:
+            if self.open:
+                self.lines.append(line)
+
+
+class _Worker:
+    """The thread that runs one analysis' calls, one at a time, so that a
+    hung analysis holds up only itself."""
+
+    def __init__(self, name):
+        self.q = queue.SimpleQueue()
+        self.call = None  # the call submitted last
+        self.step = None  # its step
+        self.late = False  # that call ran past its deadline
+        self.thread = threading.Thread(target=self._run, name="caudal-analysis-%s" % name,
+                                       daemon=True)  # a hung call must not hold up the exit
+        self.thread.start()
+
+    def busy(self):
+        return self.call is not None and not self.call.done.is_set()
+
+    def submit(self, call, step):
+        self.call, self.step, self.late = call, step, False
+        self.q.put(call)
+
+    def stop(self):
+        self.q.put(None)
+
+    def _run(self):
+        while True:
+            call = self.q.get()
+            if call is None:
+                return
+            call.run()
+
+
 class Driver:
-    def __init__(self, analyses, head, ingests, run_dir, finishers=()):
+    """Calls the analyses on the complete steps the head hands over.
+
+    analysis_timeout: the run's default deadline per call, in seconds (None
+    or math.inf: none); an analysis' own timeout= overrides it."""
+
+    LAG_SAMPLES = 4096  # lags kept for the quantiles: a uniform sample past that
+
+    def __init__(self, analyses, head, ingests, run_dir, finishers=(), analysis_timeout=300.0):
+        from .analytics import check_timeout
+
         self.analyses = analyses
         self.finishers = list(finishers)
         self.head = head
         self.ingests = ingests
         self.run_dir = run_dir
+        self.analysis_timeout = check_timeout(analysis_timeout, "the analysis timeout")
         depth = collections.defaultdict(int)
         for a in analyses:
             for name in a.arrays:
@@ -46,15 +148,22 @@ class Driver:
         self.windows = {n: collections.deque(maxlen=d) for n, d in depth.items()}
         self.results = open(run_dir / "results.jsonl", "w")
         self.failures = open(run_dir / "errors.jsonl", "w")
+        self.lock = threading.Lock()  # the two files
         self.counts = collections.Counter()
-        self.lags = []
+        self.lags = []  # a uniform sample of LAG_SAMPLES, so memory stays bounded
+        self.nlags = 0
+        self.sampler = random.Random(0)
         self.seconds = collections.Counter()
         self.last_step = None
         self.head_errors = []
+        self.workers = {}  # id of an analysis or finisher -> its _Worker
 
     def close(self):
-        self.results.close()
-        self.failures.close()
+        for w in self.workers.values():
+            w.stop()  # a thread whose call still runs ends when it returns
+        with self.lock:
+            self.results.close()
+            self.failures.close()
 
     def poll(self, timeout=0.2):
         """Analyse what is complete; True once the run is over."""
@@ -71,8 +180,8 @@ class Driver:
             if name in self.windows:
                 self.windows[name].append(step_array(layout, refs, step, nodes, counts))
                 updated.add(name)
-        self.counts["steps"] += 1
         self.last_step = step
+        called = False
         for a in self.analyses:
             fresh = [n in updated for n in a.arrays]
             if not (all(fresh) if a.trigger == "and" else any(fresh)):
@@ -80,9 +189,21 @@ class Driver:
             views = [list(self.windows[n])[-a.window:] for n in a.arrays]
             if a.trigger == "and" and any(len(v) < a.window for v in views):
                 continue  # not enough history yet
-            self._call(a, step, *views)
+            called |= self._call(a, step, *views)
+        # A step on which no analysis ran (no trigger fired, too little
+        # history, or every analysis it fired still busy) is not "analysed".
+        self.counts["steps" if called else "steps_without_call"] += 1
         self.seconds["driver"] += time.perf_counter() - t0
-        self.lags.append(time.time() - completed)
+        self._lag(time.time() - completed)
+
+    def _lag(self, lag):
+        self.nlags += 1
+        if len(self.lags) < self.LAG_SAMPLES:
+            self.lags.append(lag)
+        else:  # reservoir sampling: every lag equally likely to be kept
+            k = self.sampler.randrange(self.nlags)
+            if k < self.LAG_SAMPLES:
+                self.lags[k] = lag
 
     def finish(self):
         """Call the @caudal.at_end functions, after the last step."""
@@ -90,32 +211,77 @@ class Driver:
             self._call(f, self.last_step)
 
     def _call(self, a, step, *args):
-        """One call of an analysis or finisher; a failure is recorded with
-        its step and the run goes on."""
-        ctx = Context(step, a.name, self.run_dir, self._steer, self._record, self._reported)
+        """One call of an analysis or finisher in its thread, waited for up
+        to its deadline; a failure or a timeout is recorded with its step and
+        the run goes on. False if it was skipped (its last call still runs)."""
+        worker = self.workers.get(id(a))  # by identity: two may compare equal
+        if worker is None:
+            worker = self.workers[id(a)] = _Worker(a.name)
+        elif worker.busy():
+            self.counts["calls_skipped"] += 1
+            self._error({"analysis": a.name, "step": step,
+                         "error": "skipped: its call for step %s is still running, past its "
+                                  "deadline" % worker.step,
+                         "skipped": True, "running_step": worker.step})
+            return False
+        elif worker.late:
+            worker.late = False
+            self.counts["late_returns"] += 1  # its result was discarded
+        call = _Call(a.func, args, None)
+        call.ctx = Context(step, a.name, self.run_dir,
+                           lambda key, value, rank: self._steer(call, key, value, rank),
+                           lambda analysis, step_, name, value:
+                               self._record(call, analysis, step_, name, value),
+                           self._reported)
+        timeout = a.timeout if a.timeout is not None else self.analysis_timeout
         t1 = time.perf_counter()
-        try:
-            a.func(*args, ctx)
-            self.counts["calls"] += 1
-        except Exception as e:
+        worker.submit(call, step)
+        call.done.wait(None if timeout is None or math.isinf(timeout) else timeout)
+        returned = call.close()
+        self.seconds[a.name] += time.perf_counter() - t1
+        if not returned:
+            worker.late = True
+            self.counts["timeouts"] += 1
             self.counts["failures"] += 1
-            entry = {"analysis": a.name, "step": step, "error": repr(e),
-                     "traceback": traceback.format_exc()}
+            self._error({"analysis": a.name, "step": step,
+                         "error": "timed out after %g s" % timeout, "timed_out": True})
+        elif call.error is not None:
+            self.counts["failures"] += 1
+            self._write(call.lines)  # what it recorded before it raised
+            self._error({"analysis": a.name, "step": step, "error": call.error[0],
+                         "traceback": call.error[1]})
+        else:
+            self.counts["calls"] += 1
+            self._write(call.lines)
+        return True
+
+    def _error(self, entry):
+        with self.lock:
             self.failures.write(json.dumps(entry) + "\n")
             self.failures.flush()
-        self.seconds[a.name] += time.perf_counter() - t1
 
-    def _steer(self, key, value, rank):
+    def _write(self, lines):
+        if not lines:
+            return
+        with self.lock:
+            self.results.write("".join(lines))
+            self.results.flush()
+        self.counts["results"] += len(lines)
+
+    def _steer(self, call, key, value, rank):
         if not isinstance(value, (int, float, str)) or isinstance(value, bool):
             raise TypeError("a steering value is a float, int or str, not %r" % (value,))
-        for ingest in self.ingests:
-            ingest.steer.remote(rank, key, value)
+        with call.lock:  # a call past its deadline no longer steers
+            if not call.open:
+                return
+            for ingest in self.ingests:
+                ingest.steer.remote(rank, key, value)
 
-    def _record(self, analysis, step, name, value):
-        self.results.write(json.dumps({"analysis": analysis, "step": step, "name": name,
-                                       "value": _plain(value)}) + "\n")
-        self.results.flush()
-        self.counts["results"] += 1
+    def _record(self, call, analysis, step, name, value):
+        # Converted in the caller's thread: a value JSON cannot hold fails
+        # that call, with its step.
+        call.record(json.dumps({"analysis": analysis, "step": step, "name": name,
+                                "value": _plain(value)}) + "\n")
 
     def _reported(self, key, rank):
         return ray.get(self.head.value.remote(rank, key))
@@ -123,11 +289,19 @@ class Driver:
     def summary(self):
         lags = sorted(self.lags)
         pick = (lambda q: lags[min(len(lags) - 1, int(q * len(lags)))]) if lags else (lambda q: math.nan)
+        late = sum(1 for w in self.workers.values() if w.late and not w.busy())
         return {
             "steps_analysed": self.counts["steps"],
+            "steps_without_call": self.counts["steps_without_call"],
             "calls": self.counts["calls"],
             "failures": self.counts["failures"],
+            "timeouts": self.counts["timeouts"],
+            "calls_skipped": self.counts["calls_skipped"],
+            "calls_running": sum(1 for w in self.workers.values() if w.busy()),
+            "late_returns": self.counts["late_returns"] + late,
             "results": self.counts["results"],
+            "analysis_timeout": (None if self.analysis_timeout is None
+                                 or math.isinf(self.analysis_timeout) else self.analysis_timeout),
             "lag_seconds_median": pick(0.5),
             "lag_seconds_p99": pick(0.99),
             "seconds_per_analysis": dict(self.seconds),
