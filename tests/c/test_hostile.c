@@ -950,6 +950,32 @@ static void check_var_declarations(void)
     printf("hostile: bad variable-length declarations cut off, naming rank and array\n");
 }
 
+/* A rank's account closes with its BYE: frames after it are ignored, never
+ * events of that rank, and the connection ends without a DISCONNECT. */
+static void check_frames_after_bye(void)
+{
+    caudal_receiver *r = open_with("tcp:127.0.0.1:0", 0, 0);
+    int fd = raw_connect(caudal_receiver_endpoint(r));
+    uint8_t buf[4096];
+    size_t n = hello_frame(buf, 1, TOKEN);
+    uint64_t counters[7] = {0};
+    n += cdl_encode_bye(buf + n, sizeof buf - n, counters);
+    double v = 1.5;
+    n += cdl_encode_steer(buf + n, sizeof buf - n, "late", CAUDAL_VALUE_DOUBLE, &v);
+    raw_send(fd, buf, n);
+    shutdown(fd, SHUT_WR);
+    caudal_event ev;
+    CHECK_RC(caudal_receiver_next(r, &ev, 10000), CAUDAL_OK);
+    CHECK(ev.type == CAUDAL_EVENT_CONNECT && ev.rank == 1);
+    CHECK_RC(caudal_receiver_next(r, &ev, 10000), CAUDAL_OK);
+    CHECK(ev.type == CAUDAL_EVENT_BYE && ev.rank == 1);
+    /* Nothing more: no STEER, no DISCONNECT, until the timeout. */
+    CHECK_RC(caudal_receiver_next(r, &ev, 300), CAUDAL_ERR_TIMEOUT);
+    CHECK(caudal_receiver_connections(r) == 0);
+    close(fd);
+    caudal_receiver_close(&r);
+}
+
 int main(void)
 {
     check_unauthenticated(0);
@@ -961,6 +987,7 @@ int main(void)
     check_held_before_alloc();
     check_steering_cap();
     check_var_declarations();
+    check_frames_after_bye();
     printf("hostile: all passed\n");
     return 0;
 }
