@@ -79,10 +79,19 @@ def main(argv=None):
         p.print_help(sys.stderr)
         return 2
     try:
-        return args.func(args)
+        code = args.func(args)
     except Exception as e:  # a clear message, not a traceback
         print("caudal: error: %s" % e, file=sys.stderr)
-        return 1
+        code = 1
+    if args.command == "run":
+        # The run is over and cleaned up, its files written. A Ctrl-C that
+        # stopped ray.init half way can leave Ray's core-worker IO thread to
+        # crash (SIGSEGV in _raylet.so) while the interpreter finalizes,
+        # turning exit 130 into 139: skip finalization.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else 1)
+    return code
 
 
 if __name__ == "__main__":

@@ -220,8 +220,8 @@ class Driver:
         elif worker.busy():
             self.counts["calls_skipped"] += 1
             self._error({"analysis": a.name, "step": step,
-                         "error": "skipped: its call for step %s is still running, past its "
-                                  "deadline" % worker.step,
+                         "error": "skipped: its call for step %s is still running%s"
+                                  % (worker.step, ", past its deadline" if worker.late else ""),
                          "skipped": True, "running_step": worker.step})
             return False
         elif worker.late:
@@ -288,7 +288,8 @@ class Driver:
 
     def summary(self):
         lags = sorted(self.lags)
-        pick = (lambda q: lags[min(len(lags) - 1, int(q * len(lags)))]) if lags else (lambda q: math.nan)
+        # None, not NaN, with no step: summary.json must stay valid JSON.
+        pick = (lambda q: lags[min(len(lags) - 1, int(q * len(lags)))]) if lags else (lambda q: None)
         late = sum(1 for w in self.workers.values() if w.late and not w.busy())
         return {
             "steps_analysed": self.counts["steps"],

@@ -41,6 +41,7 @@ class HeadActor:
         self.drop_ranges = collections.defaultdict(list)  # rank -> [[first, last], ...]
         self.skipped = collections.defaultdict(list)  # array -> [[first, last], ...] not analysed
         self.lost = {}  # rank -> why it left without goodbye
+        self.lost_at = {}  # rank -> when (a launcher ends all ranks when one fails)
         self.changed = asyncio.Condition()
         self.next_report = collections.defaultdict(int)  # node -> number of its next report
 
@@ -91,6 +92,7 @@ class HeadActor:
         self.done[rank] = (clean, info)
         if not clean:
             self.lost[rank] = str(info)
+            self.lost_at[rank] = time.time()
             self.errors.append("rank %d left without goodbye: %s" % (rank, info))
         self.high.setdefault(rank, -1)
         self._advance()
@@ -128,6 +130,8 @@ class HeadActor:
             "ranks": self.nranks,
             "ranks_clean": sum(1 for c, _ in self.done.values() if c),
             "ranks_lost": dict(self.lost),
+            "ranks_lost_at": dict(self.lost_at),
+            "arrays_declared": sorted(self.decls),
             # Steps summed over ranks: 3 ranks dropping the same step count 3.
             "rank_steps_dropped": dropped,
             "steps_dropped_by_ranks": dropped,  # the old name, kept for readers of it

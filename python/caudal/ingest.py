@@ -48,7 +48,7 @@ class IngestActor:
         self.finished = threading.Event()  # the receiving thread ended
         self.error = None
         self.refused = []  # the first REFUSED_KEPT refusal messages
-        self.stats = collections.Counter()
+        self.stats = collections.Counter(connections_refused=0)  # a key even when none
         self.inflight = collections.deque()  # reports the head has not answered
         self.seq = 0  # this node's next report number
         self.thread = threading.Thread(target=self._serve, name="caudal-ingest", daemon=True)

@@ -71,13 +71,14 @@ def private_dir(base=PRIVATE_BASE):
 
 
 # A guardian process, in a session of its own, that waits for `caudal run`
-# to end (its stdin reaches EOF however caudal run died: the write end is
-# in caudal run alone) and, if the private directory is still there (caudal
-# run was SIGKILLed and could not clean up), kills every process of this
-# user that names the directory in its command line or environment or holds
-# a file in it (mpiexec, ranks, Ray's processes: Ray's agents outlive a
-# killed driver) and removes the directory. Only the standard library, so
-# that it starts at once.
+# to end or to close its stdin (EOF comes however caudal run died: the write
+# end is in caudal run alone), then kills every process of this user but
+# caudal run that names the directory in its command line or environment or
+# holds a file in it, and removes the directory. After a SIGKILLed caudal
+# run that is mpiexec, the ranks and Ray's processes; after any other end,
+# the Ray agents that ray.shutdown() does not stop (a DashboardAgent started
+# while a Ctrl-C stopped ray.init lived on for a minute). Only the standard
+# library, so that it starts at once.
 GUARD = r"""
 import os, shutil, signal, sys, time
 priv = sys.argv[1]
@@ -89,11 +90,12 @@ except OSError:
     pass
 if not os.path.isdir(priv):
     sys.exit(0)
-key, me, uid = priv.encode(), os.getpid(), os.getuid()
+key, uid = priv.encode(), os.getuid()
+spare = {os.getpid(), int(sys.argv[2])}  # itself, and caudal run if it still runs
 def holders():
     out = []
     for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == me:
+        if not d.isdigit() or int(d) in spare:
             continue
         base = "/proc/" + d
         try:
@@ -127,8 +129,9 @@ shutil.rmtree(priv, ignore_errors=True)
 
 
 def start_guard(priv):
-    return subprocess.Popen([sys.executable, "-I", "-c", GUARD, priv], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen([sys.executable, "-I", "-c", GUARD, priv, str(os.getpid())],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            start_new_session=True)
 
 
 def ray_token(priv):

@@ -14,7 +14,8 @@ what was analysed and how the run ended ("end": reason, message, exit code),
 Ray is shut down, and the run's private directory (socket, Ray's temp dir) is
 removed. Exit codes: 0 completed; 1 an analysis call failed or timed out; 2
 the simulation failed (non-zero exit, a rank killed, MPI_Abort, a rank left
-without goodbye); 3 a declaration error; 4 Caudal's own runtime failed (an
+without goodbye); 3 a declaration or setup error (also an analytics script
+that does not load); 4 Caudal's own runtime failed (an
 ingest actor or the head lost, a Ray failure); 5 --timeout expired; 130
 interrupted (SIGINT), 143 terminated (SIGTERM). When several apply, the
 first of 130/143, 5, 3, 4, 2, 1. One line says why on stderr; tracebacks
@@ -23,6 +24,7 @@ only with --debug (or CAUDAL_DEBUG=1).
 
 import inspect
 import json
+import math
 import os
 import pathlib
 import re
@@ -74,13 +76,24 @@ def add_parser(sub):
     r.set_defaults(func=main)
 
 
+class SetupError(Exception):
+    """The run as given cannot start: arguments, the analytics script, the
+    launcher. Exit code 3, like the simulation's declaration errors: what the
+    user declared is wrong."""
+
+
 def _load(path):
     if not os.path.isfile(path):
-        raise SystemExit("caudal run: analytics script %s not found" % path)
-    namespace = runpy.run_path(path)
+        raise SetupError("analytics script %s not found" % path)
+    try:
+        namespace = runpy.run_path(path)
+    except Exception as e:  # the user's script: its own error, in one line
+        where = " (line %s)" % e.lineno if isinstance(e, SyntaxError) else ""
+        raise SetupError("the analytics script %s failed to load%s: %s: %s"
+                         % (path, where, type(e).__name__, e)) from e
     analyses = analyses_in(namespace)
     if not analyses:
-        raise SystemExit("caudal run: %s registers no analysis (use @caudal.analysis)" % path)
+        raise SetupError("%s registers no analysis (use @caudal.analysis)" % path)
     return analyses, finishers_in(namespace)
 
 
@@ -137,6 +150,9 @@ def main(args):
     signals.install()
     try:
         return Run(args, signals, debug).run()
+    except SetupError as e:  # nothing was started, no run folder written
+        print("caudal run: %s" % e, file=sys.stderr)
+        return EXIT["declaration_error"]
     except _Stop as e:  # before anything was started
         code = 128 + (e.signum or signal.SIGINT) if e.reason == "interrupted" else EXIT[e.reason]
         print("caudal run: %s before the simulation started" % (
@@ -165,22 +181,24 @@ class Run:
         self.guard = None
         self.ray_tmp = None
         self.ray_started = False
+        self.analyses = []
 
     def run(self):
         args = self.args
         t_start = time.time()
         if args.timeout is not None:
             if args.timeout <= 0:
-                raise SystemExit("caudal run: --timeout must be positive")
+                raise SetupError("--timeout must be positive")
             signal.setitimer(signal.ITIMER_REAL, args.timeout)
         for path in remove_stale_dirs():
             print("caudal run: removed %s, left by a run that was killed" % path,
                   file=sys.stderr)
         analyses, finishers = _load(args.analytics)
+        self.analyses = analyses
         if args.ranks < 1:
-            raise SystemExit("caudal run: -n must be at least 1")
+            raise SetupError("-n must be at least 1")
         if not shutil.which(args.mpiexec):
-            raise SystemExit("caudal run: %s not found" % args.mpiexec)
+            raise SetupError("%s not found" % args.mpiexec)
         self.run_dir = pathlib.Path(args.run_dir or "runs/%s" % time.strftime("%Y%m%d-%H%M%S"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.command = [args.mpiexec, "-n", str(args.ranks)] + args.command
@@ -188,7 +206,15 @@ class Run:
         self.guard = start_guard(self.priv)
         try:
             try:
+                # A signal is only noted while Ray starts: a stop raised
+                # inside ray.init or a first Ray call can leave Ray's IO
+                # thread to crash the process (SIGSEGV) at shutdown, and a
+                # half-started Ray's agents to outlive it.
+                self.signals.armed = False
                 self._start(analyses, finishers)
+                if self.signals.reason:
+                    raise _Stop(self.signals.reason, self.signals.signum)
+                self.signals.armed = True
                 self._loop()
             except _Stop:
                 pass  # the reason is in self.signals
@@ -420,7 +446,8 @@ class Run:
         if reason == "interrupted":
             code = 128 + (self.signals.signum or signal.SIGINT)
         summary["end"] = {"reason": reason, "message": message, "exit_code": code}
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        (self.run_dir / "summary.json").write_text(
+            json.dumps(_json_safe(summary), indent=2, default=str, allow_nan=False))
         if sys.stderr.isatty():
             print(file=sys.stderr)
         if self.driver is not None:
@@ -465,9 +492,24 @@ class Run:
         if failures:
             found["analysis_failed"] = "%d analysis call(s) failed, see %s" % (
                 failures, self.run_dir / "errors.jsonl")
+        unknown = self._arrays_never_declared(head)
+        if unknown:  # a typo in an array's name would otherwise pass as "0 steps"
+            summary["arrays_never_declared"] = unknown
+            found.setdefault("analysis_failed", "analysis %s reads array %s, which no rank "
+                             "declared (declared: %s)" % (
+                                 unknown[0][0], unknown[0][1],
+                                 ", ".join(head.get("arrays_declared", [])) or "none"))
         found["completed"] = "completed: %d steps analysed" % summary.get("steps_analysed", 0)
         reason = next(r for r in PRIORITY if r in found)
         return reason, found[reason]
+
+    def _arrays_never_declared(self, head):
+        """(analysis, array) pairs whose array no rank declared, once the
+        run got as far as declarations."""
+        declared = head.get("arrays_declared")
+        if declared is None or not head.get("ranks_clean"):
+            return []
+        return [(a.name, n) for a in self.analyses for n in a.arrays if n not in declared]
 
     def _simulation_failure(self, head):
         lost = head.get("ranks_lost")
@@ -477,9 +519,12 @@ class Run:
                 m = LOST_RANK_RE.match(e)
                 if m:
                     lost[m.group(1)] = e[m.end():].lstrip(": ")
-        lost = list(lost.items())
+        at = head.get("ranks_lost_at", {})
+        lost = sorted(lost.items(), key=lambda kv: at.get(kv[0], 0))
         if self.rc in (0, None) and not lost:
             return None
+        together = len(lost) > 1 and at and \
+            abs(at.get(lost[1][0], 0) - at.get(lost[0][0], 0)) < 1.0
         words = []
         if self.rc not in (0, None):
             words.append("the simulation failed (mpiexec exit code %s)" % self.rc)
@@ -489,7 +534,15 @@ class Run:
             first, why = lost[0]
             why = re.sub(r"^rank \d+: ", "", str(why))
             words.append("rank %s was the first to leave without goodbye (%s)" % (first, why))
-            if len(lost) > 1:
+            if together:
+                # The launcher ending every rank after one failed, in
+                # whatever order their sockets closed.
+                words.append("rank%s %s followed within a second (when one rank fails the "
+                             "launcher ends the others: the first to leave is most likely "
+                             "the one that failed, and the launcher's own message names it)"
+                             % ("s" if len(lost) > 2 else "",
+                                ", ".join(str(r) for r, _ in lost[1:])))
+            elif len(lost) > 1:
                 words.append("then rank%s %s" % ("s" if len(lost) > 2 else "",
                                                  ", ".join(str(r) for r, _ in lost[1:])))
         return ": ".join(words[:2]) + ("; " + words[2] if len(words) > 2 else "")
@@ -506,14 +559,27 @@ class Run:
             except Exception:
                 if self.debug:
                     traceback.print_exc()
-        if self.priv:
-            shutil.rmtree(self.priv, ignore_errors=True)
         if self.guard is not None:
-            self.guard.stdin.close()  # the directory is gone: it exits
+            # It stops what outlived ray.shutdown() and removes the directory.
+            self.guard.stdin.close()
             try:
-                self.guard.wait(10)
+                self.guard.wait(15)
             except subprocess.TimeoutExpired:
                 pass
+        if self.priv:
+            shutil.rmtree(self.priv, ignore_errors=True)
+
+
+def _json_safe(x):
+    """NaN and infinities as null: JSON has no such numbers, and parsers
+    other than Python's refuse the file that holds them."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
 
 
 def _short(e):
@@ -553,5 +619,5 @@ def _print_summary(s, run_dir):
     print("caudal run: %d steps analysed, %d blocks (%.1f MiB) received, %d rank-steps "
           "dropped, %d calls, %d failed, lag median %.3f s, p99 %.3f s, %.1f s in all; %s"
           % (s.get("steps_analysed", 0), blocks, nbytes / 2**20, dropped,
-             s.get("calls", 0), s.get("failures", 0), s.get("lag_seconds_median", 0),
-             s.get("lag_seconds_p99", 0), s["seconds"], run_dir), file=sys.stderr)
+             s.get("calls", 0), s.get("failures", 0), s.get("lag_seconds_median") or 0.0,
+             s.get("lag_seconds_p99") or 0.0, s["seconds"], run_dir), file=sys.stderr)

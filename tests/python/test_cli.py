@@ -160,6 +160,32 @@ def test_run_flags_for_ending_a_run():
     # A bad --timeout is refused before anything starts (no Ray, no directory).
     before = set(os.listdir("/tmp"))
     p = cli("run", "-n", "1", "--analytics", __file__, "--timeout", "0", "--", "true")
-    assert p.returncode != 0 and "--timeout must be positive" in p.stderr
+    assert p.returncode == 3 and "--timeout must be positive" in p.stderr
     assert "Traceback" not in p.stderr
+    assert not [d for d in set(os.listdir("/tmp")) - before if d.startswith("caudal-")]
+
+
+def test_an_analytics_script_that_cannot_load_is_a_setup_error(tmp_path):
+    """Exit 3 (what the user gave is wrong, as a declaration error), one line
+    naming the script and the error, no traceback, nothing started."""
+    cases = {"missing.py": None,
+             "syntax.py": "def f(:\n    pass\n",
+             "raises.py": "import caudal\nraise RuntimeError('import-time failure')\n",
+             "empty.py": "x = 1\n"}
+    before = set(os.listdir("/tmp"))
+    for name, text in cases.items():
+        script = tmp_path / name
+        if text is not None:
+            script.write_text(text)
+        p = cli("run", "-n", "1", "--analytics", str(script), "--run-dir",
+                str(tmp_path / "run"), "--", "true")
+        assert p.returncode == 3, (name, p.returncode, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("caudal run: "), (name, p.stderr)
+        assert "Traceback" not in p.stderr
+    assert "line 1" in cli("run", "-n", "1", "--analytics", str(tmp_path / "syntax.py"),
+                           "--", "true").stderr
+    assert "import-time failure" in cli("run", "-n", "1", "--analytics",
+                                        str(tmp_path / "raises.py"), "--", "true").stderr
+    assert not (tmp_path / "run").exists()
     assert not [d for d in set(os.listdir("/tmp")) - before if d.startswith("caudal-")]

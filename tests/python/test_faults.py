@@ -408,6 +408,25 @@ def test_ctrl_c_stops_the_run_in_order(tmp_path):
     run.assert_nothing_left(priv)
 
 
+@pytest.mark.parametrize("delay", [0.5, 2.0])
+def test_ctrl_c_while_ray_starts(tmp_path, delay):
+    """A Ctrl-C while Ray is starting once crashed caudal run (SIGSEGV in
+    Ray's IO thread, exit 139) or left a Ray agent alive for a minute."""
+    run = Run(tmp_path, [sys.executable, SIM, "100000", "--sleep", "0.05"])
+    priv = run.private_dir()  # caudal run is starting Ray now
+    time.sleep(delay)
+    os.killpg(run.p.pid, signal.SIGINT)
+    rc = run.wait(120)
+    err = run.stderr()
+    assert rc == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    s = run.summary()
+    assert s["end"]["reason"] == "interrupted" and s["end"]["exit_code"] == 130
+    json.loads((run.run_dir / "summary.json").read_text(),
+               parse_constant=lambda c: pytest.fail("%s in summary.json" % c))
+    run.assert_nothing_left(priv, timeout=5)  # not a minute later: at once
+
+
 def test_the_whole_run_timeout(tmp_path):
     run = Run(tmp_path, [sys.executable, SIM, "100000", "--sleep", "0.05"],
               extra=("--timeout", "30"))

@@ -280,3 +280,19 @@ def test_the_kernels_under_caudal_run_equal_numpy_on_the_simulations_dumps(tmp_p
     assert np.allclose(stats["var"], stack.var(0), rtol=1e-9, atol=1e-15)
     assert np.array_equal(stats["min"], stack.min(0)) and np.array_equal(stats["max"],
                                                                          stack.max(0))
+
+
+def test_an_analysis_of_an_array_no_rank_declared_fails_the_run(tmp_path, heat2d):
+    """A typo in an array's name is not a run that analysed nothing."""
+    script = tmp_path / "typo.py"
+    script.write_text("import caudal\n\n@caudal.analysis('temprature')\n"
+                      "def f(t, ctx):\n    ctx.record('x', 1)\n")
+    p, results, run_dir = caudal_run(tmp_path, script, [heat2d, "32", "32", "5"])
+    assert p.returncode == 1, p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert "'temprature'" in last or "temprature" in last, last
+    assert "declared: temperature" in last, last
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["end"]["reason"] == "analysis_failed"
+    assert summary["arrays_never_declared"] == [["f", "temprature"]]
+    assert not results
