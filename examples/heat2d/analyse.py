@@ -12,8 +12,10 @@ Exits non-zero if any step is missing or any mean differs.
 """
 
 import argparse
+import atexit
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,7 @@ def main():
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="caudal-demo-")
+    atexit.register(shutil.rmtree, tmp, True)
     endpoint = "unix:" + os.path.join(tmp, "ingest.sock")
     token = secrets.token_hex(8)
     mean_file = os.path.join(tmp, "mean.txt")
