@@ -116,20 +116,25 @@ static inline void unix_endpoint(char *buf, size_t n, const char *tag)
     snprintf(buf, n, "unix:/tmp/caudal-test-%s-%d.sock", tag, (int)getpid());
 }
 
+static inline caudal_receiver *open_receiver_with(const caudal_receiver_options *ro)
+{
+    caudal_receiver *r;
+    char err[256];
+    int rc = caudal_receiver_open(&r, ro, err, sizeof err);
+    if (rc != CAUDAL_OK) {
+        fprintf(stderr, "receiver open %s: %s\n", ro->endpoint, err);
+        exit(1);
+    }
+    return r;
+}
+
 static inline caudal_receiver *open_receiver(const char *endpoint, const char *token)
 {
     caudal_receiver_options ro;
     caudal_receiver_options_init(&ro);
     ro.endpoint = endpoint;
     ro.token = token;
-    caudal_receiver *r;
-    char err[256];
-    int rc = caudal_receiver_open(&r, &ro, err, sizeof err);
-    if (rc != CAUDAL_OK) {
-        fprintf(stderr, "receiver open %s: %s\n", endpoint, err);
-        exit(1);
-    }
-    return r;
+    return open_receiver_with(&ro);
 }
 
 static inline caudal_client *open_client(const char *endpoint, const char *token, int rank,

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "protocol.h"
+#include "raw_peer.h"
 #include "steer.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -64,69 +65,10 @@ static caudal_receiver *open_with(const char *endpoint, unsigned hello_ms, size_
     ro.token = TOKEN;
     ro.hello_timeout_ms = hello_ms;
     ro.max_held_bytes = max_held;
-    caudal_receiver *r;
-    char err[256];
-    int rc = caudal_receiver_open(&r, &ro, err, sizeof err);
-    if (rc != CAUDAL_OK) {
-        fprintf(stderr, "receiver open %s: %s\n", endpoint, err);
-        exit(1);
-    }
-    return r;
+    return open_receiver_with(&ro);
 }
 
 /* ---- raw peers ------------------------------------------------------------- */
-
-static int raw_connect(const char *endpoint)
-{
-    int fd;
-    if (!strncmp(endpoint, "unix:", 5)) {
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        CHECK(strlen(endpoint + 5) < sizeof sa.sun_path);
-        memcpy(sa.sun_path, endpoint + 5, strlen(endpoint + 5) + 1);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
-    } else {
-        const char *port = strrchr(endpoint, ':') + 1;
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(port)),
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
-    }
-    return fd;
-}
-
-static void raw_send(int fd, const void *p, size_t n)
-{
-    CHECK(send(fd, p, n, MSG_NOSIGNAL) == (ssize_t)n);
-}
-
-/* The status of the ERROR frame the receiver sent before hanging up (0:
- * none); waits for the hang-up. */
-static int raw_error_status(int fd)
-{
-    static uint8_t buf[1 << 14];
-    size_t len = 0;
-    for (;;) {
-        ssize_t k = recv(fd, buf + len, sizeof buf - len, 0);
-        if (k <= 0)
-            break;
-        len += (size_t)k;
-        CHECK(len < sizeof buf);
-    }
-    int status = 0;
-    size_t pos = 0;
-    while (len - pos >= CDL_HEADER_LEN) {
-        cdl_header h;
-        CHECK_RC(cdl_parse_header(buf + pos, &h), CAUDAL_OK);
-        CHECK(h.body_len <= len - pos - CDL_HEADER_LEN);
-        cdl_msg m;
-        CHECK_RC(cdl_parse_body(h.type, buf + pos + CDL_HEADER_LEN, h.body_len, &m), CAUDAL_OK);
-        if (m.type == CDL_ERROR)
-            status = m.u.error.status;
-        pos += CDL_HEADER_LEN + (size_t)h.body_len;
-    }
-    return status;
-}
 
 static size_t hello_frame(uint8_t *p, uint32_t rank, const char *token)
 {
