@@ -155,7 +155,7 @@ class Driver:
         self.sampler = random.Random(0)
         self.seconds = collections.Counter()
         self.last_step = None
-        self.head_errors = []
+        self.declaration_errors = []  # the head's, as of the last poll
         self.workers = {}  # id of an analysis or finisher -> its _Worker
 
     def close(self):
@@ -167,8 +167,7 @@ class Driver:
 
     def poll(self, timeout=0.2):
         """Analyse what is complete; True once the run is over."""
-        steps, over, errors = ray.get(self.head.take.remote(timeout))
-        self.head_errors = errors
+        steps, over, self.declaration_errors = ray.get(self.head.take.remote(timeout))
         for step, arrays, completed in steps:
             self.analyse(step, arrays, completed)
         return over

@@ -36,7 +36,8 @@ class HeadActor:
         self.steps = collections.defaultdict(lambda: collections.defaultdict(dict))
         self.ready = collections.deque()
         self.values = {}  # (rank, key) -> value the simulation reported
-        self.errors = []
+        self.errors = []  # every error, in order: for the summary
+        self.declaration_errors = []  # those that are declaration errors
         self.drops = collections.Counter()  # rank -> steps dropped, as the rank counted them
         self.drop_ranges = collections.defaultdict(list)  # rank -> [[first, last], ...]
         self.skipped = collections.defaultdict(list)  # array -> [[first, last], ...] not analysed
@@ -49,8 +50,8 @@ class HeadActor:
 
     async def connected(self, rank, size, node):
         if size != self.nranks:
-            self.errors.append("rank %d says the run has %d ranks, caudal run started %d"
-                               % (rank, size, self.nranks))
+            self._declaration_error("rank %d says the run has %d ranks, caudal run "
+                                    "started %d" % (rank, size, self.nranks))
         self.high.setdefault(rank, -1)
         self.nodes[rank] = node
         await self._notify()
@@ -64,7 +65,7 @@ class HeadActor:
             try:
                 self.layouts[name] = build_layout(name, self.decls[name], self.nranks)
             except CatalogError as e:
-                self.errors.append(str(e))
+                self._declaration_error(str(e))
         await self._notify()
 
     async def report(self, node, seq, blocks, high):
@@ -107,7 +108,8 @@ class HeadActor:
     async def take(self, timeout):
         """Complete steps in order, as (step, {array: (layout, chunks, counts,
         nodes)}, time completed),
-        and whether the run is over (every rank left and nothing is pending)."""
+        whether the run is over (every rank left and nothing is pending), and
+        the declaration errors so far (caudal run stops the run for them)."""
         async with self.changed:
             if not self.ready and not self._over():
                 try:
@@ -117,7 +119,7 @@ class HeadActor:
             out = list(self.ready)
             self.ready.clear()
             self.changed.notify_all()
-        return out, self._over(), list(self.errors)
+        return out, self._over(), list(self.declaration_errors)
 
     async def value(self, rank, key):
         return self.values.get((rank, key))
@@ -142,6 +144,7 @@ class HeadActor:
             "steps_left_at_end": self._left(),
             "rank_counters": counters,
             "errors": list(self.errors) + self._undeclared(),
+            "declaration_errors": list(self.declaration_errors) + self._undeclared(),
         }
 
     # ---- internals -----------------------------------------------------
@@ -154,6 +157,12 @@ class HeadActor:
             return -1  # a rank not yet connected may still publish any step
         live = [h for r, h in self.high.items() if r not in self.done]
         return min(live) if live else float("inf")
+
+    def _declaration_error(self, message):
+        """Kept apart from the other errors (ranks lost, an ingest failed):
+        these stop the run, and caudal run exits 3 for them."""
+        self.declaration_errors.append(message)
+        self.errors.append(message)
 
     def _left(self):
         """Steps of each array the head still held when the run ended (not

@@ -22,7 +22,6 @@ first of 130/143, 5, 3, 4, 2, 1. One line says why on stderr; tracebacks
 only with --debug (or CAUDAL_DEBUG=1).
 """
 
-import inspect
 import json
 import math
 import os
@@ -49,7 +48,6 @@ PRIORITY = ("interrupted", "timeout", "declaration_error", "runtime_failed",
             "simulation_failed", "analysis_failed", "completed")
 
 DRAIN_QUIET_SECONDS = 5  # a drain ends after this long without progress
-LOST_RANK_RE = re.compile(r"rank (\d+) left without goodbye")
 
 
 def add_parser(sub):
@@ -258,10 +256,8 @@ class Run:
             env["CAUDAL_RING_DEPTH"] = str(args.ring_depth)
         print("caudal run: %d ranks, %d Ray node(s), %d analyses, results in %s"
               % (args.ranks, len(nodes), len(analyses), self.run_dir), file=sys.stderr)
-        kw = {}
-        if "analysis_timeout" in inspect.signature(Driver).parameters:
-            kw["analysis_timeout"] = args.analysis_timeout
-        self.driver = Driver(analyses, self.head, self.ingests, self.run_dir, finishers, **kw)
+        self.driver = Driver(analyses, self.head, self.ingests, self.run_dir, finishers,
+                             analysis_timeout=args.analysis_timeout)
         # Its own session: a Ctrl-C at the terminal reaches caudal run, which
         # stops the ranks in order, not the ranks directly.
         self.sim = subprocess.Popen(self.command, env=env, start_new_session=True,
@@ -297,7 +293,8 @@ class Run:
             if self.runtime_error:
                 self._after_ingest_lost()
                 return
-            if self._declaration_errors(driver.head_errors):
+            self.decl_errors = driver.declaration_errors
+            if self.decl_errors:
                 return  # stopped for them (in _finish), the simulation with it
             if over:
                 return
@@ -354,11 +351,6 @@ class Run:
         except subprocess.TimeoutExpired:
             self.stopped_by_us = True
             stop_simulation(self.sim)
-
-    def _declaration_errors(self, errors):
-        self.decl_errors = [e for e in errors if not LOST_RANK_RE.match(e)
-                            and not e.startswith("ingest on node")]
-        return bool(self.decl_errors)
 
     def _drain(self):
         """Analyse what is complete, as long as steps keep coming; a second
@@ -434,7 +426,7 @@ class Run:
         if self.driver is not None:
             self.driver.close()
         if not self.decl_errors:  # also those the head finds at the end
-            self._declaration_errors(head.get("errors", []))
+            self.decl_errors = head.get("declaration_errors", [])
         reason, message = self._classify(summary, head)
         if reason == "runtime_failed" and self.driver is not None:
             first = 0 if self.analysed_before_loss is None else self.analysed_before_loss + 1
@@ -512,15 +504,8 @@ class Run:
         return [(a.name, n) for a in self.analyses for n in a.arrays if n not in declared]
 
     def _simulation_failure(self, head):
-        lost = head.get("ranks_lost")
-        if lost is None:  # a head without that key: read its errors
-            lost = {}
-            for e in head.get("errors", []):
-                m = LOST_RANK_RE.match(e)
-                if m:
-                    lost[m.group(1)] = e[m.end():].lstrip(": ")
         at = head.get("ranks_lost_at", {})
-        lost = sorted(lost.items(), key=lambda kv: at.get(kv[0], 0))
+        lost = sorted(head.get("ranks_lost", {}).items(), key=lambda kv: at.get(kv[0], 0))
         if self.rc in (0, None) and not lost:
             return None
         together = len(lost) > 1 and at and \
