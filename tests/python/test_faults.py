@@ -162,6 +162,17 @@ class Run:
                 return pid
         raise AssertionError("no process of rank %d" % rank)
 
+    def ended(self, code, reason, timeout=180):
+        """Wait for the end; the exit code and summary.json's end record must
+        say `code` and `reason`, with no traceback. Returns (stderr, summary)."""
+        rc = self.wait(timeout)
+        err = self.stderr()
+        assert rc == code, err
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+        s = self.summary()
+        assert s["end"]["reason"] == reason and s["end"]["exit_code"] == code, s["end"]
+        return err, s
+
     def wait(self, timeout=180):
         try:
             rc = self.p.wait(timeout)
@@ -307,14 +318,9 @@ def test_a_rank_killed_mid_run(tmp_path):
     priv = run.private_dir()
     run.wait_steps(5)
     os.kill(run.rank_pid(2), signal.SIGKILL)
-    rc = run.wait()
-    err = run.stderr()
-    assert rc == 2, err
+    err, s = run.ended(2, "simulation_failed")
     last = err.strip().splitlines()[-1]
     assert "simulation failed" in last and "rank 2 was the first to leave" in last, last
-    assert "Traceback" not in err
-    s = run.summary()
-    assert s["end"]["reason"] == "simulation_failed" and s["end"]["exit_code"] == 2
     assert "2" in s["ranks_lost"]
     means = run.means()
     assert len(means) >= 5
@@ -333,10 +339,7 @@ def test_mpi_abort_is_a_simulation_failure(tmp_path):
                          "--abort-at", "12"])
     priv = run.private_dir()
     run.procs.update(descendants(run.p.pid))
-    rc = run.wait()
-    assert rc == 2, run.stderr()  # not 3: no declaration was wrong
-    s = run.summary()
-    assert s["end"]["reason"] == "simulation_failed", s["end"]
+    run.ended(2, "simulation_failed")  # not 3: no declaration was wrong
     means = run.means()
     assert_means_are_the_simulations(means, oracle(orc))
     assert max(means) <= 12
@@ -365,13 +368,8 @@ def test_the_ingest_actor_killed(tmp_path, policy):
     priv = run.private_dir()
     run.wait_steps(5)
     os.kill(ingest_pid(run), signal.SIGKILL)
-    rc = run.wait()  # no hang
-    err = run.stderr()
-    assert rc == 4, err
-    assert "Traceback" not in err
+    err, s = run.ended(4, "runtime_failed")  # no hang
     assert "ingest actor" in err.strip().splitlines()[-1]
-    s = run.summary()
-    assert s["end"]["reason"] == "runtime_failed" and s["end"]["exit_code"] == 4
     means = run.means()
     assert len(means) >= 5
     assert_means_are_the_simulations(means, oracle(orc))
@@ -398,12 +396,7 @@ def test_ctrl_c_stops_the_run_in_order(tmp_path):
     priv = run.private_dir()
     run.wait_steps(3)
     os.killpg(run.p.pid, signal.SIGINT)  # as a Ctrl-C at the terminal
-    rc = run.wait(120)
-    err = run.stderr()
-    assert rc == 130, err
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    s = run.summary()
-    assert s["end"]["reason"] == "interrupted" and s["end"]["exit_code"] == 130
+    run.ended(130, "interrupted", timeout=120)
     assert_means_are_the_simulations(run.means(), oracle(orc))
     run.assert_nothing_left(priv)
 
@@ -416,12 +409,7 @@ def test_ctrl_c_while_ray_starts(tmp_path, delay):
     priv = run.private_dir()  # caudal run is starting Ray now
     time.sleep(delay)
     os.killpg(run.p.pid, signal.SIGINT)
-    rc = run.wait(120)
-    err = run.stderr()
-    assert rc == 130, err
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    s = run.summary()
-    assert s["end"]["reason"] == "interrupted" and s["end"]["exit_code"] == 130
+    run.ended(130, "interrupted", timeout=120)
     json.loads((run.run_dir / "summary.json").read_text(),
                parse_constant=lambda c: pytest.fail("%s in summary.json" % c))
     run.assert_nothing_left(priv, timeout=5)  # not a minute later: at once
@@ -433,13 +421,9 @@ def test_the_whole_run_timeout(tmp_path):
     priv = run.private_dir()
     run.procs.update(descendants(run.p.pid))
     t0 = time.monotonic()
-    rc = run.wait(150)
-    err = run.stderr()
-    assert rc == 5, err
+    err, _ = run.ended(5, "timeout", timeout=150)
     assert time.monotonic() - t0 < 120
-    assert "Traceback" not in err and "--timeout 30" in err.strip().splitlines()[-1]
-    s = run.summary()
-    assert s["end"]["reason"] == "timeout" and s["end"]["exit_code"] == 5
+    assert "--timeout 30" in err.strip().splitlines()[-1]
     run.assert_nothing_left(priv)
 
 
