@@ -5,20 +5,21 @@ step + rank + element / 2**20, so every step has a mean of its own. Each
 rank writes the sum of its block per step and the steps its ring dropped
 (under the drop policy), so the tests have an independent reference.
 
-Without --sync the ranks do not communicate during the steps: MPICH waits
-by spinning, and a rank spinning in a collective while the other waits for
-its ring (policy block) takes the CPUs from the analytics on a small
-machine, which is not the load these tests mean. With --sync they meet at
-a barrier every step, as a simulation's halo exchange makes them do: under
-policy drop, ranks left to run apart drop different steps, and hardly a
-step is complete on all of them.
+The ranks do not communicate during the steps: MPICH waits by spinning,
+and a rank spinning in a collective while the other waits for its ring
+(policy block) takes the CPUs from the analytics on a small machine, which
+is not the load these tests mean.
 
-usage: mpiexec -n N python _load_sim.py STEPS ROWS COLS --out PREFIX [--sync]
+--pause SECONDS makes each step take that long besides its work, as a
+simulation's computation would.
+
+usage: mpiexec -n N python _load_sim.py STEPS ROWS COLS --out PREFIX [--pause S]
 writes PREFIX.sum.RANK ("step sum" lines) and PREFIX.dropped.RANK (a step a line).
 """
 
 import argparse
 import sys
+import time
 
 import numpy as np
 from mpi4py import MPI
@@ -32,7 +33,7 @@ def main():
     ap.add_argument("rows", type=int)
     ap.add_argument("cols", type=int)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--sync", action="store_true")
+    ap.add_argument("--pause", type=float, default=0.0)
     args = ap.parse_args()
     comm = MPI.COMM_WORLD
     rank, size = comm.rank, comm.size
@@ -54,8 +55,8 @@ def main():
             if c.counters()["steps_dropped"] != before:
                 dropped.append(step)
             sums.write("%d %.17g\n" % (step, float(block.sum())))
-            if args.sync:
-                comm.Barrier()
+            if args.pause:
+                time.sleep(args.pause)
     sums.close()
     with open("%s.dropped.%d" % (args.out, rank), "w") as f:
         f.writelines("%d\n" % s for s in dropped)
