@@ -55,45 +55,50 @@ typedef struct caudal_receiver_options {
                                 holds nothing else, or it could never come. */
     unsigned hello_timeout_ms; /* a connection must say HELLO within this;
                                   0: 5000 */
+    uint64_t reserved[8];
 } caudal_receiver_options;
 
-int caudal_receiver_options_init(caudal_receiver_options *opts);
+CAUDAL_API int caudal_receiver_options_init(caudal_receiver_options *opts);
 
 /* Listen. On failure *receiver is NULL and errbuf (if given) says why. */
-int caudal_receiver_open(caudal_receiver **receiver,
-                         const caudal_receiver_options *opts, char *errbuf,
-                         size_t errlen);
+CAUDAL_API int caudal_receiver_open(caudal_receiver **receiver,
+                                    const caudal_receiver_options *opts, char *errbuf,
+                                    size_t errlen);
 
 /* The endpoint clients should use ("tcp:127.0.0.1:40123" once a port was
  * chosen). Owned by the receiver. */
-const char *caudal_receiver_endpoint(const caudal_receiver *receiver);
+CAUDAL_API const char *caudal_receiver_endpoint(const caudal_receiver *receiver);
+
+/* CAUDAL_EVENT_LIST(X) calls X(NAME, value, "name") for each event type;
+ * bindings name events from it. What each event fills:
+ *   CONNECT     a rank said hello: rank, size
+ *   DECLARE     rank declared `array`
+ *   BLOCK       a block: array, step, data, nbytes, count, block
+ *   STEP_END    rank finished `step` with `nblocks` blocks
+ *   DROP        rank dropped steps first_step..step, `ndropped`
+ *   STEER       rank reported a steering value
+ *   BYE         rank closed cleanly: counters
+ *   DISCONNECT  rank's connection ended without BYE, or was cut for a
+ *               protocol error: status, message
+ *   REFUSED     a connection that never authenticated was closed, or accept
+ *               failed: status, message (why); rank is the rank it claimed,
+ *               or -1. Nothing else follows from it: log it. */
+#define CAUDAL_EVENT_LIST(X)             \
+    X(CONNECT, 1, "connect")             \
+    X(DECLARE, 2, "declare")             \
+    X(BLOCK, 3, "block")                 \
+    X(STEP_END, 4, "step_end")           \
+    X(DROP, 5, "drop")                   \
+    X(STEER, 6, "steer")                 \
+    X(BYE, 7, "bye")                     \
+    X(DISCONNECT, 8, "disconnect")       \
+    X(REFUSED, 9, "refused")
 
 typedef enum caudal_event_type {
-    CAUDAL_EVENT_CONNECT = 1, /* a rank said hello: rank, size */
-    CAUDAL_EVENT_DECLARE,     /* rank declared `array` */
-    CAUDAL_EVENT_BLOCK,       /* a block: array, step, data, nbytes, count, block */
-    CAUDAL_EVENT_STEP_END,    /* rank finished `step` with `nblocks` blocks */
-    CAUDAL_EVENT_DROP,        /* rank dropped steps first_step..step, `ndropped` */
-    CAUDAL_EVENT_STEER,       /* rank reported a steering value */
-    CAUDAL_EVENT_BYE,         /* rank closed cleanly: counters */
-    CAUDAL_EVENT_DISCONNECT,  /* rank's connection ended without BYE, or was cut
-                                 for a protocol error: status, message */
-    CAUDAL_EVENT_REFUSED      /* a connection that never authenticated was closed,
-                                 or accept failed: status, message (why); rank is
-                                 the rank it claimed, or -1. Nothing else follows
-                                 from it: log it. */
+#define CAUDAL_EVENT_ENUM_(name, value, text) CAUDAL_EVENT_##name = value,
+    CAUDAL_EVENT_LIST(CAUDAL_EVENT_ENUM_)
+#undef CAUDAL_EVENT_ENUM_
 } caudal_event_type;
-
-typedef struct caudal_array_info {
-    const char *name;
-    caudal_dtype dtype;
-    caudal_order order;
-    int variable; /* declared with caudal_declare_var: 1-D, count per block */
-    int ndim;
-    uint64_t shape[CAUDAL_MAX_DIMS];
-    uint64_t start[CAUDAL_MAX_DIMS];
-    uint64_t count[CAUDAL_MAX_DIMS];
-} caudal_array_info;
 
 typedef struct caudal_event {
     caudal_event_type type;
@@ -124,6 +129,7 @@ typedef struct caudal_event {
     /* DISCONNECT, REFUSED */
     int status;
     const char *message;
+    uint64_t reserved[8];
 } caudal_event;
 
 /* Wait up to timeout_ms (0: do not wait, -1: forever) for the next event.
@@ -131,12 +137,12 @@ typedef struct caudal_event {
  * pointers, but for `data` and `block`, are valid until the next call. A
  * misbehaving client is disconnected with a DISCONNECT event, never fails the
  * receiver. */
-int caudal_receiver_next(caudal_receiver *receiver, caudal_event *event,
-                         int timeout_ms);
+CAUDAL_API int caudal_receiver_next(caudal_receiver *receiver, caudal_event *event,
+                                    int timeout_ms);
 
 /* Give the block back: the rank may reuse its slot once all blocks of that
  * step are released. Any thread. NULL: CAUDAL_ERR_INVALID. */
-int caudal_block_release(caudal_block *block);
+CAUDAL_API int caudal_block_release(caudal_block *block);
 
 /* Set a steering value for one rank, or for every rank (rank -1), the ones
  * that connect later included. A rank holds at most 1024 keys, counting
@@ -144,21 +150,21 @@ int caudal_block_release(caudal_block *block);
  * key past that fails with CAUDAL_ERR_INVALID and a message that says the
  * store is full and names the key; keys already set can always be set
  * again. */
-int caudal_receiver_steer_double(caudal_receiver *receiver, int rank,
-                                 const char *key, double value);
-int caudal_receiver_steer_int64(caudal_receiver *receiver, int rank,
-                                const char *key, int64_t value);
-int caudal_receiver_steer_string(caudal_receiver *receiver, int rank,
-                                 const char *key, const char *value);
+CAUDAL_API int caudal_receiver_steer_double(caudal_receiver *receiver, int rank,
+                                            const char *key, double value);
+CAUDAL_API int caudal_receiver_steer_int64(caudal_receiver *receiver, int rank,
+                                           const char *key, int64_t value);
+CAUDAL_API int caudal_receiver_steer_string(caudal_receiver *receiver, int rank,
+                                            const char *key, const char *value);
 
 /* Number of ranks connected now. */
-int caudal_receiver_connections(const caudal_receiver *receiver);
+CAUDAL_API int caudal_receiver_connections(const caudal_receiver *receiver);
 
-const char *caudal_receiver_last_error(const caudal_receiver *receiver);
+CAUDAL_API const char *caudal_receiver_last_error(const caudal_receiver *receiver);
 
 /* Stop listening, close every connection, free what no held block needs and
  * set *receiver to NULL. */
-int caudal_receiver_close(caudal_receiver **receiver);
+CAUDAL_API int caudal_receiver_close(caudal_receiver **receiver);
 
 #ifdef __cplusplus
 }

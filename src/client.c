@@ -693,8 +693,10 @@ static int begin_impl(caudal_client *c, uint64_t step)
     return CAUDAL_OK;
 }
 
-static int put_impl(caudal_client *c, const char *name, caudal_dtype dtype, const void *data,
-                    uint64_t count, int variable)
+/* The checks of a put that come before its data: a step begun, the array
+ * declared, of this kind and dtype, not put yet in this step. */
+static int put_allowed(caudal_client *c, const char *name, caudal_dtype dtype, int variable,
+                       cdl_array **out)
 {
     const char *fn = variable ? "caudal_put_var" : "caudal_put";
     int rc = check_name(c, name, fn);
@@ -717,12 +719,75 @@ static int put_impl(caudal_client *c, const char *name, caudal_dtype dtype, cons
                     caudal_dtype_name(a->dtype), caudal_dtype_name(dtype));
     if (a->put_gen == c->step_gen)
         return fail(c, CAUDAL_ERR_DUPLICATE, name, "put twice in the same step");
+    *out = a;
+    return CAUDAL_OK;
+}
+
+/* A variable-length block of `count` elements stays below 2^62 bytes. */
+static int var_count_ok(caudal_client *c, const char *name, uint64_t count, size_t isz)
+{
+    if (count >= CDL_MAX_EXTENT / isz)
+        return fail(c, CAUDAL_ERR_SHAPE, name, "count %" PRIu64 " is beyond 2^62 bytes", count);
+    return CAUDAL_OK;
+}
+
+/* A shape as NumPy writes it: "(4, 8)", "(24,)". */
+static void dims_text(char *buf, size_t len, int ndim, const uint64_t *dims)
+{
+    int off = snprintf(buf, len, "(");
+    for (int k = 0; k < ndim && off < (int)len - 24; k++)
+        off += snprintf(buf + off, len - off, "%s%" PRIu64, k ? ", " : "", dims[k]);
+    snprintf(buf + off, len - off, "%s)", ndim == 1 ? "," : "");
+}
+
+/* A fixed block comes as an array of the declared block's shape, or as a
+ * flat run of its elements (how C and Fortran codes often hold it); the
+ * element count alone would let an (8, 4) array into a (4, 8) block, each
+ * element in the wrong place. */
+static int layout_ok(caudal_client *c, const cdl_array *a, int ndim, const uint64_t *dims)
+{
+    if (ndim < 1 || ndim > CAUDAL_MAX_DIMS || !dims)
+        return fail(c, CAUDAL_ERR_INVALID, a->name, "caudal_put_check: ndim %d is not 1 to %d "
+                    "or dims is NULL", ndim, CAUDAL_MAX_DIMS);
+    size_t isz = caudal_dtype_size(a->dtype);
+    if (a->variable) {
+        if (ndim != 1)
+            return fail(c, CAUDAL_ERR_SHAPE, a->name,
+                        "put_var takes a 1-D run of elements, this one has %d dimensions", ndim);
+        return var_count_ok(c, a->name, dims[0], isz);
+    }
+    uint64_t elements = a->nbytes / isz;
+    int same = ndim == a->ndim;
+    for (int k = 0; same && k < ndim; k++)
+        same = dims[k] == a->count[k];
+    if (same || (ndim == 1 && dims[0] == elements))
+        return CAUDAL_OK;
+    char want[160], have[160];
+    dims_text(want, sizeof want, a->ndim, a->count);
+    dims_text(have, sizeof have, ndim, dims);
+    if (ndim == 1)
+        return fail(c, CAUDAL_ERR_SHAPE, a->name,
+                    "put a flat run of %" PRIu64 " elements, the declared block (count %s of "
+                    "%s) has %" PRIu64, dims[0], want, caudal_dtype_name(a->dtype), elements);
+    return fail(c, CAUDAL_ERR_SHAPE, a->name,
+                "put with shape %s, the declared block has shape %s (%s, %s order); put an "
+                "array of that shape or a flat 1-D run of its %" PRIu64 " elements",
+                have, want, caudal_dtype_name(a->dtype),
+                a->order == CAUDAL_ORDER_F ? "Fortran" : "C", elements);
+}
+
+static int put_impl(caudal_client *c, const char *name, caudal_dtype dtype, const void *data,
+                    uint64_t count, int variable)
+{
+    cdl_array *a = NULL;
+    int rc = put_allowed(c, name, dtype, variable, &a);
+    if (rc < 0)
+        return rc;
     size_t isz = caudal_dtype_size(dtype);
     uint64_t nbytes = a->nbytes;
     if (variable) {
-        if (count >= CDL_MAX_EXTENT / isz)
-            return fail(c, CAUDAL_ERR_SHAPE, name, "count %" PRIu64 " is beyond 2^62 bytes",
-                        count);
+        if ((rc = var_count_ok(c, name, count, isz)) < 0)
+            return rc;
         nbytes = count * isz;
     } else {
         count = nbytes / isz;
@@ -920,6 +985,72 @@ int caudal_put_var(caudal_client *c, const char *name, caudal_dtype dtype, const
 
 int caudal_end_step(caudal_client *c) { TIMED(c, end_impl(c)); }
 
+static int put_check_impl(caudal_client *c, const char *name, caudal_dtype dtype, int variable,
+                          int ndim, const uint64_t *dims)
+{
+    cdl_array *a = NULL;
+    int rc = put_allowed(c, name, dtype, variable != 0, &a);
+    if (rc < 0 || (ndim == 0 && !dims))
+        return rc;
+    return layout_ok(c, a, ndim, dims);
+}
+
+int caudal_put_check(caudal_client *c, const char *name, caudal_dtype dtype, int variable,
+                     int ndim, const uint64_t *dims)
+{
+    TIMED(c, put_check_impl(c, name, dtype, variable, ndim, dims));
+}
+
+int caudal_query_array(caudal_client *c, const char *name, caudal_array_info *info)
+{
+    if (!c)
+        return CAUDAL_ERR_CLOSED;
+    int rc = check_name(c, name, "caudal_query_array");
+    if (rc < 0)
+        return rc;
+    if (!info)
+        return fail(c, CAUDAL_ERR_INVALID, name, "caudal_query_array: info is NULL");
+    const cdl_array *a = find_array(c, name);
+    if (!a)
+        return fail(c, CAUDAL_ERR_UNKNOWN_ARRAY, name, "no array declared under this name");
+    memset(info, 0, sizeof *info);
+    info->name = a->name;
+    info->dtype = a->dtype;
+    info->order = a->order;
+    info->variable = a->variable;
+    info->ndim = a->ndim;
+    memcpy(info->shape, a->shape, sizeof info->shape);
+    memcpy(info->start, a->start, sizeof info->start);
+    memcpy(info->count, a->count, sizeof info->count);
+    return CAUDAL_OK;
+}
+
+int caudal_get_state(const caudal_client *c, caudal_state *state)
+{
+    if (!c)
+        return CAUDAL_ERR_CLOSED;
+    if (!state)
+        return CAUDAL_ERR_INVALID;
+    memset(state, 0, sizeof *state);
+    state->rank = c->rank;
+    state->size = c->size;
+    state->in_step = c->in_step;
+    state->any_step = c->any_step;
+    state->step = c->step;
+    state->dropping = c->in_step && c->dropped;
+    state->policy = c->policy;
+    state->ring_depth = c->depth;
+    state->slot_bytes = c->slot_bytes;
+    return CAUDAL_OK;
+}
+
+int caudal_set_error(caudal_client *c, int status, const char *array, const char *message)
+{
+    if (!c)
+        return CAUDAL_ERR_CLOSED;
+    return fail(c, status, array, "%s", message ? message : "(no message)");
+}
+
 static int get_double(caudal_client *c, const char *key, double *value)
 {
     const cdl_value *v = NULL;
@@ -959,6 +1090,34 @@ static int get_string(caudal_client *c, const char *key, char *buf, size_t bufle
     }
     memcpy(buf, v->s, n + 1);
     return CAUDAL_OK;
+}
+
+static int get_any(caudal_client *c, const char *key, caudal_value *value)
+{
+    if (!value)
+        return fail(c, CAUDAL_ERR_INVALID, NULL, "steering: value pointer is NULL");
+    memset(value, 0, sizeof *value);
+    int rc = check_name(c, key, "steering");
+    if (rc < 0)
+        return rc;
+    if (!c->broken)
+        pump(c); /* as steer_get */
+    const cdl_value *v = cdl_store_get(&c->steer, 0, key);
+    if (!v)
+        return CAUDAL_NO_VALUE;
+    value->type = (caudal_value_type)v->type;
+    value->as_double = v->type == CAUDAL_VALUE_DOUBLE ? v->d : 0;
+    value->as_int64 = v->type == CAUDAL_VALUE_INT64 ? v->i : 0;
+    if (v->type == CAUDAL_VALUE_STRING) {
+        value->as_string = v->s;
+        value->string_length = strlen(v->s);
+    }
+    return CAUDAL_OK;
+}
+
+int caudal_steer_get(caudal_client *c, const char *key, caudal_value *value)
+{
+    TIMED(c, get_any(c, key, value));
 }
 
 int caudal_steer_get_double(caudal_client *c, const char *key, double *value)

@@ -719,8 +719,10 @@ static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
             ev->type = CAUDAL_EVENT_BYE;
             {
                 const uint64_t *k = m.u.bye.counters;
-                caudal_counters c = {k[0], k[1], k[2], k[3], k[4], k[5], k[6]};
-                ev->counters = c;
+                ev->counters = (caudal_counters){.steps_sent = k[0], .steps_dropped = k[1],
+                                                 .blocks_sent = k[2], .bytes_sent = k[3],
+                                                 .bytes_inline = k[4], .ns_in_calls = k[5],
+                                                 .ns_waiting = k[6]};
             }
             out = 1;
             break;

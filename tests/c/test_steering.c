@@ -74,6 +74,24 @@ static int run_client(void *arg)
     CHECK_RC(caudal_steer_get_string(c, "never-set", buf, sizeof buf), CAUDAL_NO_VALUE);
     CHECK_RC(caudal_steer_get_double(c, "live", &d), CAUDAL_NO_VALUE); /* not yet */
 
+    /* One typed read gives each value with its type, as the getters do. */
+    caudal_value v;
+    CHECK_RC(caudal_steer_get(c, "alpha", &v), CAUDAL_OK);
+    CHECK(v.type == CAUDAL_VALUE_DOUBLE && v.as_double == (rank == 1 ? 2.5 : 1.5));
+    CHECK_RC(caudal_steer_get(c, "n", &v), CAUDAL_OK);
+    CHECK(v.type == CAUDAL_VALUE_INT64 && v.as_int64 == (rank == 1 ? -7 : 42));
+    CHECK_RC(caudal_steer_get(c, "mode", &v), CAUDAL_OK);
+    CHECK(v.type == CAUDAL_VALUE_STRING &&
+          strcmp(v.as_string, rank == 1 ? "slow, rank one" : "fast") == 0 &&
+          v.string_length == strlen(v.as_string));
+    CHECK_RC(caudal_steer_get(c, "empty", &v), CAUDAL_OK);
+    CHECK(v.type == CAUDAL_VALUE_STRING && v.string_length == 0 && v.as_string[0] == 0);
+    memset(&v, 0x5a, sizeof v);
+    CHECK_RC(caudal_steer_get(c, "never-set", &v), CAUDAL_NO_VALUE);
+    CHECK(v.type == 0 && v.as_string == NULL); /* zeroed, not left as it was */
+    CHECK_RC(caudal_steer_get(c, "alpha", NULL), CAUDAL_ERR_INVALID);
+    CHECK_RC(caudal_steer_get(c, NULL, &v), CAUDAL_ERR_INVALID);
+
     /* The wrong getter: a type error that names the key and its type. */
     CHECK_RC(caudal_steer_get_int64(c, "alpha", &i), CAUDAL_ERR_TYPE);
     CHECK_MSG(c, "alpha");
