@@ -356,6 +356,11 @@ CAUDAL_API const char *caudal_last_error(const caudal_client *client);
  * CAUDAL_ERR_CLOSED; so does every other call on it. */
 CAUDAL_API int caudal_close(caudal_client **client);
 
+/* caudal_close that also gives its error's message, which the client cannot
+ * keep once freed: if errbuf is not NULL, at most errlen bytes (terminated),
+ * "" on success. */
+CAUDAL_API int caudal_close_report(caudal_client **client, char *errbuf, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

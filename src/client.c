@@ -1204,13 +1204,19 @@ static int say_goodbye(caudal_client *c)
     return rc < 0 ? rc : r2;
 }
 
-int caudal_close(caudal_client **client)
+int caudal_close_report(caudal_client **client, char *errbuf, size_t errlen)
 {
+    if (errbuf && errlen)
+        snprintf(errbuf, errlen, "%s", client && *client ? "" : "client is NULL or closed");
     if (!client || !*client)
         return CAUDAL_ERR_CLOSED;
     caudal_client *c = *client;
     int rc = say_goodbye(c);
+    if (rc < 0 && errbuf && errlen)
+        snprintf(errbuf, errlen, "%s", c->err);
     destroy(c);
     *client = NULL;
     return rc;
 }
+
+int caudal_close(caudal_client **client) { return caudal_close_report(client, NULL, 0); }

@@ -149,8 +149,58 @@ static int binding_calls(void *unused)
     CHECK_RC(caudal_end_step(c), CAUDAL_OK);
     CHECK_RC(caudal_get_state(c, &st), CAUDAL_OK);
     CHECK(!st.in_step && st.any_step && st.step == 7);
-    CHECK_RC(caudal_close(&c), CAUDAL_OK);
+    char msg[256] = "not written";
+    CHECK_RC(caudal_close_report(&c, msg, sizeof msg), CAUDAL_OK);
+    CHECK(c == NULL && msg[0] == 0);
     return 0;
+}
+
+/* The receiver goes away under the client: closing reports why, although
+ * the client, and with it its last error, is freed. */
+static int orphan_calls(void *unused)
+{
+    (void)unused;
+    caudal_client *c = open_client(endpoint, "tok-api", 0, 1, NULL);
+    uint64_t n[1] = {4};
+    CHECK_RC(caudal_declare(c, "x", CAUDAL_INT32, 1, n, (uint64_t[]){0}, n, CAUDAL_ORDER_C),
+             CAUDAL_OK);
+    int32_t x[4] = {1, 2, 3, 4};
+    int rc = CAUDAL_OK;
+    for (uint64_t step = 0; rc == CAUDAL_OK && step < 2000; step++) {
+        if ((rc = caudal_begin_step(c, step)) == CAUDAL_OK &&
+            (rc = caudal_put(c, "x", CAUDAL_INT32, x)) == CAUDAL_OK)
+            rc = caudal_end_step(c);
+        usleep(5000);
+    }
+    CHECK(rc == CAUDAL_ERR_IO);
+    char msg[256];
+    CHECK_RC(caudal_close_report(&c, msg, sizeof msg), CAUDAL_ERR_IO);
+    CHECK(c == NULL);
+    if (!strstr(msg, "rank 0") || !strstr(msg, "receiver")) {
+        fprintf(stderr, "close message: \"%s\"\n", msg);
+        return 1;
+    }
+    CHECK_RC(caudal_close_report(&c, msg, sizeof msg), CAUDAL_ERR_CLOSED);
+    CHECK(strstr(msg, "closed") != NULL);
+    CHECK_RC(caudal_close_report(NULL, NULL, 0), CAUDAL_ERR_CLOSED);
+    return 0;
+}
+
+static void orphan(void)
+{
+    char ep[128];
+    unix_endpoint(ep, sizeof ep, "api-orphan");
+    endpoint = ep;
+    caudal_receiver *r = open_receiver(ep, "tok-api");
+    pid_t pid = spawn(orphan_calls, NULL);
+    caudal_event ev;
+    do {
+        CHECK_RC(caudal_receiver_next(r, &ev, 20000), CAUDAL_OK);
+        if (ev.type == CAUDAL_EVENT_BLOCK)
+            CHECK_RC(caudal_block_release(ev.block), CAUDAL_OK);
+    } while (ev.type != CAUDAL_EVENT_STEP_END);
+    CHECK_RC(caudal_receiver_close(&r), CAUDAL_OK);
+    CHECK(wait_exit(pid) == 0);
 }
 
 static void binding(void)
@@ -184,6 +234,8 @@ int main(void)
 {
     lists();
     binding();
-    printf("api: version, lists, struct layout, query, state, put_check, set_error\n");
+    orphan();
+    printf("api: version, lists, struct layout, query, state, put_check, set_error, "
+           "close_report\n");
     return 0;
 }

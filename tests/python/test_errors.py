@@ -324,3 +324,45 @@ def test_dtype_name_helper():
         assert ei.value.status == caudal.ERR_DTYPE
     assert caudal.dtype_size("complex64") == 8
     assert len(caudal.DTYPES) == 12
+
+
+def test_which_error_a_put_gets_first(client):
+    """A put wrong in several ways reports the first of: the library's state
+    checks (in a step, declared, put or put_var, dtype, put once), the
+    buffer's contiguity in the declared order, its shape."""
+    c = client
+    bad_all_ways = np.zeros((6, 4), np.float32)[:, ::2]  # strided, shape, dtype
+    raises(caudal.ERR_STATE, c.put, "t", bad_all_ways)
+    c.begin_step(3)
+    raises(caudal.ERR_UNKNOWN_ARRAY, c.put, "nope", bad_all_ways)
+    raises(caudal.ERR_INVALID, c.put_var, "t", bad_all_ways)  # put_var of a fixed array
+    msg = raises(caudal.ERR_DTYPE, c.put, "t", bad_all_ways)
+    assert "float32" in msg
+    # C data of the transposed shape for a Fortran array: the order is named,
+    # not the shape.
+    msg = raises(caudal.ERR_INVALID, c.put, "f", np.zeros((2, 8), np.int32))
+    assert "rank 2, step 3, array 'f'" in msg and "Fortran-contiguous" in msg, msg
+    assert "shape" not in msg, msg
+    msg = raises(caudal.ERR_INVALID, c.put, "t", np.zeros((6, 8))[:, ::2])
+    assert "C-contiguous" in msg and "ascontiguousarray" in msg, msg
+    raises(caudal.ERR_INVALID, c.put_var, "p", np.zeros((4, 4), np.float32)[:, ::2])
+    # Contiguous but of the wrong shape: now the shape.
+    msg = raises(caudal.ERR_SHAPE, c.put, "f", np.asfortranarray(np.zeros((2, 8), np.int32)))
+    assert "shape (2, 8)" in msg and "shape (8, 2)" in msg, msg
+    c.put("t", np.zeros((4, 6)))
+    raises(caudal.ERR_DUPLICATE, c.put, "t", np.zeros((6, 8))[:, ::2])
+    c.end_step()
+
+
+def test_versions_and_status_codes():
+    """The library loaded is the one the package was built with, and every
+    status code the header lists reaches Python."""
+    built = (caudal._caudal.VERSION_MAJOR, caudal._caudal.VERSION_MINOR,
+             caudal._caudal.VERSION_PATCH)
+    assert caudal._caudal.library_version() == built
+    assert ".".join(map(str, caudal._caudal.library_version())) == caudal.__version__
+    codes = {n: getattr(caudal._caudal, n) for n in dir(caudal._caudal) if n.startswith("ERR_")}
+    assert sorted(codes.values()) == list(range(-18, 0)), codes
+    assert all(caudal.strerror(v) not in ("unknown status", "success") for v in codes.values())
+    assert caudal._caudal.EVENT_TYPES[:2] == ("connect", "declare")
+    assert "refused" in caudal._caudal.EVENT_TYPES

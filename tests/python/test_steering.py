@@ -107,3 +107,23 @@ def test_receiver_steer_bad_values(receiver):
     assert ei.value.status == caudal.ERR_INVALID
     with pytest.raises(TypeError):
         receiver.steer(-1, "k", None)
+
+
+def test_client_reads_any_type_whole(sink):
+    """One read gives whatever type the key holds now, even when it changed
+    type since the last read, and a string as long as the protocol carries
+    (65536 bytes) comes back whole."""
+    import time
+
+    longest = "\u00e9" * 32768  # 2 bytes each in UTF-8
+    with caudal.Client(0, 1, endpoint=sink.endpoint) as c:
+        for value in (1.5, "text", -(2**63), longest, 0.0, "", 7):
+            sink.steer(0, "k", value)
+            deadline = time.monotonic() + 10
+            got = c.steer_get("k")
+            while (got != value or type(got) is not type(value)) and time.monotonic() < deadline:
+                time.sleep(0.002)
+                got = c.steer_get("k")
+            assert got == value and type(got) is type(value), (value if value != longest
+                                                              else "the longest string", got)
+    sink.stop()
