@@ -37,7 +37,7 @@ import time
 import traceback
 import warnings
 
-from .analytics import analyses_in, finishers_in
+from ..analytics import analyses_in, finishers_in
 from .private import private_dir, ray_token, remove_stale_dirs, start_guard
 from .simulation import die_with_parent, stop_simulation
 

@@ -20,7 +20,7 @@ import time
 
 import ray
 
-from .catalog import CatalogError, Declaration, build_layout
+from ..catalog import CatalogError, Declaration, build_layout
 
 
 @ray.remote(num_cpus=0)

@@ -24,8 +24,8 @@ import time
 import numpy as np
 import ray
 
-from . import _caudal
-from .catalog import Part
+from .. import _caudal
+from ..catalog import Part
 
 REPORTS_IN_FLIGHT = 2
 BATCH_BYTES = 64 << 20  # held in slots (or inline buffers) while a step completes

@@ -41,8 +41,8 @@ import traceback
 import numpy as np
 import ray
 
-from .analytics import Context
-from .blocks import step_array
+from ..analytics import Context
+from ..blocks import step_array
 
 
 def _plain(value):
@@ -133,7 +133,7 @@ class Driver:
     LAG_SAMPLES = 4096  # lags kept for the quantiles: a uniform sample past that
 
     def __init__(self, analyses, head, ingests, run_dir, finishers=(), analysis_timeout=300.0):
-        from .analytics import check_timeout
+        from ..analytics import check_timeout
 
         self.analyses = analyses
         self.finishers = list(finishers)
