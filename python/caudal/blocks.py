@@ -70,6 +70,26 @@ class Block:
 
 
 # ---------------------------------------------------------------- backends
+#
+# Where the blocks of a grid are, and so how work on them runs: a backend is
+# one of the three objects RAY, DASK and LOCAL below. Code that needs to tell
+# them apart asks the grid's backend to do the thing instead.
+
+
+def on_node(node, **options):
+    """Ray options (for ``.options()``) that run a task or an actor on
+    `node` and nowhere else; node None: anywhere. The one place Caudal pins
+    work to a node.
+
+    Strict (soft=False): a soft affinity lets Ray run a task elsewhere when
+    the node is busy, pulling the block across, and place an actor on
+    another node; if the node is gone, so are the blocks it held, so
+    elsewhere cannot help."""
+    if node is not None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+    return options
 
 
 _remote_cache = {}
@@ -85,18 +105,11 @@ def _remote(fn):
 
 
 class _Ray:
-    name = "ray"
+    """Blocks in Ray's object store, each on a known node: work runs in
+    tasks and actors pinned there."""
 
     def submit(self, fn, args, node=None, num_returns=1):
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        opts = {"num_returns": num_returns}
-        if node is not None:
-            # Strict: a soft affinity lets Ray run the task elsewhere when
-            # the node is busy, pulling the block across; and if the node is
-            # gone, so are the blocks it held, so elsewhere cannot help.
-            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
-        return _remote(fn).options(**opts).remote(*args)
+        return _remote(fn).options(**on_node(node, num_returns=num_returns)).remote(*args)
 
     def fetch(self, objs):
         """The values of objs, references fetched together, values as they are."""
@@ -108,14 +121,79 @@ class _Ray:
             objs[i] = v
         return objs
 
-    def here(self):
+    def blocks_here(self, grid):
+        """Positions of the blocks in this process's node's store."""
         import ray
 
-        return ray.get_runtime_context().get_node_id()
+        me = ray.get_runtime_context().get_node_id()
+        return [p for p, b in grid.blocks.items() if b.node == me]
+
+    def assemble(self, grid):
+        """A StepArray: a Dask array over the blocks, and the grid."""
+        refs = {b.rank: b.obj if b.index is None else Part(b.obj, b.index)
+                for b in grid.blocks.values()}
+        counts = {b.rank: b.count[0] for b in grid.blocks.values()}
+        data = global_array(grid.layout, refs, grid.step, counts)
+        return StepArray(grid.step, data, blocks=grid)
+
+    # State kept next to the blocks (caudal.temporal): one keeper per node,
+    # an actor there, which the blocks reach without leaving their node.
+
+    def keeper_key(self, node):
+        return ("ray", node)
+
+    def new_keeper(self, cls, node):
+        import ray
+
+        return ray.remote(cls).options(**on_node(node, num_cpus=0)).remote()
+
+    def send(self, grid, keeper_of, method, *args):
+        """keeper.method(pos, where, *args, *block.args()) for every block,
+        on the keeper of its node; the calls are returned unfinished."""
+        return [getattr(keeper_of(b.node), method).remote(pos, b.where(grid), *args, *b.args())
+                for pos, b in grid.blocks.items()]
+
+    def wait(self, calls):
+        import ray
+
+        ray.get(calls)
+
+    def ask(self, keepers, method):
+        import ray
+
+        return ray.get([getattr(k, method).remote() for k in keepers])
 
 
-class _Dask:
-    name = "dask"
+class _Here:
+    """Blocks this process computes or holds (Dask chunks, NumPy arrays):
+    state is kept here."""
+
+    def blocks_here(self, grid):
+        return []  # only blocks in Ray's store have a known node
+
+    def keeper_key(self, node):
+        return "here"
+
+    def new_keeper(self, cls, node):
+        return cls()
+
+    def send(self, grid, keeper_of, method, *args):
+        keys = sorted(grid.blocks)
+        values = self.fetch([grid.blocks[k].args()[0] for k in keys])
+        for pos, value in zip(keys, values):
+            b = grid.blocks[pos]
+            getattr(keeper_of(b.node), method)(pos, b.where(grid), *args, value, *b.args()[1:])
+        return []
+
+    def wait(self, calls):
+        pass
+
+    def ask(self, keepers, method):
+        return [getattr(k, method)() for k in keepers]
+
+
+class _Dask(_Here):
+    """Dask chunks: one Dask task each, run by Dask-on-Ray when Ray is up."""
 
     def submit(self, fn, args, node=None, num_returns=1):
         import dask
@@ -127,6 +205,19 @@ class _Dask:
         import dask
 
         return list(dask.compute(*objs, scheduler=_dask_scheduler()))
+
+    def assemble(self, grid):
+        """A Dask array of the chunks, zeros where a block is empty."""
+        import dask.array as da
+
+        def chunk(pos):
+            b = grid.blocks.get(pos)
+            if b is None:
+                return da.zeros([c[i] for c, i in zip(grid.chunks, pos)], dtype=grid.dtype)
+            return da.from_delayed(b.obj, b.count, dtype=grid.dtype)
+
+        return da.block(_nest(grid.chunks, chunk)) if grid.blocks else \
+            da.zeros(grid.shape, dtype=grid.dtype)
 
 
 def _dask_scheduler():
@@ -142,14 +233,22 @@ def _dask_scheduler():
     return None
 
 
-class _Local:
-    name = "local"
+class _Local(_Here):
+    """One NumPy array, computed in this process."""
 
     def submit(self, fn, args, node=None, num_returns=1):
         return fn(*args)
 
     def fetch(self, objs):
         return list(objs)
+
+    def assemble(self, grid):
+        if not grid.blocks:
+            return np.zeros(grid.shape, dtype=grid.dtype)
+        return next(iter(grid.blocks.values())).obj
+
+
+RAY, DASK, LOCAL = _Ray(), _Dask(), _Local()
 
 
 @dataclass(frozen=True)
@@ -241,9 +340,8 @@ class Grid:
         SMALL_HERE_BYTES, fn runs on them here (for small partial states,
         which a reduction brings here anyway)."""
         local = {}
-        if small_here and self.backend.name == "ray":
-            me = self.backend.here()
-            mine = [p for p, b in self.blocks.items() if b.node == me]
+        if small_here:
+            mine = self.backend.blocks_here(self)
             size = self.dtype.itemsize * sum(math.prod(self.blocks[p].count) for p in mine)
             if mine and size <= SMALL_HERE_BYTES:
                 refs = list(dict.fromkeys(self.blocks[p].obj for p in mine))  # lists once
@@ -331,26 +429,7 @@ class Grid:
         """What the user gets back: a StepArray for Ray blocks (a Dask array
         over them plus this grid), a Dask array for Dask chunks, NumPy for
         one local block."""
-        if self.backend.name == "ray":
-            refs = {b.rank: b.obj if b.index is None else Part(b.obj, b.index)
-                    for b in self.blocks.values()}
-            counts = {b.rank: b.count[0] for b in self.blocks.values()}
-            data = global_array(self.layout, refs, self.step, counts)
-            return StepArray(self.step, data, blocks=self)
-        if self.backend.name == "dask":
-            import dask.array as da
-
-            def chunk(pos):
-                b = self.blocks.get(pos)
-                if b is None:
-                    return da.zeros([c[i] for c, i in zip(self.chunks, pos)], dtype=self.dtype)
-                return da.from_delayed(b.obj, b.count, dtype=self.dtype)
-
-            return da.block(_nest(self.chunks, chunk)) if self.blocks else \
-                da.zeros(self.shape, dtype=self.dtype)
-        if not self.blocks:
-            return np.zeros(self.shape, dtype=self.dtype)
-        return next(iter(self.blocks.values())).obj
+        return self.backend.assemble(self)
 
 
 def _is_value(obj):
@@ -397,7 +476,7 @@ def step_array(layout, refs, step, nodes=None, counts=None):
             start = tuple(offs[d][i] for d, i in enumerate(pos))
             count = tuple(chunks[d][i] for d, i in enumerate(pos))
             blocks[pos] = _block(pos, start, count, refs[r], nodes.get(r), r)
-    grid = Grid(layout.name, step, shape, layout.dtype, chunks, blocks, _Ray(), layout,
+    grid = Grid(layout.name, step, shape, layout.dtype, chunks, blocks, RAY, layout,
                 layout.order)
     return StepArray(step, data, blocks=grid)
 
@@ -420,7 +499,7 @@ def _dask_grid(x, name=None, step=None):
         if all(count):
             start = tuple(offs[d][i] for d, i in enumerate(pos))
             blocks[pos] = Block(pos, start, count, delayed[pos])
-    return Grid(name, step, x.shape, x.dtype, x.chunks, blocks, _Dask())
+    return Grid(name, step, x.shape, x.dtype, x.chunks, blocks, DASK)
 
 
 def as_grid(x, name=None):
@@ -447,7 +526,7 @@ def as_grid(x, name=None):
     if a.size:
         blocks[(0,) * a.ndim] = Block((0,) * a.ndim, (0,) * a.ndim, a.shape, a)
     order = "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
-    return Grid(name, None, a.shape, a.dtype, tuple((n,) for n in a.shape), blocks, _Local(),
+    return Grid(name, None, a.shape, a.dtype, tuple((n,) for n in a.shape), blocks, LOCAL,
                 order=order)
 
 
