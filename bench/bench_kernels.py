@@ -89,7 +89,7 @@ def done(result):
 
     for r in result if isinstance(result, (list, tuple)) else [result]:
         if isinstance(r, caudal.StepArray):
-            refs = [b.obj for b in r.blocks.blocks.values()]
+            refs = [b.stored.ref for b in r.blocks.blocks.values()]
             ray.wait(refs, num_returns=len(refs), fetch_local=False)
     return result
 

@@ -30,7 +30,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .analytics import StepArray
-from .catalog import Part, global_array
+from .catalog import BlockRef, global_array
 
 __all__ = ["Block", "Grid", "KernelError", "as_grid", "c_view", "flat_view", "map_blocks",
            "step_array"]
@@ -49,19 +49,46 @@ class KernelError(ValueError):
 
 @dataclass(frozen=True)
 class Block:
+    """One block of a Grid: where it lies in the global array, and its data."""
+
     pos: tuple  # index in the grid of blocks
     start: tuple  # offset in the global array
     count: tuple  # extent
-    obj: Any  # ray.ObjectRef, dask Delayed, or NumPy array
-    node: Optional[str] = None  # Ray node holding obj, when known
-    rank: Optional[int] = None  # rank that published it, when known
-    index: Optional[int] = None  # obj is a list of blocks (catalog.Part): this one
+    # A catalog.BlockRef for a block of `caudal run` (or a task's result on
+    # one, next to it), as the ingest made it; a Dask Delayed; a NumPy array.
+    data: Any
+
+    @property
+    def stored(self) -> Optional[BlockRef]:
+        """The BlockRef of a block in Ray's store, else None."""
+        return self.data if isinstance(self.data, BlockRef) else None
+
+    @property
+    def node(self) -> Optional[str]:
+        """The Ray node holding the block, when known."""
+        s = self.stored
+        return None if s is None else s.node
+
+    @property
+    def rank(self) -> Optional[int]:
+        """The rank that published the block, when known."""
+        s = self.stored
+        return None if s is None else s.rank
 
     def args(self):
         """The block as task arguments: Ray resolves a reference only at the
         top level of the arguments, so an item of a list object travels as
         the list's reference followed by At(index), which _checked resolves."""
-        return (self.obj,) if self.index is None else (self.obj, At(self.index))
+        s = self.stored
+        if s is None:
+            return (self.data,)
+        return (s.ref,) if s.index is None else (s.ref, At(s.index))
+
+    def holding(self, obj, array):
+        """This block of `array` held by obj: the result of a task that ran
+        on it, on its node."""
+        s = self.stored
+        return dataclasses.replace(self, data=obj if s is None else s.holding(obj, array))
 
     def where(self, grid):
         who = "rank %d's block" % self.rank if self.rank is not None else "block"
@@ -130,10 +157,8 @@ class _Ray:
 
     def assemble(self, grid):
         """A StepArray: a Dask array over the blocks, and the grid."""
-        refs = {b.rank: b.obj if b.index is None else Part(b.obj, b.index)
-                for b in grid.blocks.values()}
-        counts = {b.rank: b.count[0] for b in grid.blocks.values()}
-        data = global_array(grid.layout, refs, grid.step, counts)
+        data = global_array(grid.layout, {b.rank: b.data for b in grid.blocks.values()},
+                            grid.step)
         return StepArray(grid.step, data, blocks=grid)
 
     # State kept next to the blocks (caudal.temporal): one keeper per node,
@@ -214,7 +239,7 @@ class _Dask(_Here):
             b = grid.blocks.get(pos)
             if b is None:
                 return da.zeros([c[i] for c, i in zip(grid.chunks, pos)], dtype=grid.dtype)
-            return da.from_delayed(b.obj, b.count, dtype=grid.dtype)
+            return da.from_delayed(b.data, b.count, dtype=grid.dtype)
 
         return da.block(_nest(grid.chunks, chunk)) if grid.blocks else \
             da.zeros(grid.shape, dtype=grid.dtype)
@@ -245,7 +270,7 @@ class _Local(_Here):
     def assemble(self, grid):
         if not grid.blocks:
             return np.zeros(grid.shape, dtype=grid.dtype)
-        return next(iter(grid.blocks.values())).obj
+        return next(iter(grid.blocks.values())).data
 
 
 RAY, DASK, LOCAL = _Ray(), _Dask(), _Local()
@@ -344,11 +369,12 @@ class Grid:
             mine = self.backend.blocks_here(self)
             size = self.dtype.itemsize * sum(math.prod(self.blocks[p].count) for p in mine)
             if mine and size <= SMALL_HERE_BYTES:
-                refs = list(dict.fromkeys(self.blocks[p].obj for p in mine))  # lists once
+                refs = list(dict.fromkeys(self.blocks[p].args()[0] for p in mine))  # lists once
                 got = dict(zip(refs, self.fetch(refs)))
                 for p in mine:
                     b = self.blocks[p]
-                    local[p] = _checked(fn, b.where(self), got[b.obj], *b.args()[1:], *args)
+                    obj, *at = b.args()
+                    local[p] = _checked(fn, b.where(self), got[obj], *at, *args)
         out = {pos: self.backend.submit(_checked, (fn, b.where(self)) + b.args() + args,
                                         b.node, num_returns)
                for pos, b in self.blocks.items() if pos not in local}
@@ -417,8 +443,7 @@ class Grid:
 
     def derive(self, objs, dtype, name):
         """A grid of new objects (pos -> obj), block for block like this one."""
-        blocks = {p: dataclasses.replace(b, obj=objs[p], index=None)
-                  for p, b in self.blocks.items()}
+        blocks = {p: b.holding(objs[p], name) for p, b in self.blocks.items()}
         layout = self.layout
         if layout is not None:
             layout = dataclasses.replace(layout, name=name, dtype=np.dtype(dtype))
@@ -453,20 +478,17 @@ def _offsets(sizes):
 # ---------------------------------------------------------------- making grids
 
 
-def step_array(layout, refs, step, nodes=None, counts=None):
+def step_array(layout, blocks, step):
     """The StepArray of one step of an array from `caudal run`: its Dask
-    array and its grid of blocks (rank -> ObjectRef, rank -> node id)."""
-    nodes = nodes or {}
-    data = global_array(layout, refs, step, counts)
-    blocks = {}
+    array and its grid of blocks. blocks: rank -> catalog.BlockRef."""
+    data = global_array(layout, blocks, step)
+    grid = {}
     if layout.variable:
-        if counts is None:
-            counts = {r: len(c) for r, c in refs.items()}
-        ranks = [r for r in range(layout.nranks) if int(counts.get(r, 0)) > 0]
+        ranks = [r for r in range(layout.nranks) if r in blocks and blocks[r].count > 0]
         sizes = data.chunks[0] if ranks else ()
         starts = _offsets(sizes)
         for i, r in enumerate(ranks):
-            blocks[(i,)] = _block((i,), (starts[i],), (sizes[i],), refs[r], nodes.get(r), r)
+            grid[(i,)] = Block((i,), (starts[i],), (sizes[i],), blocks[r])
         shape = (sum(sizes),)
         chunks = data.chunks
     else:
@@ -475,16 +497,9 @@ def step_array(layout, refs, step, nodes=None, counts=None):
         for r, pos in layout.positions.items():
             start = tuple(offs[d][i] for d, i in enumerate(pos))
             count = tuple(chunks[d][i] for d, i in enumerate(pos))
-            blocks[pos] = _block(pos, start, count, refs[r], nodes.get(r), r)
-    grid = Grid(layout.name, step, shape, layout.dtype, chunks, blocks, RAY, layout,
-                layout.order)
-    return StepArray(step, data, blocks=grid)
-
-
-def _block(pos, start, count, chunk, node, rank):
-    if isinstance(chunk, Part):
-        return Block(pos, start, count, chunk.ref, node, rank, chunk.index)
-    return Block(pos, start, count, chunk, node, rank)
+            grid[pos] = Block(pos, start, count, blocks[r])
+    g = Grid(layout.name, step, shape, layout.dtype, chunks, grid, RAY, layout, layout.order)
+    return StepArray(step, data, blocks=g)
 
 
 def _dask_grid(x, name=None, step=None):

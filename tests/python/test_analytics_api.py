@@ -195,6 +195,7 @@ def test_a_step_no_analysis_ran_on_is_not_counted_as_analysed(tmp_path):
     import time
 
     from caudal.runtime.driver import Driver
+    from caudal.runtime.head import CompleteStep
 
     @caudal.analysis("a")
     def f(a, ctx):
@@ -202,7 +203,7 @@ def test_a_step_no_analysis_ran_on_is_not_counted_as_analysed(tmp_path):
 
     d = Driver([f], None, [], tmp_path)
     try:
-        d.analyse(3, {}, time.time())  # a step without array "a": f does not fire
+        d.analyse(CompleteStep(3, {}, time.time()))  # without array "a": f does not fire
         summary = d.summary()
     finally:
         d.close()

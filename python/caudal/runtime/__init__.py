@@ -8,8 +8,8 @@
     driver.py      the analyses called on windows of complete steps
 
 It sits above the rest of the package and imports it, never the other way
-round: the data model (``caudal.catalog``: declarations and layouts;
-``caudal.blocks``: grids of blocks and where work on them runs)
+round: the data model (``caudal.catalog``: declarations, layouts, the block
+descriptor; ``caudal.blocks``: grids of blocks and where work on them runs)
 and the user API (``caudal.analytics`` and the kernels) work without it, on
 Dask and NumPy arrays as on the arrays of a run.
 """
