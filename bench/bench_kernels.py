@@ -89,7 +89,7 @@ def done(result):
 
     for r in result if isinstance(result, (list, tuple)) else [result]:
         if isinstance(r, caudal.StepArray):
-            refs = [b.obj for b in r.blocks.blocks.values()]
+            refs = [b.stored.ref for b in r.blocks.blocks.values()]
             ray.wait(refs, num_returns=len(refs), fetch_local=False)
     return result
 
@@ -153,7 +153,7 @@ def main():
 
         def ray_update():
             p_ray.update(sa)
-            ray.get(p_ray._pending)
+            p_ray._wait()  # the step's calls, on the blocks' nodes
 
         t_ray = timed(ray_update, reps)
         rows.append({"kernel": "per-point stats (1 step)", "numpy_gbps": gb / t_np,

@@ -1,8 +1,9 @@
 """The ``caudal`` command.
 
 ``caudal run -n 4 --analytics a.py -- ./sim`` runs a simulation with online
-analytics (see caudal/run.py). ``caudal config --cflags --libs`` prints what a
-C program needs to build against the libcaudal inside this package::
+analytics (see caudal/runtime/launcher.py). ``caudal config --cflags --libs``
+prints what a C program needs to build against the libcaudal inside this
+package::
 
     cc sim.c $(caudal config --cflags --libs)
 """
@@ -59,9 +60,9 @@ def _parser():
                    help="print the package directory (holds include/ and lib/)")
     c.set_defaults(func=_config)
     sub.add_parser("version", help="print the version").set_defaults(func=_version)
-    from . import run
+    from .runtime import launcher
 
-    run.add_parser(sub)
+    launcher.add_parser(sub)
     return p
 
 

@@ -21,7 +21,7 @@ the last step.
 Each call has a deadline: `timeout=` seconds on the decorator, else the run's
 default (``caudal run --analysis-timeout``, 300 s). A call past it is recorded
 in errors.jsonl as timed out for its step and the run goes on without it; see
-caudal.driver for what happens to the call itself.
+caudal.runtime.driver for what happens to the call itself.
 """
 
 import math

@@ -30,7 +30,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .analytics import StepArray
-from .catalog import Part, global_array
+from .catalog import BlockRef, global_array
 
 __all__ = ["Block", "Grid", "KernelError", "as_grid", "c_view", "flat_view", "map_blocks",
            "step_array"]
@@ -49,19 +49,46 @@ class KernelError(ValueError):
 
 @dataclass(frozen=True)
 class Block:
+    """One block of a Grid: where it lies in the global array, and its data."""
+
     pos: tuple  # index in the grid of blocks
     start: tuple  # offset in the global array
     count: tuple  # extent
-    obj: Any  # ray.ObjectRef, dask Delayed, or NumPy array
-    node: Optional[str] = None  # Ray node holding obj, when known
-    rank: Optional[int] = None  # rank that published it, when known
-    index: Optional[int] = None  # obj is a list of blocks (catalog.Part): this one
+    # A catalog.BlockRef for a block of `caudal run` (or a task's result on
+    # one, next to it), as the ingest made it; a Dask Delayed; a NumPy array.
+    data: Any
+
+    @property
+    def stored(self) -> Optional[BlockRef]:
+        """The BlockRef of a block in Ray's store, else None."""
+        return self.data if isinstance(self.data, BlockRef) else None
+
+    @property
+    def node(self) -> Optional[str]:
+        """The Ray node holding the block, when known."""
+        s = self.stored
+        return None if s is None else s.node
+
+    @property
+    def rank(self) -> Optional[int]:
+        """The rank that published the block, when known."""
+        s = self.stored
+        return None if s is None else s.rank
 
     def args(self):
         """The block as task arguments: Ray resolves a reference only at the
         top level of the arguments, so an item of a list object travels as
         the list's reference followed by At(index), which _checked resolves."""
-        return (self.obj,) if self.index is None else (self.obj, At(self.index))
+        s = self.stored
+        if s is None:
+            return (self.data,)
+        return (s.ref,) if s.index is None else (s.ref, At(s.index))
+
+    def holding(self, obj, array):
+        """This block of `array` held by obj: the result of a task that ran
+        on it, on its node."""
+        s = self.stored
+        return dataclasses.replace(self, data=obj if s is None else s.holding(obj, array))
 
     def where(self, grid):
         who = "rank %d's block" % self.rank if self.rank is not None else "block"
@@ -70,6 +97,26 @@ class Block:
 
 
 # ---------------------------------------------------------------- backends
+#
+# Where the blocks of a grid are, and so how work on them runs: a backend is
+# one of the three objects RAY, DASK and LOCAL below. Code that needs to tell
+# them apart asks the grid's backend to do the thing instead.
+
+
+def on_node(node, **options):
+    """Ray options (for ``.options()``) that run a task or an actor on
+    `node` and nowhere else; node None: anywhere. The one place Caudal pins
+    work to a node.
+
+    Strict (soft=False): a soft affinity lets Ray run a task elsewhere when
+    the node is busy, pulling the block across, and place an actor on
+    another node; if the node is gone, so are the blocks it held, so
+    elsewhere cannot help."""
+    if node is not None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+    return options
 
 
 _remote_cache = {}
@@ -85,18 +132,11 @@ def _remote(fn):
 
 
 class _Ray:
-    name = "ray"
+    """Blocks in Ray's object store, each on a known node: work runs in
+    tasks and actors pinned there."""
 
     def submit(self, fn, args, node=None, num_returns=1):
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        opts = {"num_returns": num_returns}
-        if node is not None:
-            # Strict: a soft affinity lets Ray run the task elsewhere when
-            # the node is busy, pulling the block across; and if the node is
-            # gone, so are the blocks it held, so elsewhere cannot help.
-            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
-        return _remote(fn).options(**opts).remote(*args)
+        return _remote(fn).options(**on_node(node, num_returns=num_returns)).remote(*args)
 
     def fetch(self, objs):
         """The values of objs, references fetched together, values as they are."""
@@ -108,14 +148,77 @@ class _Ray:
             objs[i] = v
         return objs
 
-    def here(self):
+    def blocks_here(self, grid):
+        """Positions of the blocks in this process's node's store."""
         import ray
 
-        return ray.get_runtime_context().get_node_id()
+        me = ray.get_runtime_context().get_node_id()
+        return [p for p, b in grid.blocks.items() if b.node == me]
+
+    def assemble(self, grid):
+        """A StepArray: a Dask array over the blocks, and the grid."""
+        data = global_array(grid.layout, {b.rank: b.data for b in grid.blocks.values()},
+                            grid.step)
+        return StepArray(grid.step, data, blocks=grid)
+
+    # State kept next to the blocks (caudal.temporal): one keeper per node,
+    # an actor there, which the blocks reach without leaving their node.
+
+    def keeper_key(self, node):
+        return ("ray", node)
+
+    def new_keeper(self, cls, node):
+        import ray
+
+        return ray.remote(cls).options(**on_node(node, num_cpus=0)).remote()
+
+    def send(self, grid, keeper_of, method, *args):
+        """keeper.method(pos, where, *args, *block.args()) for every block,
+        on the keeper of its node; the calls are returned unfinished."""
+        return [getattr(keeper_of(b.node), method).remote(pos, b.where(grid), *args, *b.args())
+                for pos, b in grid.blocks.items()]
+
+    def wait(self, calls):
+        import ray
+
+        ray.get(calls)
+
+    def ask(self, keepers, method):
+        import ray
+
+        return ray.get([getattr(k, method).remote() for k in keepers])
 
 
-class _Dask:
-    name = "dask"
+class _Here:
+    """Blocks this process computes or holds (Dask chunks, NumPy arrays):
+    state is kept here."""
+
+    def blocks_here(self, grid):
+        return []  # only blocks in Ray's store have a known node
+
+    def keeper_key(self, node):
+        return "here"
+
+    def new_keeper(self, cls, node):
+        return cls()
+
+    def send(self, grid, keeper_of, method, *args):
+        keys = sorted(grid.blocks)
+        values = self.fetch([grid.blocks[k].args()[0] for k in keys])
+        for pos, value in zip(keys, values):
+            b = grid.blocks[pos]
+            getattr(keeper_of(b.node), method)(pos, b.where(grid), *args, value, *b.args()[1:])
+        return []
+
+    def wait(self, calls):
+        pass
+
+    def ask(self, keepers, method):
+        return [getattr(k, method)() for k in keepers]
+
+
+class _Dask(_Here):
+    """Dask chunks: one Dask task each, run by Dask-on-Ray when Ray is up."""
 
     def submit(self, fn, args, node=None, num_returns=1):
         import dask
@@ -127,6 +230,19 @@ class _Dask:
         import dask
 
         return list(dask.compute(*objs, scheduler=_dask_scheduler()))
+
+    def assemble(self, grid):
+        """A Dask array of the chunks, zeros where a block is empty."""
+        import dask.array as da
+
+        def chunk(pos):
+            b = grid.blocks.get(pos)
+            if b is None:
+                return da.zeros([c[i] for c, i in zip(grid.chunks, pos)], dtype=grid.dtype)
+            return da.from_delayed(b.data, b.count, dtype=grid.dtype)
+
+        return da.block(_nest(grid.chunks, chunk)) if grid.blocks else \
+            da.zeros(grid.shape, dtype=grid.dtype)
 
 
 def _dask_scheduler():
@@ -142,14 +258,22 @@ def _dask_scheduler():
     return None
 
 
-class _Local:
-    name = "local"
+class _Local(_Here):
+    """One NumPy array, computed in this process."""
 
     def submit(self, fn, args, node=None, num_returns=1):
         return fn(*args)
 
     def fetch(self, objs):
         return list(objs)
+
+    def assemble(self, grid):
+        if not grid.blocks:
+            return np.zeros(grid.shape, dtype=grid.dtype)
+        return next(iter(grid.blocks.values())).data
+
+
+RAY, DASK, LOCAL = _Ray(), _Dask(), _Local()
 
 
 @dataclass(frozen=True)
@@ -241,16 +365,16 @@ class Grid:
         SMALL_HERE_BYTES, fn runs on them here (for small partial states,
         which a reduction brings here anyway)."""
         local = {}
-        if small_here and self.backend.name == "ray":
-            me = self.backend.here()
-            mine = [p for p, b in self.blocks.items() if b.node == me]
+        if small_here:
+            mine = self.backend.blocks_here(self)
             size = self.dtype.itemsize * sum(math.prod(self.blocks[p].count) for p in mine)
             if mine and size <= SMALL_HERE_BYTES:
-                refs = list(dict.fromkeys(self.blocks[p].obj for p in mine))  # lists once
+                refs = list(dict.fromkeys(self.blocks[p].args()[0] for p in mine))  # lists once
                 got = dict(zip(refs, self.fetch(refs)))
                 for p in mine:
                     b = self.blocks[p]
-                    local[p] = _checked(fn, b.where(self), got[b.obj], *b.args()[1:], *args)
+                    obj, *at = b.args()
+                    local[p] = _checked(fn, b.where(self), got[obj], *at, *args)
         out = {pos: self.backend.submit(_checked, (fn, b.where(self)) + b.args() + args,
                                         b.node, num_returns)
                for pos, b in self.blocks.items() if pos not in local}
@@ -319,8 +443,7 @@ class Grid:
 
     def derive(self, objs, dtype, name):
         """A grid of new objects (pos -> obj), block for block like this one."""
-        blocks = {p: dataclasses.replace(b, obj=objs[p], index=None)
-                  for p, b in self.blocks.items()}
+        blocks = {p: b.holding(objs[p], name) for p, b in self.blocks.items()}
         layout = self.layout
         if layout is not None:
             layout = dataclasses.replace(layout, name=name, dtype=np.dtype(dtype))
@@ -331,26 +454,7 @@ class Grid:
         """What the user gets back: a StepArray for Ray blocks (a Dask array
         over them plus this grid), a Dask array for Dask chunks, NumPy for
         one local block."""
-        if self.backend.name == "ray":
-            refs = {b.rank: b.obj if b.index is None else Part(b.obj, b.index)
-                    for b in self.blocks.values()}
-            counts = {b.rank: b.count[0] for b in self.blocks.values()}
-            data = global_array(self.layout, refs, self.step, counts)
-            return StepArray(self.step, data, blocks=self)
-        if self.backend.name == "dask":
-            import dask.array as da
-
-            def chunk(pos):
-                b = self.blocks.get(pos)
-                if b is None:
-                    return da.zeros([c[i] for c, i in zip(self.chunks, pos)], dtype=self.dtype)
-                return da.from_delayed(b.obj, b.count, dtype=self.dtype)
-
-            return da.block(_nest(self.chunks, chunk)) if self.blocks else \
-                da.zeros(self.shape, dtype=self.dtype)
-        if not self.blocks:
-            return np.zeros(self.shape, dtype=self.dtype)
-        return next(iter(self.blocks.values())).obj
+        return self.backend.assemble(self)
 
 
 def _is_value(obj):
@@ -374,20 +478,17 @@ def _offsets(sizes):
 # ---------------------------------------------------------------- making grids
 
 
-def step_array(layout, refs, step, nodes=None, counts=None):
+def step_array(layout, blocks, step):
     """The StepArray of one step of an array from `caudal run`: its Dask
-    array and its grid of blocks (rank -> ObjectRef, rank -> node id)."""
-    nodes = nodes or {}
-    data = global_array(layout, refs, step, counts)
-    blocks = {}
+    array and its grid of blocks. blocks: rank -> catalog.BlockRef."""
+    data = global_array(layout, blocks, step)
+    grid = {}
     if layout.variable:
-        if counts is None:
-            counts = {r: len(c) for r, c in refs.items()}
-        ranks = [r for r in range(layout.nranks) if int(counts.get(r, 0)) > 0]
+        ranks = [r for r in range(layout.nranks) if r in blocks and blocks[r].count > 0]
         sizes = data.chunks[0] if ranks else ()
         starts = _offsets(sizes)
         for i, r in enumerate(ranks):
-            blocks[(i,)] = _block((i,), (starts[i],), (sizes[i],), refs[r], nodes.get(r), r)
+            grid[(i,)] = Block((i,), (starts[i],), (sizes[i],), blocks[r])
         shape = (sum(sizes),)
         chunks = data.chunks
     else:
@@ -396,16 +497,9 @@ def step_array(layout, refs, step, nodes=None, counts=None):
         for r, pos in layout.positions.items():
             start = tuple(offs[d][i] for d, i in enumerate(pos))
             count = tuple(chunks[d][i] for d, i in enumerate(pos))
-            blocks[pos] = _block(pos, start, count, refs[r], nodes.get(r), r)
-    grid = Grid(layout.name, step, shape, layout.dtype, chunks, blocks, _Ray(), layout,
-                layout.order)
-    return StepArray(step, data, blocks=grid)
-
-
-def _block(pos, start, count, chunk, node, rank):
-    if isinstance(chunk, Part):
-        return Block(pos, start, count, chunk.ref, node, rank, chunk.index)
-    return Block(pos, start, count, chunk, node, rank)
+            grid[pos] = Block(pos, start, count, blocks[r])
+    g = Grid(layout.name, step, shape, layout.dtype, chunks, grid, RAY, layout, layout.order)
+    return StepArray(step, data, blocks=g)
 
 
 def _dask_grid(x, name=None, step=None):
@@ -420,7 +514,7 @@ def _dask_grid(x, name=None, step=None):
         if all(count):
             start = tuple(offs[d][i] for d, i in enumerate(pos))
             blocks[pos] = Block(pos, start, count, delayed[pos])
-    return Grid(name, step, x.shape, x.dtype, x.chunks, blocks, _Dask())
+    return Grid(name, step, x.shape, x.dtype, x.chunks, blocks, DASK)
 
 
 def as_grid(x, name=None):
@@ -447,7 +541,7 @@ def as_grid(x, name=None):
     if a.size:
         blocks[(0,) * a.ndim] = Block((0,) * a.ndim, (0,) * a.ndim, a.shape, a)
     order = "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
-    return Grid(name, None, a.shape, a.dtype, tuple((n,) for n in a.shape), blocks, _Local(),
+    return Grid(name, None, a.shape, a.dtype, tuple((n,) for n in a.shape), blocks, LOCAL,
                 order=order)
 
 

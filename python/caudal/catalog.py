@@ -10,8 +10,8 @@ grid cut by the distinct block starts. A declaration that breaks any of this
 is refused once, with a message that names the array and the ranks, instead
 of failing later inside a Dask computation.
 
-`global_array` then turns the blocks of one step (``ray.ObjectRef`` or
-`Part` in production, NumPy arrays in tests) into a Dask array whose chunks
+`global_array` then turns the blocks of one step (`BlockRef` in production,
+``ray.ObjectRef`` or NumPy arrays in tests) into a Dask array whose chunks
 are those blocks, without copying or computing anything. With ObjectRefs as graph
 values the array must be computed with ``ray.util.dask.ray_dask_get``, which
 resolves them inside the Ray tasks next to the data; Dask's own schedulers
@@ -27,26 +27,16 @@ import numbers
 import operator
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
-__all__ = ["CatalogError", "Declaration", "Layout", "Part", "build_layout", "global_array"]
+__all__ = ["BlockRef", "CatalogError", "Declaration", "Layout", "build_layout", "global_array"]
 
 
 class CatalogError(ValueError):
     """Raised instead of building an array the analytics would misread; the
     message names the array and the ranks, so the simulation can be fixed."""
-
-
-@dataclass(frozen=True)
-class Part:
-    """A block stored as element `index` of a list object: an ingest puts
-    the blocks of one step on its node as one Ray object, since a put costs
-    far more than the bytes of a small block."""
-
-    ref: Any
-    index: int
 
 
 @dataclass(frozen=True)
@@ -61,6 +51,7 @@ class Declaration:
     shape: tuple
     start: tuple
     count: tuple
+    name: str = ""  # the array's; build_layout is given it apart
 
     @classmethod
     def from_info(cls, rank, info):
@@ -68,7 +59,40 @@ class Declaration:
         not know the field order."""
         return cls(rank=int(rank), dtype=str(info.dtype), order=str(info.order),
                    variable=bool(info.variable), shape=tuple(info.shape),
-                   start=tuple(info.start), count=tuple(info.count))
+                   start=tuple(info.start), count=tuple(info.count), name=str(info.name))
+
+
+class BlockRef(NamedTuple):
+    """One rank's block of one step of an array, where it is stored: made
+    by the ingest from the receiver's event once the block is in Ray's
+    object store, and carried as it is through the head and the driver to
+    the grid of blocks the kernels run on (caudal.blocks).
+
+    A tuple, so that the head's reports, a list of these per node and step,
+    pickle as cheaply as plain tuples; immutable like one."""
+
+    array: str
+    step: int
+    rank: int
+    count: int  # elements in the block (a variable array's length this step)
+    # The ingest puts a node's blocks of a step as one list object, since a
+    # put costs far more than the bytes of a small block: `ref` is then that
+    # list and the block its item `index`; index None: ref is the block.
+    ref: Any  # ray.ObjectRef (the result of a task on the block: any object)
+    index: Optional[int] = None
+    node: Optional[str] = None  # the Ray node whose store holds it
+
+    @classmethod
+    def from_event(cls, event, ref, index=None, node=None):
+        """From a block event of ``caudal.Receiver``, once its data is in
+        the store as `ref` (item `index` of it, when ref is a list)."""
+        return cls(array=str(event.name), step=int(event.step), rank=int(event.rank),
+                   count=int(event.count), ref=ref, index=index, node=node)
+
+    def holding(self, ref, array):
+        """The same rank's block, for `array`, held whole by another object
+        on the same node: the result of a task run on this block."""
+        return self._replace(array=array, ref=ref, index=None)
 
 
 @dataclass(frozen=True)
@@ -360,18 +384,18 @@ def _uncovered(S, E, shape, ranks, counts):
 def _identity(chunk):
     """What makes a chunk itself, for the graph's name: an ObjectRef's id
     (never pickled, never reused), or what Dask's tokenize says of others."""
+    if isinstance(chunk, BlockRef):
+        return ("block", _identity(chunk.ref), chunk.index)
     ray = sys.modules.get("ray")
     if ray is not None and isinstance(chunk, ray.ObjectRef):
         return ("ray.ObjectRef", chunk.binary())
-    if isinstance(chunk, Part):
-        return ("part",) + _identity(chunk.ref) + (chunk.index,)
     return chunk
 
 
 def _value(chunk):
-    """The graph value of a chunk: a Part is an item of its list object."""
-    if isinstance(chunk, Part):
-        return (operator.getitem, chunk.ref, chunk.index)
+    """The graph value of a chunk: its object, or the item of its list."""
+    if isinstance(chunk, BlockRef):
+        return chunk.ref if chunk.index is None else (operator.getitem, chunk.ref, chunk.index)
     return chunk
 
 
@@ -402,11 +426,11 @@ def global_array(layout, chunks, step, counts=None):
     """A Dask array of one step whose chunks are the ranks' blocks as they
     are (nothing copied, nothing computed), so work runs next to the data.
 
-    chunks: rank -> block (ray.ObjectRef or NumPy array); blocks of ranks
-    that the layout does not need (empty ones) are ignored.
-    counts: rank -> elements of the rank's block this step; needed for a
-    variable array whose chunks are ObjectRefs (NumPy chunks have a length);
-    a rank absent from counts has no elements this step."""
+    chunks: rank -> block (BlockRef, ray.ObjectRef or NumPy array); blocks
+    of ranks that the layout does not need (empty ones) are ignored.
+    counts: rank -> elements of the rank's block this step, for a variable
+    array whose chunks are ObjectRefs (a BlockRef has its count, a NumPy
+    chunk its length); a rank absent from counts has no elements this step."""
     step = int(step)
     if layout.variable:
         return _variable_array(layout, chunks, step, counts)
@@ -431,6 +455,9 @@ def _variable_array(layout, chunks, step, counts):
     if counts is None:
         counts = {}
         for r, c in chunks.items():
+            if isinstance(c, BlockRef):  # before len(): a BlockRef is a tuple
+                counts[r] = c.count
+                continue
             if not hasattr(c, "__len__"):
                 _fail(layout.name, "step %d: rank %d's block has no length (an ObjectRef?); "
                       "pass counts for a variable array" % (step, r))

@@ -86,9 +86,10 @@ class PointStats:
     def __init__(self):
         self.steps = 0
         self._geometry = None  # (name, shape, chunks) of the first step
-        self._stores = {}  # Ray node -> _Store actor
-        self._local = _Store()  # for Dask and NumPy input
-        self._pending = []
+        # backend.keeper_key(node) -> (backend, _Store): an actor on each
+        # Ray node, one _Store here for Dask and NumPy input.
+        self._stores = {}
+        self._pending = (None, [])  # (backend, its unfinished calls) of the last step
 
     def update(self, x):
         g = as_grid(x)
@@ -101,32 +102,22 @@ class PointStats:
         elif geometry != self._geometry:
             g.fail("PointStats: shape %s in blocks %s, while earlier steps were %s in %s"
                    % (g.shape, g.chunks, self._geometry[0], self._geometry[1]))
-        if g.backend.name == "ray":
-            import ray
-
-            # One step in flight: the blocks it holds are freed before the next.
-            ray.get(self._pending)
-            self._pending = [self._store(b.node).add.remote(pos, b.where(g), g.order, *b.args())
-                             for pos, b in g.blocks.items()]
-        else:
-            keys = sorted(g.blocks)
-            for pos, block in zip(keys, g.fetch([g.blocks[k].obj for k in keys])):
-                self._local.add(pos, g.blocks[pos].where(g), g.order, block,
-                                *g.blocks[pos].args()[1:])
+        # One step in flight: the blocks it holds are freed before the next.
+        self._wait()
+        self._pending = (g.backend, g.backend.send(
+            g, lambda node: self._store(g.backend, node), "add", g.order))
         self.steps += 1
 
-    def _store(self, node):
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    def _store(self, backend, node):
+        key = backend.keeper_key(node)
+        if key not in self._stores:
+            self._stores[key] = (backend, backend.new_keeper(_Store, node))
+        return self._stores[key][1]
 
-        store = self._stores.get(node)
-        if store is None:
-            opts = {"num_cpus": 0}
-            if node is not None:
-                # Strict: Ray may place a soft-affinity actor on another node.
-                opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
-            store = self._stores[node] = ray.remote(_Store).options(**opts).remote()
-        return store
+    def _wait(self):
+        backend, calls = self._pending
+        if backend is not None:
+            backend.wait(calls)
 
     def result(self):
         """The statistics gathered as NumPy arrays of the global shape:
@@ -134,12 +125,13 @@ class PointStats:
         if self._geometry is None:
             raise KernelError("PointStats: no step was given to update()")
         shape, chunks = self._geometry
-        parts = dict(self._local.arrays())
-        if self._stores:
-            import ray
-
-            ray.get(self._pending)
-            for arrays in ray.get([s.arrays.remote() for s in self._stores.values()]):
+        self._wait()
+        parts = {}
+        by_backend = {}
+        for backend, store in self._stores.values():
+            by_backend.setdefault(backend, []).append(store)
+        for backend, stores in by_backend.items():
+            for arrays in backend.ask(stores, "arrays"):
                 parts.update(arrays)
         offs = [np.cumsum((0,) + tuple(c))[:-1] for c in chunks]
         out = {"count": np.zeros(shape, dtype=np.int64), "mean": np.full(shape, np.nan),

@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from caudal.blocks import step_array
-from caudal.catalog import Declaration, Part, build_layout
+from caudal.catalog import BlockRef, Declaration, build_layout
 
 REAL_DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                "float32", "float64"]
@@ -52,8 +52,9 @@ def distribute(ray, g, cuts, order="C", seed=0, empty=0, step=7, name="f", node_
     """g cut at `cuts` into blocks, each put in Ray by a rank (ranks in a
     random order, plus `empty` ranks with no elements): the StepArray the
     driver would make. node_of(rank) -> node id; put(rank, block) -> ref.
-    batched: all blocks in one list object (catalog.Part), as the ingest
-    puts a node's step; None: for odd seeds, so that property tests see both."""
+    batched: all blocks in one list object (a BlockRef's index), as the
+    ingest puts a node's step; None: for odd seeds, so that property tests
+    see both."""
     if batched is None:
         batched = put is None and seed % 2 == 1
     parts = []
@@ -63,7 +64,7 @@ def distribute(ray, g, cuts, order="C", seed=0, empty=0, step=7, name="f", node_
     here = ray.get_runtime_context().get_node_id()
     node_of = node_of or (lambda r: here)
     put = put or (lambda r, b: ray.put(b))
-    decls, refs, nodes = {}, {}, {}
+    decls, refs, counts = {}, {}, {}
     for i, r in enumerate(ranks):
         if i < len(blocks):
             start, count = blocks[i]
@@ -78,12 +79,16 @@ def distribute(ray, g, cuts, order="C", seed=0, empty=0, step=7, name="f", node_
                 parts.append(b)
             else:
                 refs[r] = put(r, b)
-            nodes[r] = node_of(r)
+            counts[r] = b.size
     if batched:
-        ref = ray.put(parts)
-        refs = {r: Part(ref, i) for r, i in refs.items()}
+        one = ray.put(parts)
+        blocks = {r: BlockRef(name, step, r, counts[r], one, i, node_of(r))
+                  for r, i in refs.items()}
+    else:
+        blocks = {r: BlockRef(name, step, r, counts[r], ref, None, node_of(r))
+                  for r, ref in refs.items()}
     layout = build_layout(name, decls, len(ranks))
-    return step_array(layout, refs, step, nodes)
+    return step_array(layout, blocks, step)
 
 
 def distribute_variable(ray, parts, step=3, name="p"):
@@ -92,6 +97,6 @@ def distribute_variable(ray, parts, step=3, name="p"):
              for r in range(len(parts))}
     layout = build_layout(name, decls, len(parts))
     here = ray.get_runtime_context().get_node_id()
-    refs = {r: ray.put(p) for r, p in enumerate(parts) if len(p)}
-    counts = {r: len(p) for r, p in enumerate(parts)}
-    return step_array(layout, refs, step, {r: here for r in refs}, counts)
+    blocks = {r: BlockRef(name, step, r, len(p), ray.put(p), None, here)
+              for r, p in enumerate(parts) if len(p)}
+    return step_array(layout, blocks, step)

@@ -99,7 +99,7 @@ def _lines(path):
 def test_a_call_past_its_deadline_is_recorded_skipped_while_it_runs_and_discarded(tmp_path):
     import threading
 
-    from caudal.driver import Driver
+    from caudal.runtime.driver import Driver
 
     release, returned = threading.Event(), threading.Event()
 
@@ -158,7 +158,7 @@ def test_the_runs_default_deadline_applies_to_analyses_and_finishers_without_the
         tmp_path):
     import threading
 
-    from caudal.driver import Driver
+    from caudal.runtime.driver import Driver
 
     release = threading.Event()
 
@@ -194,7 +194,8 @@ def test_the_runs_default_deadline_applies_to_analyses_and_finishers_without_the
 def test_a_step_no_analysis_ran_on_is_not_counted_as_analysed(tmp_path):
     import time
 
-    from caudal.driver import Driver
+    from caudal.runtime.driver import Driver
+    from caudal.runtime.head import CompleteStep
 
     @caudal.analysis("a")
     def f(a, ctx):
@@ -202,7 +203,7 @@ def test_a_step_no_analysis_ran_on_is_not_counted_as_analysed(tmp_path):
 
     d = Driver([f], None, [], tmp_path)
     try:
-        d.analyse(3, {}, time.time())  # a step without array "a": f does not fire
+        d.analyse(CompleteStep(3, {}, time.time()))  # without array "a": f does not fire
         summary = d.summary()
     finally:
         d.close()

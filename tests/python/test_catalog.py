@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import caudal
-from caudal.catalog import CatalogError, Declaration, Layout, Part, build_layout, global_array
+from caudal.catalog import (BlockRef, CatalogError, Declaration, Layout, build_layout,
+                            global_array)
 
 DTYPES = ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
           "float32", "float64", "complex64", "complex128"]
@@ -345,7 +346,7 @@ def test_building_the_array_touches_no_chunk():
 def test_declaration_from_array_info():
     info = caudal.ArrayInfo(("t", "float32", "F", False, (8, 6), (4, 0), (4, 6)))
     d = Declaration.from_info(2, info)
-    assert d == Declaration(2, "float32", "F", False, (8, 6), (4, 0), (4, 6))
+    assert d == Declaration(2, "float32", "F", False, (8, 6), (4, 0), (4, 6), name="t")
 
 
 # ---------------------------------------------------------------- variable arrays
@@ -598,11 +599,12 @@ def test_object_refs_compute_on_ray(ray_local):
     assert same(a.compute(scheduler=ray_dask_get), g)
     assert np.isclose(a.mean().compute(scheduler=ray_dask_get), g.mean())
     assert same(a.blocks[1, 0].compute(scheduler=ray_dask_get), g[4:6, 0:2])
-    # Blocks as items of one list object (catalog.Part), as the ingest puts them.
+    # Blocks as items of one list object (BlockRef.index), as the ingest puts them.
     order = sorted(refs)
     one = ray.put([np.asfortranarray(g[s[0]:s[0] + c[0], s[1]:s[1] + c[1]])
                    for r, (s, c) in enumerate(blocks) if r in refs])
-    b = global_array(layout, {r: Part(one, i) for i, r in enumerate(order)}, 11)
+    b = global_array(layout, {r: BlockRef("t", 11, r, int(np.prod(blocks[r][1])), one, i)
+                              for i, r in enumerate(order)}, 11)
     assert same(b.compute(scheduler=ray_dask_get), g)
     assert same(b.blocks[1, 1].compute(scheduler=ray_dask_get), g[4:6, 2:5])
     # A persisted array has ObjectRefs as graph values too.

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from caudal.head import _add_range
+from caudal.runtime.head import _add_range
 from test_run import caudal_run
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -84,10 +84,10 @@ def test_each_block_is_processed_on_its_node_and_never_copied(two_nodes):
 
     # ... and no block was pulled to the other node to get it: each object
     # is still in its own node's store only.
-    locations = get_object_locations([b.obj for b in blocks.values()])
+    locations = get_object_locations([b.stored.ref for b in blocks.values()])
     for b in blocks.values():
-        assert locations[b.obj]["node_ids"] == [b.node], (b.rank, locations[b.obj])
+        assert locations[b.stored.ref]["node_ids"] == [b.node], (b.rank, locations[b.stored.ref])
     # The derived arrays' blocks were made where their input blocks are.
-    out = get_object_locations([b.obj for b in lap.blocks.blocks.values()])
+    out = get_object_locations([b.stored.ref for b in lap.blocks.blocks.values()])
     for pos, b in lap.blocks.blocks.items():
-        assert out[b.obj]["node_ids"] == [blocks[pos].node]
+        assert out[b.stored.ref]["node_ids"] == [blocks[pos].node]

@@ -12,15 +12,35 @@ handed to the driver in order, once; the head then forgets their references,
 and the driver's windows hold what it still needs. At most `max_pending`
 complete steps wait for the driver: past that, reports from the ingest actors
 wait, so the pressure reaches the ranks' rings.
+
+Blocks arrive as catalog.BlockRef, made by the ingest, and leave in a
+CompleteStep as they came.
 """
 
 import asyncio
 import collections
 import time
+from typing import Dict, NamedTuple
 
 import ray
 
-from .catalog import CatalogError, Declaration, build_layout
+from ..catalog import BlockRef, CatalogError, Declaration, Layout, build_layout
+
+
+class ArrayBlocks(NamedTuple):
+    """One array's part of a complete step: every block it needs is there."""
+
+    layout: Layout
+    blocks: Dict[int, BlockRef]  # rank -> its block
+
+
+class CompleteStep(NamedTuple):
+    """What the head hands the driver: a step that every rank finished,
+    with the arrays of it that are whole (the others were skipped)."""
+
+    step: int
+    arrays: Dict[str, ArrayBlocks]  # array name -> its blocks
+    completed: float  # time.time() when it became complete: the lag starts there
 
 
 @ray.remote(num_cpus=0)
@@ -31,10 +51,10 @@ class HeadActor:
         self.decls = collections.defaultdict(dict)  # array -> rank -> Declaration
         self.layouts = {}
         self.high = {}  # rank -> highest step finished; absent until it connects
-        self.nodes = {}  # rank -> Ray node of its ingest actor, where its blocks live
         self.done = {}  # rank -> (clean, counters or message)
+        # step -> array -> rank -> BlockRef, until the step is complete
         self.steps = collections.defaultdict(lambda: collections.defaultdict(dict))
-        self.ready = collections.deque()
+        self.ready = collections.deque()  # CompleteStep for the driver
         self.values = {}  # (rank, key) -> value the simulation reported
         self.errors = []  # every error, in order: for the summary
         self.declaration_errors = []  # those that are declaration errors
@@ -48,19 +68,16 @@ class HeadActor:
 
     # ---- from the ingest actors ----------------------------------------
 
-    async def connected(self, rank, size, node):
+    async def connected(self, rank, size):
         if size != self.nranks:
             self._declaration_error("rank %d says the run has %d ranks, caudal run "
                                     "started %d" % (rank, size, self.nranks))
         self.high.setdefault(rank, -1)
-        self.nodes[rank] = node
         await self._notify()
 
-    async def declare(self, rank, info):
-        name = info["name"]
-        self.decls[name][rank] = Declaration(
-            rank=rank, dtype=info["dtype"], order=info["order"], variable=info["variable"],
-            shape=tuple(info["shape"]), start=tuple(info["start"]), count=tuple(info["count"]))
+    async def declare(self, decl: Declaration):
+        name = decl.name
+        self.decls[name][decl.rank] = decl
         if len(self.decls[name]) == self.nranks:
             try:
                 self.layouts[name] = build_layout(name, self.decls[name], self.nranks)
@@ -75,8 +92,8 @@ class HeadActor:
             await self.changed.wait_for(lambda: self.next_report[node] == seq and
                                         len(self.ready) < self.max_pending)
             self.next_report[node] = seq + 1
-            for step, name, rank, ref, count in blocks:
-                self.steps[step][name][rank] = (ref, count)
+            for b in blocks:
+                self.steps[b.step][b.array][b.rank] = b
             for rank, step in high.items():
                 self.high[rank] = max(self.high.get(rank, -1), step)
             self._advance()
@@ -106,10 +123,9 @@ class HeadActor:
     # ---- for the driver -----------------------------------------------
 
     async def take(self, timeout):
-        """Complete steps in order, as (step, {array: (layout, chunks, counts,
-        nodes)}, time completed),
-        whether the run is over (every rank left and nothing is pending), and
-        the declaration errors so far (caudal run stops the run for them)."""
+        """Complete steps in order (CompleteStep), whether the run is over
+        (every rank left and nothing is pending), and the declaration errors
+        so far (caudal run stops the run for them)."""
         async with self.changed:
             if not self.ready and not self._over():
                 try:
@@ -170,7 +186,7 @@ class HeadActor:
         analysed nor skipped, so said apart rather than lost from the count."""
         left = collections.defaultdict(list)
         held = [(s, names) for s, names in self.steps.items()]
-        held += [(s, arrays) for s, arrays, _ in self.ready]
+        held += [(c.step, c.arrays) for c in self.ready]
         for step, names in sorted(held, key=lambda x: x[0]):
             for name in names:
                 _add_range(left[name], step, step)
@@ -196,20 +212,17 @@ class HeadActor:
         for step in sorted(s for s in self.steps if s <= floor):
             arrays = self.steps.pop(step)
             out = {}
-            for name, chunks in arrays.items():
+            for name, blocks in arrays.items():
                 layout = self.layouts.get(name)
                 # Every rank's part, for fixed and variable arrays alike: a
                 # variable array analysed with a rank's part missing would be
                 # a silently wrong result (a zero-element part is present).
-                if layout is None or layout.blocks_needed() - set(chunks):
+                if layout is None or layout.blocks_needed() - set(blocks):
                     _add_range(self.skipped[name], step, step)
                     continue
-                refs = {r: c[0] for r, c in chunks.items()}
-                counts = {r: c[1] for r, c in chunks.items()}
-                nodes = {r: self.nodes.get(r) for r in chunks}
-                out[name] = (layout, refs, counts, nodes)
+                out[name] = ArrayBlocks(layout, blocks)
             if out:
-                self.ready.append((step, out, time.time()))
+                self.ready.append(CompleteStep(step, out, time.time()))
 
     async def _notify(self):
         async with self.changed:

@@ -37,7 +37,7 @@ import time
 import traceback
 import warnings
 
-from .analytics import analyses_in, finishers_in
+from ..analytics import analyses_in, finishers_in
 from .private import private_dir, ray_token, remove_stale_dirs, start_guard
 from .simulation import die_with_parent, stop_simulation
 
@@ -229,8 +229,8 @@ class Run:
     def _start(self, analyses, finishers):
         import ray
         from ray.util.dask import enable_dask_on_ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        from ..blocks import on_node
         from .driver import Driver
         from .head import HeadActor
         from .ingest import IngestActor
@@ -245,8 +245,10 @@ class Run:
             enable_dask_on_ray()
         self.head = HeadActor.remote(args.ranks, args.max_pending)
         nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
-        self.ingests = [IngestActor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            node, soft=False)).remote(endpoint, token, self.head, node) for node in nodes]
+        # Each on its node: it listens on that node's socket, and the blocks
+        # it puts are born in that node's store.
+        self.ingests = [IngestActor.options(**on_node(node)).remote(
+            endpoint, token, self.head, node) for node in nodes]
         ray.get([i.endpoint.remote() for i in self.ingests])  # listening before ranks start
         self.watches = {i.watch.remote(): node for i, node in zip(self.ingests, nodes)}
         _warm_up()

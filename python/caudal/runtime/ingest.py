@@ -5,12 +5,12 @@ the actor's event loop). Once every rank of the node finished a step, it
 copies that step's blocks into the Ray object store as one object (a list:
 a put costs far more than the bytes of a small block, 0.7 ms against 1.2 ms
 for 32 blocks of 8 KiB in one), gives their slots back, and reports the
-blocks (catalog.Part: the list and the index) to the head in one call per
-node and step. Blocks that would hold more than BATCH_BYTES of slots until
-then go in at once, alone. Up to
-REPORTS_IN_FLIGHT such calls are outstanding, so the thread puts the next
-step's blocks while the head takes the last one (the head applies a node's
-reports in their order). A report waits while the head holds its limit of
+blocks (a catalog.BlockRef each: the list, the index, this node) to the head
+in one call per node and step. Blocks that would hold more than BATCH_BYTES
+of slots until then go in at once, alone. Up to REPORTS_IN_FLIGHT such calls
+are outstanding, so the thread puts the next step's blocks while the head
+takes the last one (the head applies a node's reports in their order).
+Declarations go to the head as catalog.Declaration. A report waits while the head holds its limit of
 unanalysed steps: the thread then stops giving slots back, the ranks' rings
 fill and their policy applies, so memory is bounded end to end.
 """
@@ -24,8 +24,8 @@ import time
 import numpy as np
 import ray
 
-from . import _caudal
-from .catalog import Part
+from .. import _caudal
+from ..catalog import BlockRef, Declaration
 
 REPORTS_IN_FLIGHT = 2
 BATCH_BYTES = 64 << 20  # held in slots (or inline buffers) while a step completes
@@ -98,7 +98,7 @@ class IngestActor:
 
     def _loop(self):
         r = self.receiver
-        pending = collections.defaultdict(list)  # step -> [block event, or reported tuple]
+        pending = collections.defaultdict(list)  # step -> [block event, or BlockRef if put]
         held = [0]  # bytes of the block events in pending
         high = {}  # local rank -> highest step it finished (published or dropped)
         reported = [None]  # the node's floor at the last report
@@ -118,7 +118,7 @@ class IngestActor:
                     ref = ray.put(np.asarray(ev.block))  # large: alone, at once
                     ev.block.release()
                     self.stats["put_seconds"] += time.perf_counter() - t0
-                    pending[ev.step].append((ev.step, ev.name, ev.rank, ref, ev.count))
+                    pending[ev.step].append(BlockRef.from_event(ev, ref, node=self.node))
                 else:
                     held[0] += ev.nbytes
                     pending[ev.step].append(ev)
@@ -131,11 +131,9 @@ class IngestActor:
                 self._report(pending, high, reported, held)
             elif t == "connect":
                 high[ev.rank] = -1
-                self._call(self.head.connected, ev.rank, ev.size, self.node)
+                self._call(self.head.connected, ev.rank, ev.size)
             elif t == "declare":
-                info = {k: getattr(ev, k) for k in
-                        ("name", "dtype", "order", "variable", "shape", "start", "count")}
-                self._call(self.head.declare, ev.rank, info)
+                self._call(self.head.declare, Declaration.from_info(ev.rank, ev))
             elif t == "steer":
                 # Latest value wins: no need to wait for the reports first.
                 self._get(self.head.reported.remote(ev.rank, ev.key, ev.value))
@@ -175,8 +173,8 @@ class IngestActor:
     def _put(self, entries, held):
         """A step's block events as one list object in the store (the one
         copy), their slots given back; entries already put pass through."""
-        events = [e for e in entries if not isinstance(e, tuple)]
-        out = [e for e in entries if isinstance(e, tuple)]
+        events = [e for e in entries if not isinstance(e, BlockRef)]
+        out = [e for e in entries if isinstance(e, BlockRef)]
         if events:
             t0 = time.perf_counter()
             ref = ray.put([np.asarray(e.block) for e in events])
@@ -185,7 +183,7 @@ class IngestActor:
                 held[0] -= e.nbytes
             self.stats["put_seconds"] += time.perf_counter() - t0
             self.stats["puts"] += 1
-            out += [(e.step, e.name, e.rank, Part(ref, i), e.count) for i, e in enumerate(events)]
+            out += [BlockRef.from_event(e, ref, i, self.node) for i, e in enumerate(events)]
         return out
 
     def _drain(self):

@@ -1,9 +1,9 @@
 """The analytics driver: calls the analyses on windows of complete steps.
 
-It takes complete steps from the head in order, turns each array's block
-references into a StepArray (a Dask array whose chunks are the blocks, and
-the grid of blocks with their nodes for the kernels, both run next to them),
-keeps per array the window the analyses need (older steps are dropped, and
+It takes complete steps from the head in order (head.CompleteStep), turns
+each array's blocks (catalog.BlockRef) into a StepArray (a Dask array whose
+chunks are the blocks, and the grid of blocks with their nodes for the
+kernels, both run next to them), keeps per array the window the analyses need (older steps are dropped, and
 their objects freed with them), and calls each analysis whose trigger fires.
 An analysis that raises is reported with its step and the others go on.
 
@@ -41,8 +41,9 @@ import traceback
 import numpy as np
 import ray
 
-from .analytics import Context
-from .blocks import step_array
+from ..analytics import Context
+from ..blocks import step_array
+from .head import CompleteStep
 
 
 def _plain(value):
@@ -133,7 +134,7 @@ class Driver:
     LAG_SAMPLES = 4096  # lags kept for the quantiles: a uniform sample past that
 
     def __init__(self, analyses, head, ingests, run_dir, finishers=(), analysis_timeout=300.0):
-        from .analytics import check_timeout
+        from ..analytics import check_timeout
 
         self.analyses = analyses
         self.finishers = list(finishers)
@@ -168,16 +169,17 @@ class Driver:
     def poll(self, timeout=0.2):
         """Analyse what is complete; True once the run is over."""
         steps, over, self.declaration_errors = ray.get(self.head.take.remote(timeout))
-        for step, arrays, completed in steps:
-            self.analyse(step, arrays, completed)
+        for complete in steps:
+            self.analyse(complete)
         return over
 
-    def analyse(self, step, arrays, completed):
+    def analyse(self, complete: CompleteStep):
         t0 = time.perf_counter()
+        step = complete.step
         updated = set()
-        for name, (layout, refs, counts, nodes) in arrays.items():
+        for name, a in complete.arrays.items():
             if name in self.windows:
-                self.windows[name].append(step_array(layout, refs, step, nodes, counts))
+                self.windows[name].append(step_array(a.layout, a.blocks, step))
                 updated.add(name)
         self.last_step = step
         called = False
@@ -193,7 +195,7 @@ class Driver:
         # history, or every analysis it fired still busy) is not "analysed".
         self.counts["steps" if called else "steps_without_call"] += 1
         self.seconds["driver"] += time.perf_counter() - t0
-        self._lag(time.time() - completed)
+        self._lag(time.time() - complete.completed)
 
     def _lag(self, lag):
         self.nlags += 1
