@@ -67,16 +67,7 @@ __version__ = "%d.%d.%d" % (
     _caudal.VERSION_PATCH,
 )
 
-EVENT_TYPES = (
-    "connect",
-    "declare",
-    "block",
-    "step_end",
-    "drop",
-    "steer",
-    "bye",
-    "disconnect",
-)
+EVENT_TYPES = _caudal.EVENT_TYPES  # from the header's list: "connect" ... "refused"
 
 
 def dtype_name(dtype):

@@ -81,7 +81,7 @@ def main():
     k = c.counters()
     try:
         c.close()
-    except caudal.CaudalError as e:
+    except caudal.CaudalError:
         if not a.carry_on:
             raise
     comm.Barrier()
