@@ -141,8 +141,10 @@ class Monitor(threading.Thread):
                 role, cmd, rss, fds, private = info
                 procs[pid] = (role, rss, fds, private)
                 # The first specific role: an actor's title changes when it
-                # idles, a process that exits loses its command line.
-                if self.roles.get(pid, "other") in ("other", "ray worker"):
+                # idles, a process that exits loses its command line. A rank
+                # caught between hydra's fork and its exec still reads as
+                # mpi, and a Ray worker becomes an actor: those may move on.
+                if self.roles.get(pid, "other") in ("other", "ray worker", "mpi"):
                     self.roles[pid] = role
                 if self.session is None:
                     m = re.search(r"--session[-_]dir=(\S+)", cmd)
