@@ -164,7 +164,9 @@ def test_block_over_tcp_the_ranks_wait_and_nothing_is_dropped(tmp_path):
     counters = summary["rank_counters"]
     assert sorted(counters) == ["0", "1", "2", "3"]
     assert all(c["steps_dropped"] == 0 and c["steps_sent"] == steps for c in counters.values())
-    assert sum(c["ns_waiting"] for c in counters.values()) > 0
+    waited = sum(c["ns_waiting"] for c in counters.values())
+    print("block over tcp: the ranks waited %.2f s in all" % (waited / 1e9))
+    assert waited > 0
 
 
 def test_drop_over_tcp_steps_are_dropped_reported_and_never_analysed(tmp_path):
@@ -180,6 +182,8 @@ def test_drop_over_tcp_steps_are_dropped_reported_and_never_analysed(tmp_path):
         {r: d for r, d in per_rank.items() if d}
     assert summary["rank_steps_dropped"] == sum(len(d) for d in per_rank.values())
     analysed = set(results["mean"])
+    print("drop over tcp: %d rank-steps dropped, %d steps analysed of %d"
+          % (summary["rank_steps_dropped"], len(analysed), steps))
     assert analysed and not analysed & any_dropped
     # Each step is analysed, skipped (some rank dropped it), or dropped by all.
     skipped = steps_of(summary["steps_skipped"].get("field", []))
