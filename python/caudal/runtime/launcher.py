@@ -272,8 +272,8 @@ class Run:
         # Listening before the ranks start; in transit, on ports of their own.
         self.endpoints = ray.get([i.endpoint.remote() for i in self.ingests])
         if args.transit:
-            self.labels = ["%s (ranks %d-%d, %s)" % ((p.name,) + transit.ranks_of(
-                k, args.transit, args.ranks) + (ep,))
+            self.labels = ["%s (ranks %d-%d, %s)" % (
+                p.name, *transit.ranks_of(k, args.transit, args.ranks), ep)
                 for k, (p, ep) in enumerate(zip(places, self.endpoints))]
             endpoint = ",".join(self.endpoints)
         else:
