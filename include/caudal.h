@@ -37,6 +37,16 @@
  *                           only small messages cross the socket.
  *   "tcp:host:port"         another node: the same frames, blocks inline.
  * Both check the job token in both directions.
+ *
+ * Several endpoints: the endpoint may be a comma-separated list,
+ * "tcp:h1:p1,tcp:h2:p2,...", the same on every rank (caudal run --transit N
+ * sets CAUDAL_ENDPOINT so: N ingest endpoints for the job's ranks). Rank r of
+ * `size` connects to entry r * N / size (0-based), so each endpoint takes a
+ * contiguous block of ranks and neighbouring ranks share one: 4 ranks on 2
+ * endpoints, ranks 0-1 to the first, 2-3 to the second. Every entry is
+ * checked on every rank; an empty or malformed entry makes caudal_open fail
+ * with CAUDAL_ERR_INVALID and a message naming the rank and the entry. A comma
+ * always separates entries, so a unix socket path cannot contain one.
  */
 #ifndef CAUDAL_H
 #define CAUDAL_H
@@ -171,7 +181,8 @@ typedef enum caudal_policy {
 typedef struct caudal_options {
     int rank;                  /* this process, 0 <= rank < size */
     int size;                  /* number of publishing processes */
-    const char *endpoint;      /* NULL: $CAUDAL_ENDPOINT */
+    const char *endpoint;      /* NULL: $CAUDAL_ENDPOINT; one endpoint or a list
+                                  ("Several endpoints" above) */
     const char *token;         /* NULL: $CAUDAL_TOKEN, else the empty token */
     unsigned ring_depth;       /* slots in the ring; 0: $CAUDAL_RING_DEPTH, else 4 */
     size_t slot_bytes;         /* bytes per slot; 0: the sum of the declared blocks

@@ -283,6 +283,51 @@ static void slot_sent(void *ctx, uint32_t tag)
     c->busy[tag - 1] = 0; /* tcp: the slot's bytes are in the kernel now */
 }
 
+/* This rank's endpoint out of `text`: one endpoint, or a comma-separated list
+ * of N (in transit, the launcher's N ingest endpoints for the job's ranks), of
+ * which rank r takes entry r * N / size: contiguous blocks of ranks, so that
+ * neighbouring ranks share an endpoint. Every entry is checked, not only this
+ * rank's, so that a malformed list fails on every rank with the same entry
+ * named. `source` says where the text came from, for the message. */
+static int pick_endpoint(caudal_client *c, const char *text, const char *source,
+                         cdl_endpoint *ep)
+{
+    char msg[400];
+    if (!text || !strchr(text, ',')) { /* one endpoint: as it always was */
+        if (cdl_endpoint_parse(text, ep, msg, sizeof msg) != CAUDAL_OK)
+            return fail(c, CAUDAL_ERR_INVALID, NULL, "%s", msg);
+        return CAUDAL_OK;
+    }
+    size_t n = 1;
+    for (const char *p = text; *p; p++)
+        n += *p == ',';
+    size_t pick = (size_t)((uint64_t)c->rank * n / (uint64_t)c->size);
+    const char *start = text;
+    for (size_t i = 0; i < n; i++) {
+        const char *end = strchr(start, ',');
+        size_t len = end ? (size_t)(end - start) : strlen(start);
+        char one[CDL_MAX_PATH + 256 + 16 + 8];
+        if (len == 0)
+            return fail(c, CAUDAL_ERR_INVALID, NULL,
+                        "%s: entry %zu of %zu is empty (a list of endpoints is "
+                        "'tcp:HOST:PORT,tcp:HOST:PORT,...')", source, i + 1, n);
+        if (len >= sizeof one)
+            return fail(c, CAUDAL_ERR_INVALID, NULL,
+                        "%s: entry %zu of %zu is %zu bytes long (at most %zu)", source, i + 1,
+                        n, len, sizeof one - 1);
+        memcpy(one, start, len);
+        one[len] = 0;
+        cdl_endpoint parsed;
+        if (cdl_endpoint_parse(one, &parsed, msg, sizeof msg) != CAUDAL_OK)
+            return fail(c, CAUDAL_ERR_INVALID, NULL, "%s: entry %zu of %zu is malformed: %s",
+                        source, i + 1, n, msg);
+        if (i == pick)
+            *ep = parsed;
+        start = end ? end + 1 : start + len;
+    }
+    return CAUDAL_OK;
+}
+
 static int resolve_options(caudal_client *c, const caudal_options *o, const char **ep)
 {
     c->rank = o->rank;
@@ -407,10 +452,11 @@ int caudal_open(caudal_client **client, const caudal_options *opts, char *errbuf
         rc = fail(c, CAUDAL_ERR_NOMEM, NULL, "out of memory");
     cdl_endpoint ep;
     char msg[400];
+    if (rc == CAUDAL_OK)
+        rc = pick_endpoint(c, ep_text, opts->endpoint ? "the endpoint option" : "CAUDAL_ENDPOINT",
+                           &ep);
     if (rc == CAUDAL_OK) {
-        rc = cdl_endpoint_parse(ep_text, &ep, msg, sizeof msg);
-        if (rc == CAUDAL_OK)
-            rc = cdl_connect(&ep, c->connect_timeout_ms, &c->sock, msg, sizeof msg);
+        rc = cdl_connect(&ep, c->connect_timeout_ms, &c->sock, msg, sizeof msg);
         if (rc != CAUDAL_OK)
             fail(c, rc, NULL, "%s", msg);
         c->tcp = ep.is_tcp;

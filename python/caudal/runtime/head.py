@@ -64,7 +64,7 @@ class HeadActor:
         self.lost = {}  # rank -> why it left without goodbye
         self.lost_at = {}  # rank -> when (a launcher ends all ranks when one fails)
         self.changed = asyncio.Condition()
-        self.next_report = collections.defaultdict(int)  # node -> number of its next report
+        self.next_report = collections.defaultdict(int)  # ingest -> number of its next report
 
     # ---- from the ingest actors ----------------------------------------
 
@@ -85,13 +85,15 @@ class HeadActor:
                 self._declaration_error(str(e))
         await self._notify()
 
-    async def report(self, node, seq, blocks, high):
-        """A node's blocks and ranks' progress; an ingest keeps a few reports
-        in flight, and they are applied in the order they were sent (seq)."""
+    async def report(self, ingest, seq, blocks, high):
+        """An ingest's blocks and its ranks' progress; an ingest keeps a few
+        reports in flight, and they are applied in the order it sent them
+        (seq). `ingest` names it: its node in situ, one of several on a node
+        in transit (the blocks name the node they live on)."""
         async with self.changed:
-            await self.changed.wait_for(lambda: self.next_report[node] == seq and
+            await self.changed.wait_for(lambda: self.next_report[ingest] == seq and
                                         len(self.ready) < self.max_pending)
-            self.next_report[node] = seq + 1
+            self.next_report[ingest] = seq + 1
             for b in blocks:
                 self.steps[b.step][b.array][b.rank] = b
             for rank, step in high.items():
@@ -116,7 +118,7 @@ class HeadActor:
         self._advance()
         await self._notify()
 
-    async def ingest_failed(self, node, message):
+    async def ingest_failed(self, ingest, message):
         self.errors.append(message)
         await self._notify()
 

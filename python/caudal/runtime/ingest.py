@@ -39,10 +39,13 @@ class _Stopped(Exception):
 # max_concurrency: watch() holds one thread for the whole run.
 @ray.remote(num_cpus=0, max_concurrency=6)
 class IngestActor:
-    def __init__(self, endpoint, token, head, node):
+    def __init__(self, endpoint, token, head, node, name=None):
         self.receiver = _caudal.Receiver(endpoint, token=token)
         self.head = head
-        self.node = node
+        self.node = node  # the Ray node: where the blocks it puts live
+        # Its identity towards the head (the order of its reports): the node
+        # in situ, one of several on a node in transit.
+        self.name = name or node
         self.steer_q = queue.SimpleQueue()
         self.stop = threading.Event()
         self.finished = threading.Event()  # the receiving thread ended
@@ -50,7 +53,7 @@ class IngestActor:
         self.refused = []  # the first REFUSED_KEPT refusal messages
         self.stats = collections.Counter(connections_refused=0)  # a key even when none
         self.inflight = collections.deque()  # reports the head has not answered
-        self.seq = 0  # this node's next report number
+        self.seq = 0  # this ingest's next report number
         self.thread = threading.Thread(target=self._serve, name="caudal-ingest", daemon=True)
         self.thread.start()
 
@@ -88,9 +91,10 @@ class IngestActor:
         except _Stopped:
             pass
         except Exception as e:  # reported to the head: the run fails loudly
-            self.error = "ingest on node %s: %r" % (self.node, e)
+            who = "" if self.name == self.node else " %s" % self.name
+            self.error = "ingest%s on node %s: %r" % (who, self.node, e)
             try:
-                ray.get(self.head.ingest_failed.remote(self.node, self.error), timeout=10)
+                ray.get(self.head.ingest_failed.remote(self.name, self.error), timeout=10)
             except Exception:
                 pass  # caudal run sees the error through watch() anyway
         finally:
@@ -165,7 +169,7 @@ class IngestActor:
         blocks = [b for s in sorted(steps) for b in self._put(pending.pop(s), held)]
         reported[0] = floor
         self.stats["reports"] += 1
-        self.inflight.append(self.head.report.remote(self.node, self.seq, blocks, dict(high)))
+        self.inflight.append(self.head.report.remote(self.name, self.seq, blocks, dict(high)))
         self.seq += 1
         while len(self.inflight) > REPORTS_IN_FLIGHT:
             self._get(self.inflight.popleft())

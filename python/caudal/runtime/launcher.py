@@ -7,6 +7,9 @@ ingest actor per Ray node, launches the simulation with mpiexec pointing its
 ranks at their node's ingest actor (the same unix socket path on every node),
 runs the analyses while the simulation computes, drains every complete step
 once all ranks said goodbye, writes the run folder and prints a summary.
+With --transit N the ranks' hosts need no Ray: N ingest actors listen on TCP
+on the Ray nodes, and each rank streams to one of them (ranks in contiguous
+blocks, rank r to endpoint r * N / ranks), with the job token.
 
 Whatever ends the run, it ends the same way: the simulation is stopped if it
 still runs, what is complete is analysed if that is quick, summary.json says
@@ -38,6 +41,7 @@ import traceback
 import warnings
 
 from ..analytics import analyses_in, finishers_in
+from . import transit
 from .private import private_dir, ray_token, remove_stale_dirs, start_guard
 from .simulation import die_with_parent, stop_simulation
 
@@ -62,6 +66,12 @@ def add_parser(sub):
     r.add_argument("--ring-depth", type=int, default=0, help="slots per rank (default 4)")
     r.add_argument("--max-pending", type=int, default=8,
                    help="complete steps waiting for the analyses before ranks wait")
+    r.add_argument("--transit", type=int, default=0, metavar="N",
+                   help="in transit: the ranks stream over TCP (with the job token) to N "
+                        "ingest endpoints on the Ray nodes, contiguous blocks of ranks to "
+                        "each (rank r to endpoint r*N/ranks), and their hosts run no Ray; "
+                        "N from 1 to the number of ranks. Default: in situ, each rank to "
+                        "its own node's ingest through a unix socket and shared memory")
     r.add_argument("--mpiexec", default="mpiexec", help="the MPI launcher")
     r.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="stop the whole run after this long (exit code 5)")
@@ -170,7 +180,9 @@ class Run:
         self.driver = None
         self.head = None
         self.ingests = []
-        self.watches = {}  # ObjectRef of IngestActor.watch -> node
+        self.endpoints = []  # per ingest actor, where it listens
+        self.labels = []  # per ingest actor, how messages name it
+        self.watches = {}  # ObjectRef of IngestActor.watch -> its label
         self.runtime_error = None  # Caudal's own failure, a line
         self.decl_errors = []
         self.stopped_by_us = False
@@ -195,6 +207,9 @@ class Run:
         self.analyses = analyses
         if args.ranks < 1:
             raise SetupError("-n must be at least 1")
+        if args.transit < 0 or args.transit > args.ranks:
+            raise SetupError("--transit %d: the number of ingest endpoints must be from 1 to "
+                             "the number of ranks (%d)" % (args.transit, args.ranks))
         if not shutil.which(args.mpiexec):
             raise SetupError("%s not found" % args.mpiexec)
         self.run_dir = pathlib.Path(args.run_dir or "runs/%s" % time.strftime("%Y%m%d-%H%M%S"))
@@ -237,27 +252,42 @@ class Run:
 
         args = self.args
         token = secrets.token_hex(16)
-        endpoint = "unix:%s/ingest.sock" % self.priv
         self._start_ray(args.address)
         self.signals.install()  # ray.init sets a SIGTERM handler of its own
         with warnings.catch_warnings():  # Ray sets a Dask key Dask has renamed
             warnings.simplefilter("ignore", FutureWarning)
             enable_dask_on_ray()
         self.head = HeadActor.remote(args.ranks, args.max_pending)
-        nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
-        # Each on its node: it listens on that node's socket, and the blocks
-        # it puts are born in that node's store.
-        self.ingests = [IngestActor.options(**on_node(node)).remote(
-            endpoint, token, self.head, node) for node in nodes]
-        ray.get([i.endpoint.remote() for i in self.ingests])  # listening before ranks start
-        self.watches = {i.watch.remote(): node for i, node in zip(self.ingests, nodes)}
+        alive = [n for n in ray.nodes() if n["Alive"]]
+        nodes = [n["NodeID"] for n in alive]
+        if args.transit:
+            places = transit.places(alive, args.transit)
+        else:  # one per node, the same socket path on every node
+            sock = "unix:%s/ingest.sock" % self.priv
+            places = [transit.Place(node, node, sock) for node in nodes]
+        # Each on its node: it listens there, and the blocks it puts are born
+        # in that node's store.
+        self.ingests = [IngestActor.options(**on_node(p.node)).remote(
+            p.listen, token, self.head, p.node, p.name) for p in places]
+        # Listening before the ranks start; in transit, on ports of their own.
+        self.endpoints = ray.get([i.endpoint.remote() for i in self.ingests])
+        if args.transit:
+            self.labels = ["%s (ranks %d-%d, %s)" % (
+                p.name, *transit.ranks_of(k, args.transit, args.ranks), ep)
+                for k, (p, ep) in enumerate(zip(places, self.endpoints))]
+            endpoint = ",".join(self.endpoints)
+        else:
+            self.labels = ["on node %s" % p.node[:12] for p in places]
+            endpoint = places[0].listen
+        self.watches = {i.watch.remote(): label for i, label in zip(self.ingests, self.labels)}
         _warm_up()
         env = dict(os.environ, CAUDAL_ENDPOINT=endpoint, CAUDAL_TOKEN=token,
                    CAUDAL_POLICY=args.policy)
         if args.ring_depth:
             env["CAUDAL_RING_DEPTH"] = str(args.ring_depth)
-        print("caudal run: %d ranks, %d Ray node(s), %d analyses, results in %s"
-              % (args.ranks, len(nodes), len(analyses), self.run_dir), file=sys.stderr)
+        how = " in transit to %d TCP endpoint(s)" % args.transit if args.transit else ""
+        print("caudal run: %d ranks%s, %d Ray node(s), %d analyses, results in %s"
+              % (args.ranks, how, len(nodes), len(analyses), self.run_dir), file=sys.stderr)
         self.driver = Driver(analyses, self.head, self.ingests, self.run_dir, finishers,
                              analysis_timeout=args.analysis_timeout)
         # Its own session: a Ctrl-C at the terminal reaches caudal run, which
@@ -317,13 +347,13 @@ class Run:
             return
         ready, _ = ray.wait(list(self.watches), num_returns=len(self.watches), timeout=0)
         for ref in ready:
-            node = self.watches.pop(ref)
+            label = self.watches.pop(ref)
             try:
                 error = ray.get(ref)
             except Exception as e:
-                error = "the ingest actor on node %s was lost (%s)" % (node[:12], _short(e))
+                error = "the ingest actor %s was lost (%s)" % (label, _short(e))
             if error is None:
-                error = "the ingest actor on node %s stopped during the run" % node[:12]
+                error = "the ingest actor %s stopped during the run" % label
             self._runtime(error)
 
     def _runtime(self, message):
@@ -457,11 +487,16 @@ class Run:
         import ray
 
         out = []
-        for ingest in self.ingests:
+        for k, ingest in enumerate(self.ingests):
             try:
-                out.append(ray.get(ingest.shutdown.remote(), timeout=15))
+                entry = ray.get(ingest.shutdown.remote(), timeout=15)
             except Exception as e:
-                out.append({"error": "lost: %s" % _short(e)})
+                entry = {"error": "lost: %s" % _short(e)}
+            if k < len(self.endpoints):  # none if the actors failed to start
+                entry["endpoint"] = self.endpoints[k]
+            if self.args.transit:
+                entry["ranks"] = list(transit.ranks_of(k, self.args.transit, self.args.ranks))
+            out.append(entry)
         return out
 
     def _classify(self, summary, head):
@@ -594,8 +629,8 @@ def _print_refused(ingest):
     msgs = [m for i in ingest for m in i.get("refused_messages", [])]
     for m in msgs[:3]:
         print("caudal run: refused a connection: %s" % m, file=sys.stderr)
-    print("caudal run: %d connection(s) to the socket refused in all (they did not "
-          "affect the run)" % n, file=sys.stderr)
+    print("caudal run: %d connection(s) to the ingest endpoints refused in all (they did "
+          "not affect the run)" % n, file=sys.stderr)
 
 
 def _print_summary(s, run_dir):
