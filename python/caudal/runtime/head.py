@@ -43,6 +43,13 @@ class CompleteStep(NamedTuple):
     completed: float  # time.time() when it became complete: the lag starts there
 
 
+def start_head(nranks, max_pending=8, nodes=()):
+    """The head of a run, and what each node's ingest reports to: node ->
+    actor with the head's methods (connected, declare, report, ...)."""
+    head = HeadActor.remote(nranks, max_pending)
+    return head, {node: head for node in nodes}
+
+
 @ray.remote(num_cpus=0)
 class HeadActor:
     def __init__(self, nranks, max_pending=8):
