@@ -40,13 +40,13 @@ into the repository (--json PATH writes the table).
 """
 
 import argparse
-import cProfile
 import json
 import math
 import os
-import pstats
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -112,15 +112,25 @@ class Sink:
 class Nodes:
     """Plays some nodes: the calls their ingest actors would make."""
 
-    def __init__(self, nodes, per_node, nranks, node_id):
+    def __init__(self, nodes, per_node, nranks, node_id, shared):
         self.nodes = list(nodes)
         self.per_node = per_node
         self.nranks = nranks
         self.node_id = node_id
-        # One object like a node-step's list, shared by every block here:
-        # the head never reads the data, the kernel reads it where it lies.
-        self.ref = ray.put([block_of(i) for i in range(per_node)])
+        # A node-step's blocks are one list object, as the ingest puts them:
+        # a new object per node and step (Ray's reference counting costs
+        # per object, in every process the reference passes through), or
+        # with `shared` one for all (the data path then costs nothing).
+        self.data = [block_of(i) for i in range(per_node)]
+        self.ref = ray.put(self.data) if shared else None
+        self.objects = {}  # step -> node -> its object, put ahead of the step
         self.targets = {}
+
+    def prepare(self, step):
+        """Put a step's objects before it is timed: the ingest's puts are
+        not the head's cost."""
+        if self.ref is None:
+            self.objects[step] = {n: ray.put(self.data) for n in self.nodes}
 
     def ranks(self, node):
         return range(node * self.per_node, (node + 1) * self.per_node)
@@ -136,7 +146,14 @@ class Nodes:
         ray.get(calls)
 
     def _report(self, node, step):
-        blocks = [BlockRef(ARRAY, step, r, BLOCK * BLOCK, self.ref, i, self.node_id)
+        ref = self.ref
+        if ref is None:
+            if step not in self.objects:  # streamed: put as the ingest does
+                self.prepare(step)
+            ref = self.objects[step].pop(node)
+            if not self.objects[step]:
+                del self.objects[step]
+        blocks = [BlockRef(ARRAY, step, r, BLOCK * BLOCK, ref, i, self.node_id)
                   for i, r in enumerate(self.ranks(node))]
         high = {r: step for r in self.ranks(node)}
         return self.targets[node].report.remote(node, step, blocks, high)
@@ -173,6 +190,17 @@ def pid_of(actor):
     return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
 
 
+PY_SPY = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
+
+
+def calls_into_head(relays, nnodes):
+    """Reports the head took so far: the relays' calls, else one per node
+    and step (counted by the caller)."""
+    if not relays:
+        return 0
+    return sum(ray.get([r.__ray_call__.remote(lambda self: self.seq) for r in relays]))
+
+
 def noop(x, ctx):
     pass
 
@@ -186,7 +214,7 @@ def measure(nnodes, args, run_dir, profile=None):
     nranks = nnodes * args.per_node
     node_id = ray.get_runtime_context().get_node_id()
     groups = split(nnodes, args.generators)
-    gens = [Nodes.remote(g, args.per_node, nranks, node_id) for g in groups]
+    gens = [Nodes.remote(g, args.per_node, nranks, node_id, args.shared) for g in groups]
     row = {"nodes": nnodes, "ranks": nranks}
 
     # Baseline: the same calls into an actor that does nothing.
@@ -195,6 +223,7 @@ def measure(nnodes, args, run_dir, profile=None):
     spid = pid_of(sink)
     base, base_cpu = [], []
     for step in range(args.steps + 1):
+        ray.get([g.prepare.remote(step) for g in gens])
         c0 = cpu_seconds(spid)
         t0 = time.perf_counter()
         ray.get([g.send.remote(step) for g in gens])
@@ -204,17 +233,24 @@ def measure(nnodes, args, run_dir, profile=None):
     row["baseline_cpu"] = statistics.median(base_cpu[1:])
     ray.kill(sink)
 
-    head, targets = start_head(nranks, max_pending=8, nodes=range(nnodes))
+    head, targets = start_head(nranks, max_pending=8, nodes=range(nnodes), pin=False)
     ray.get([g.connect.remote({n: targets[n] for n in grp}) for g, grp in zip(gens, groups)])
     hpid = pid_of(head)
+    relays = list({id(t): t for t in targets.values() if t is not head}.values())
+    rpids = [pid_of(r) for r in relays]
     driver = Driver([Analysis(noop, (ARRAY,), name="noop")], head, [], run_dir)
     want = expected(nranks, args.per_node)
-    phases = {k: [] for k in ("reports", "take", "assemble", "e2e", "kernel", "head_cpu")}
-    if profile:
-        ray.get(head.__ray_call__.remote(lambda self: self.__dict__.__setitem__(
-            "_prof", cProfile.Profile()) or self._prof.enable()))
+    phases = {k: [] for k in ("reports", "take", "assemble", "e2e", "kernel", "head_cpu",
+                              "relay_cpu", "head_calls")}
+    spy = profile and subprocess.Popen(
+        [PY_SPY, "record", "--pid", str(hpid), "--format", "raw", "-o", profile,
+         "--rate", "200"] + (["--native"] if args.native else []),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for step in range(args.steps + 1):
+        ray.get([g.prepare.remote(step) for g in gens])
         c0 = cpu_seconds(hpid)
+        r0 = [cpu_seconds(p) for p in rpids]
+        n0 = calls_into_head(relays, nnodes)
         t0 = time.perf_counter()
         ray.get([g.send.remote(step) for g in gens])
         t1 = time.perf_counter()
@@ -225,6 +261,8 @@ def measure(nnodes, args, run_dir, profile=None):
         driver.analyse(steps[0])
         t3 = time.perf_counter()
         c1 = cpu_seconds(hpid)
+        r1 = max([cpu_seconds(p) - r for p, r in zip(rpids, r0)], default=0.0)
+        n1 = calls_into_head(relays, nnodes)
         x = driver.windows[ARRAY][-1]
         t4 = time.perf_counter()
         m = caudal.stats.moments(x)
@@ -234,11 +272,12 @@ def measure(nnodes, args, run_dir, profile=None):
             assert np.isclose(m.mean, want.mean()) and m.max == want.max(), (m, want.mean())
             continue  # warm-up
         for k, v in (("reports", t1 - t0), ("take", t2 - t1), ("assemble", t3 - t2),
-                     ("e2e", t3 - t0), ("kernel", t5 - t4), ("head_cpu", c1 - c0)):
+                     ("e2e", t3 - t0), ("kernel", t5 - t4), ("head_cpu", c1 - c0), ("relay_cpu", r1),
+                     ("head_calls", (n1 - n0) / 1e3)):
             phases[k].append(v)
-    if profile:
-        ray.get(head.__ray_call__.remote(lambda self: (self._prof.disable(),
-                                                       self._prof.dump_stats(profile))))
+    if spy:
+        spy.send_signal(signal.SIGINT)
+        spy.wait()
     row.update({k: statistics.median(v) for k, v in phases.items()})
 
     # Streamed: the generators do not wait for the driver.
@@ -257,7 +296,7 @@ def measure(nnodes, args, run_dir, profile=None):
     assert not summary["steps_skipped"] and not summary["errors"], summary
     assert driver.summary()["calls"] == args.steps + 1 + args.stream
     driver.close()
-    for a in [head] + gens:
+    for a in [head] + relays + gens:
         ray.kill(a)
     return row
 
@@ -265,6 +304,8 @@ def measure(nnodes, args, run_dir, profile=None):
 COLUMNS = [("nodes", "%6d"), ("ranks", "%6d"), ("baseline", "%9.2f"), ("baseline_cpu", "%12.2f"),
            ("reports", "%9.2f"),
            ("take", "%7.2f"), ("assemble", "%9.2f"), ("e2e", "%8.2f"), ("head_cpu", "%9.2f"),
+           ("relay_cpu", "%10.2f"),
+           ("head_calls", "%10.0f"),
            ("kernel", "%7.2f"), ("streamed", "%9.2f")]
 
 
@@ -277,6 +318,25 @@ def print_table(rows):
                                                  row["head_cpu"] / row["baseline_cpu"]), flush=True)
 
 
+def print_profile(path, top=15):
+    """The functions the head spent its samples in (self: at the top of
+    the stack), from py-spy's collapsed stacks."""
+    own, total, n = {}, {}, 0
+    with open(path) as f:
+        for line in f:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            frames, c = stack.split(";"), int(count)
+            n += c
+            own[frames[-1]] = own.get(frames[-1], 0) + c
+            for fr in set(frames):
+                total[fr] = total.get(fr, 0) + c
+    print("%d samples; self %%, total %%, function" % n)
+    for fr, c in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        print("%6.1f %6.1f  %s" % (100 * c / n, 100 * total[fr] / n, fr[:110]))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nodes", type=int, nargs="+", default=[1, 8, 64, 256, 1024])
@@ -284,7 +344,11 @@ def main():
     p.add_argument("--generators", type=int, default=8, help="generator actors")
     p.add_argument("--steps", type=int, default=10, help="lock-step steps per N")
     p.add_argument("--stream", type=int, default=20, help="streamed steps per N")
-    p.add_argument("--profile", help="cProfile the head at the largest N into this file")
+    p.add_argument("--shared", action="store_true",
+                   help="one object for every block (default: one per node and step)")
+    p.add_argument("--profile", help="py-spy the head at the largest N (lock step) into "
+                   "this file (collapsed stacks), and print its top functions")
+    p.add_argument("--native", action="store_true", help="with --profile: Ray's C++ too")
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args()
 
@@ -301,8 +365,8 @@ def main():
             print("N=%d done" % n, file=sys.stderr, flush=True)
         print_table(rows)
         if args.profile:
-            print("\nthe head at N=%d, by own time:" % max(args.nodes))
-            pstats.Stats(args.profile).sort_stats("tottime").print_stats(15)
+            print("\nthe head at N=%d, lock step:" % max(args.nodes))
+            print_profile(args.profile)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=1)

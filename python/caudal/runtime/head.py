@@ -15,10 +15,23 @@ wait, so the pressure reaches the ranks' rings.
 
 Blocks arrive as catalog.BlockRef, made by the ingest, and leave in a
 CompleteStep as they came.
+
+Past a few dozen nodes the head does not take one call per node and step:
+Ray's own cost of a call into an actor (about 0.3 to 0.8 ms of the actor's
+CPU, whatever the method does; bench/bench_head.py) would make the head's
+step cost grow with the nodes, 1,024 calls a step at 1,024 nodes. Each group
+of GROUP nodes then reports to a `Relay` instead, on the group's first node,
+which merges the reports that arrive while its last call to the head is
+under way into one call (group commit: no timer, no waiting for the other
+nodes of the group), so the head takes a few calls per group and step. The
+relay answers a node's report only once the head applied it, and passes
+every other call on as it is, so what the head sees, and in which order, is
+what the nodes sent: the same completeness, skips and counts.
 """
 
 import asyncio
 import collections
+import heapq
 import time
 from typing import Dict, NamedTuple
 
@@ -43,11 +56,29 @@ class CompleteStep(NamedTuple):
     completed: float  # time.time() when it became complete: the lag starts there
 
 
-def start_head(nranks, max_pending=8, nodes=()):
-    """The head of a run, and what each node's ingest reports to: node ->
-    actor with the head's methods (connected, declare, report, ...)."""
+GROUP = 32  # nodes per relay: sqrt(1024), so that neither the head nor a relay takes many calls
+
+
+def start_head(nranks, max_pending=8, nodes=(), group=GROUP, pin=True):
+    """The head of a run, and what each node's ingest calls: node -> the
+    head itself (up to `group` nodes) or the relay of the node's group,
+    which has the head's methods (connected, declare, report, ...).
+    nodes: the Ray node ids of the ingest actors; pin: start each relay on
+    the first node of its group (False: anywhere, for a load generator
+    whose nodes are not Ray's)."""
+    from ..blocks import on_node
+
     head = HeadActor.remote(nranks, max_pending)
-    return head, {node: head for node in nodes}
+    nodes = list(nodes)
+    if len(nodes) <= group:
+        return head, {node: head for node in nodes}
+    targets = {}
+    for i in range(0, len(nodes), group):
+        members = nodes[i:i + group]
+        options = on_node(members[0]) if pin else {}
+        relay = Relay.options(**options).remote(head, "relay-%d" % (i // group))
+        targets.update((node, relay) for node in members)
+    return head, targets
 
 
 @ray.remote(num_cpus=0)
@@ -59,6 +90,12 @@ class HeadActor:
         self.layouts = {}
         self.high = {}  # rank -> highest step finished; absent until it connects
         self.done = {}  # rank -> (clean, counters or message)
+        # The floor (lowest high of a rank not done) kept as it changes, so
+        # that a report costs its own ranks, not all of them: high -> number
+        # of ranks not done at it, and a heap of those highs (stale ones
+        # dropped when they reach the top).
+        self.live = collections.Counter()
+        self.live_heap = []
         # step -> array -> rank -> BlockRef, until the step is complete
         self.steps = collections.defaultdict(lambda: collections.defaultdict(dict))
         self.ready = collections.deque()  # CompleteStep for the driver
@@ -79,7 +116,8 @@ class HeadActor:
         if size != self.nranks:
             self._declaration_error("rank %d says the run has %d ranks, caudal run "
                                     "started %d" % (rank, size, self.nranks))
-        self.high.setdefault(rank, -1)
+        if rank not in self.high:
+            self._set_high(rank, -1)
         await self._notify()
 
     async def declare(self, decl: Declaration):
@@ -102,7 +140,7 @@ class HeadActor:
             for b in blocks:
                 self.steps[b.step][b.array][b.rank] = b
             for rank, step in high.items():
-                self.high[rank] = max(self.high.get(rank, -1), step)
+                self._set_high(rank, step)
             self._advance()
             self.changed.notify_all()
 
@@ -114,6 +152,8 @@ class HeadActor:
         self.values[(rank, key)] = value
 
     async def rank_done(self, rank, clean, info):
+        if rank in self.high and rank not in self.done:
+            self._unlive(self.high[rank])
         self.done[rank] = (clean, info)
         if not clean:
             self.lost[rank] = str(info)
@@ -178,8 +218,29 @@ class HeadActor:
     def _floor(self):
         if len(self.high) < self.nranks:
             return -1  # a rank not yet connected may still publish any step
-        live = [h for r, h in self.high.items() if r not in self.done]
-        return min(live) if live else float("inf")
+        heap = self.live_heap
+        while heap and heap[0] not in self.live:
+            heapq.heappop(heap)
+        return heap[0] if heap else float("inf")
+
+    def _set_high(self, rank, step):
+        """A rank finished every step up to `step` (never lowers it)."""
+        old = self.high.get(rank)
+        if old is not None and step <= old:
+            return
+        self.high[rank] = step
+        if rank in self.done:
+            return
+        if old is not None:
+            self._unlive(old)
+        self.live[step] += 1
+        if self.live[step] == 1:
+            heapq.heappush(self.live_heap, step)
+
+    def _unlive(self, high):
+        self.live[high] -= 1
+        if not self.live[high]:
+            del self.live[high]
 
     def _declaration_error(self, message):
         """Kept apart from the other errors (ranks lost, an ingest failed):
@@ -234,6 +295,82 @@ class HeadActor:
     async def _notify(self):
         async with self.changed:
             self.changed.notify_all()
+
+
+@ray.remote(num_cpus=0)
+class Relay:
+    """Stands for the head to a group of nodes: their reports reach the
+    head merged, a few calls per step for the whole group (see the module's
+    docstring). A merged report is what the head would have made of the
+    reports one by one: blocks are only ever added, and a rank's highest
+    step only raised, so applying them together decides the same steps."""
+
+    def __init__(self, head, name):
+        self.head = head
+        self.name = name  # the head orders this relay's reports as a node's
+        self.seq = 0  # number of the next call to the head
+        self.next_report = collections.defaultdict(int)  # node -> number of its next report
+        self.arrived = asyncio.Condition()
+        self.blocks = []  # of the reports waiting for the next call
+        self.high = {}
+        self.batch = None  # future of the next call: set once the head applied it
+        self.sending = False
+
+    async def report(self, node, seq, blocks, high):
+        """Answered once the head applied it: the ingest's order of its calls
+        (a goodbye after the last report) holds at the head."""
+        async with self.arrived:  # a node's reports go in the order it sent them
+            await self.arrived.wait_for(lambda: self.next_report[node] == seq)
+            self.next_report[node] = seq + 1
+            self.arrived.notify_all()
+            self.blocks.extend(blocks)
+            for rank, step in high.items():
+                self.high[rank] = max(self.high.get(rank, -1), step)
+            if self.batch is None:
+                self.batch = asyncio.get_running_loop().create_future()
+            batch = self.batch
+        if not self.sending:
+            self.sending = True
+            asyncio.ensure_future(self._send())
+        await asyncio.shield(batch)  # one report cancelled leaves the others be
+
+    async def _send(self):
+        """Calls the head, one at a time, with whatever arrived meanwhile:
+        under load each call carries more, and the calls stay few."""
+        try:
+            while self.batch is not None:
+                blocks, high, batch = self.blocks, self.high, self.batch
+                self.blocks, self.high, self.batch = [], {}, None
+                try:
+                    await self.head.report.remote(self.name, self.seq, blocks, high)
+                except Exception as e:  # the head is gone: so is the run
+                    batch.set_exception(e)
+                else:
+                    batch.set_result(None)
+                self.seq += 1
+        finally:
+            self.sending = False
+
+    # Every other call goes on to the head as it is, answered when the head
+    # answered: a node makes them only after its reports were answered.
+
+    async def connected(self, rank, size):
+        return await self.head.connected.remote(rank, size)
+
+    async def declare(self, decl):
+        return await self.head.declare.remote(decl)
+
+    async def dropped(self, rank, first, last, count):
+        return await self.head.dropped.remote(rank, first, last, count)
+
+    async def reported(self, rank, key, value):
+        return await self.head.reported.remote(rank, key, value)
+
+    async def rank_done(self, rank, clean, info):
+        return await self.head.rank_done.remote(rank, clean, info)
+
+    async def ingest_failed(self, node, message):
+        return await self.head.ingest_failed.remote(node, message)
 
 
 def _add_range(ranges, first, last):
