@@ -19,7 +19,8 @@ what `caudal run` starts) and caudal.runtime.driver.Driver.
 Per step, in lock step (one step at a time, so the phases are apart):
 - reports in: from the first report sent until every report was answered,
   the step being then complete and handed over (in the head's queue);
-- take: the driver's head.take, which brings the CompleteStep over;
+- take: the driver's head.take, which brings the CompleteStep over, and
+  head.resolve, which fetches the block lists the relays put;
 - assemble: Driver.analyse on it (the global array and its grid, the
   window, an analysis that does nothing);
 - end to end: the three together;
@@ -58,7 +59,7 @@ import caudal
 from caudal.analytics import Analysis
 from caudal.catalog import BlockRef, Declaration
 from caudal.runtime.driver import Driver
-from caudal.runtime.head import start_head
+from caudal.runtime.head import resolve, start_head
 
 BLOCK = 8  # each rank's block is BLOCK x BLOCK float64
 ARRAY = "field"
@@ -255,6 +256,7 @@ def measure(nnodes, args, run_dir, profile=None):
         ray.get([g.send.remote(step) for g in gens])
         t1 = time.perf_counter()
         steps, _, errors = ray.get(head.take.remote(0))
+        steps = resolve(steps)
         t2 = time.perf_counter()
         assert not errors, errors
         assert [c.step for c in steps] == [step], "step %d not complete: %r" % (step, steps)
@@ -287,7 +289,7 @@ def measure(nnodes, args, run_dir, profile=None):
     got = 0
     while got < args.stream:
         steps, _, _ = ray.get(head.take.remote(0.05))
-        for c in steps:
+        for c in resolve(steps):
             driver.analyse(c)
         got += len(steps)
     ray.get(sent)
