@@ -27,7 +27,9 @@ Per step, in lock step (one step at a time, so the phases are apart):
 - kernel: caudal.stats.moments over that global array (checked once against
   NumPy on the same array), for scale: it is the analysis' cost, not the
   runtime's;
-and the head's CPU time per step (its process's, from /proc).
+and the head's CPU time per step (its process's, every thread, from
+/proc), the busiest relay's, and the calls the head took (relays: see
+caudal.runtime.head; one per node and step without them).
 
 Baseline, measured in the same run: the same generators sending the same
 calls, with the same arguments, to an actor whose methods do nothing: what
@@ -194,11 +196,8 @@ def pid_of(actor):
 PY_SPY = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
 
 
-def calls_into_head(relays, nnodes):
-    """Reports the head took so far: the relays' calls, else one per node
-    and step (counted by the caller)."""
-    if not relays:
-        return 0
+def calls_into_head(relays):
+    """Reports the relays sent the head so far."""
     return sum(ray.get([r.__ray_call__.remote(lambda self: self.seq) for r in relays]))
 
 
@@ -251,7 +250,7 @@ def measure(nnodes, args, run_dir, profile=None):
         ray.get([g.prepare.remote(step) for g in gens])
         c0 = cpu_seconds(hpid)
         r0 = [cpu_seconds(p) for p in rpids]
-        n0 = calls_into_head(relays, nnodes)
+        n0 = calls_into_head(relays)
         t0 = time.perf_counter()
         ray.get([g.send.remote(step) for g in gens])
         t1 = time.perf_counter()
@@ -264,7 +263,7 @@ def measure(nnodes, args, run_dir, profile=None):
         t3 = time.perf_counter()
         c1 = cpu_seconds(hpid)
         r1 = max([cpu_seconds(p) - r for p, r in zip(rpids, r0)], default=0.0)
-        n1 = calls_into_head(relays, nnodes)
+        n1 = calls_into_head(relays)
         x = driver.windows[ARRAY][-1]
         t4 = time.perf_counter()
         m = caudal.stats.moments(x)
@@ -274,8 +273,8 @@ def measure(nnodes, args, run_dir, profile=None):
             assert np.isclose(m.mean, want.mean()) and m.max == want.max(), (m, want.mean())
             continue  # warm-up
         for k, v in (("reports", t1 - t0), ("take", t2 - t1), ("assemble", t3 - t2),
-                     ("e2e", t3 - t0), ("kernel", t5 - t4), ("head_cpu", c1 - c0), ("relay_cpu", r1),
-                     ("head_calls", (n1 - n0) / 1e3)):
+                     ("e2e", t3 - t0), ("kernel", t5 - t4), ("head_cpu", c1 - c0),
+                     ("relay_cpu", r1), ("head_calls", n1 - n0 if relays else nnodes)):
             phases[k].append(v)
     if spy:
         spy.send_signal(signal.SIGINT)
@@ -311,11 +310,15 @@ COLUMNS = [("nodes", "%6d"), ("ranks", "%6d"), ("baseline", "%9.2f"), ("baseline
            ("kernel", "%7.2f"), ("streamed", "%9.2f")]
 
 
+COUNTS = ("nodes", "ranks", "head_calls")  # the other columns are seconds, shown as ms
+
+
 def print_table(rows):
     print("ms per step (median); baseline = the same reports into an actor that does nothing")
-    print(" ".join("%*s" % (len(f % 0), name) for name, f in COLUMNS) + "   e2e/baseline head_cpu/baseline_cpu")
+    print(" ".join("%*s" % (len(f % 0), name) for name, f in COLUMNS)
+          + "   e2e/baseline head_cpu/baseline_cpu")
     for row in rows:
-        cells = [f % (row[k] if k in ("nodes", "ranks") else 1e3 * row[k]) for k, f in COLUMNS]
+        cells = [f % (row[k] if k in COUNTS else 1e3 * row[k]) for k, f in COLUMNS]
         print(" ".join(cells) + "   %6.2f %6.2f" % (row["e2e"] / row["baseline"],
                                                  row["head_cpu"] / row["baseline_cpu"]), flush=True)
 

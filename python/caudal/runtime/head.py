@@ -345,6 +345,7 @@ class Relay:
         self.high = {}
         self.batch = None  # future of the next call: set once the head applied it
         self.sending = False
+        self.sender = None
 
     async def report(self, node, seq, blocks, high):
         """Answered once the head applied it: the ingest's order of its calls
@@ -361,7 +362,7 @@ class Relay:
             batch = self.batch
         if not self.sending:
             self.sending = True
-            asyncio.ensure_future(self._send())
+            self.sender = asyncio.ensure_future(self._send())  # kept: the loop holds tasks weakly
         await asyncio.shield(batch)  # one report cancelled leaves the others be
 
     async def _send(self):
