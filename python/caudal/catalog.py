@@ -466,7 +466,8 @@ def global_array(layout, chunks, step, counts=None):
     for r in sorted(layout.positions):
         pos = layout.positions[r]
         chunk = chunks[r]
-        _check_chunk(layout, step, r, chunk, [layout.chunks[d][i] for d, i in enumerate(pos)])
+        if isinstance(chunk, np.ndarray):  # a stored block cannot be checked here
+            _check_chunk(layout, step, r, chunk, [layout.chunks[d][i] for d, i in enumerate(pos)])
         dsk[pos] = _value(chunk)
         idents.append((r, _identity(chunk)))
     return _array(layout.name, layout, step, dsk, layout.chunks, ndim, idents)
