@@ -202,13 +202,16 @@ def test_drop_over_tcp_steps_are_dropped_reported_and_never_analysed(tmp_path):
 # ------------------------------------------------ bad lists, bad flags
 
 
+# Each rank writes its line with one write(2) (under PIPE_BUF, so whole):
+# print() writes its parts apart, and four ranks' parts interleave.
 OPEN_ONLY = """
+import os
 from mpi4py import MPI
 import caudal
 try:
     caudal.Client(MPI.COMM_WORLD.rank, MPI.COMM_WORLD.size)
 except caudal.CaudalError as e:
-    print("error:", e, flush=True)
+    os.write(1, ("error: %s\\n" % e).encode())
 """
 
 

@@ -43,7 +43,7 @@ import ray
 
 from ..analytics import Context
 from ..blocks import step_array
-from .head import CompleteStep
+from .head import CompleteStep, resolve
 
 
 def _plain(value):
@@ -169,7 +169,7 @@ class Driver:
     def poll(self, timeout=0.2):
         """Analyse what is complete; True once the run is over."""
         steps, over, self.declaration_errors = ray.get(self.head.take.remote(timeout))
-        for complete in steps:
+        for complete in resolve(steps):
             self.analyse(complete)
         return over
 

@@ -15,23 +15,62 @@ wait, so the pressure reaches the ranks' rings.
 
 Blocks arrive as catalog.BlockRef, made by the ingest, and leave in a
 CompleteStep as they came.
+
+Past a few dozen nodes the head does not take one call per node and step:
+Ray's own cost of a call into an actor (about 0.3 to 0.8 ms of the actor's
+CPU, whatever the method does; bench/bench_head.py) would make the head's
+step cost grow with the nodes, 1,024 calls a step at 1,024 nodes. Each group
+of GROUP nodes then reports to a `Relay` instead, on the group's first node,
+which merges the reports that arrive while its last call to the head is
+under way into one call (group commit: no timer, no waiting for the other
+nodes of the group), so the head takes a few calls per group and step. The
+relay answers a node's report only once the head applied it, and passes
+every other call on as it is, so what the head sees, and in which order, is
+what the nodes sent: the same completeness, skips and counts.
+
+A relay also keeps the block references away from the head: it puts the
+BlockRefs it merged in the store as one list object and sends the head that
+object's reference with each block's (array, step, rank) (`Merged`). Ray's
+bookkeeping of a reference an actor receives, holds, passes on and drops
+cost the head more than the calls themselves (a third of its time at 1,024
+nodes went to pickling and freeing the references of a step); now it holds
+one per relay call, and the driver fetches the lists (`resolve`).
 """
 
 import asyncio
 import collections
+import heapq
 import time
-from typing import Dict, NamedTuple
+from typing import Any, Dict, List, NamedTuple
 
 import ray
 
 from ..catalog import BlockRef, CatalogError, Declaration, Layout, build_layout
 
 
+class Merged(NamedTuple):
+    """A relay's merged blocks of one step, as the head receives them in
+    a report's list in place of BlockRefs: the list as one object in the
+    store, and what the head needs of each block to decide completeness."""
+
+    ref: Any  # ray.ObjectRef of [BlockRef, ...]
+    keys: List[tuple]  # (array, step, rank) of each, in the list's order
+
+
+class Stored(NamedTuple):
+    """A block the head knows by where its BlockRef is: item `index` of the
+    list a relay put (Merged). The driver's `resolve` turns it into that
+    BlockRef."""
+
+    ref: Any
+    index: int
+
+
 class ArrayBlocks(NamedTuple):
     """One array's part of a complete step: every block it needs is there."""
 
     layout: Layout
-    blocks: Dict[int, BlockRef]  # rank -> its block
+    blocks: Dict[int, BlockRef]  # rank -> its block (a Stored until resolve())
 
 
 class CompleteStep(NamedTuple):
@@ -43,6 +82,32 @@ class CompleteStep(NamedTuple):
     completed: float  # time.time() when it became complete: the lag starts there
 
 
+GROUP = 32  # nodes per relay: sqrt(1024), so that neither the head nor a relay takes many calls
+
+
+def start_head(nranks, max_pending=8, ingests=(), group=GROUP, where=None):
+    """The head of a run, and what each ingest calls: ingest name -> the
+    head itself (up to `group` ingests) or the relay of the ingest's group,
+    which has the head's methods (connected, declare, report, ...).
+    ingests: the names the ingest actors report under (in situ, their Ray
+    node ids); where: ingest name -> Ray node id, to start each relay on
+    the node of its group's first ingest (None: anywhere, for a load
+    generator whose nodes are not Ray's)."""
+    from ..blocks import on_node
+
+    head = HeadActor.remote(nranks, max_pending)
+    ingests = list(ingests)
+    if len(ingests) <= group:
+        return head, {name: head for name in ingests}
+    targets = {}
+    for i in range(0, len(ingests), group):
+        members = ingests[i:i + group]
+        options = on_node(where[members[0]]) if where else {}
+        relay = Relay.options(**options).remote(head, "relay-%d" % (i // group))
+        targets.update((name, relay) for name in members)
+    return head, targets
+
+
 @ray.remote(num_cpus=0)
 class HeadActor:
     def __init__(self, nranks, max_pending=8):
@@ -52,6 +117,12 @@ class HeadActor:
         self.layouts = {}
         self.high = {}  # rank -> highest step finished; absent until it connects
         self.done = {}  # rank -> (clean, counters or message)
+        # The floor (lowest high of a rank not done) kept as it changes, so
+        # that a report costs its own ranks, not all of them: high -> number
+        # of ranks not done at it, and a heap of those highs (stale ones
+        # dropped when they reach the top).
+        self.live = collections.Counter()
+        self.live_heap = []
         # step -> array -> rank -> BlockRef, until the step is complete
         self.steps = collections.defaultdict(lambda: collections.defaultdict(dict))
         self.ready = collections.deque()  # CompleteStep for the driver
@@ -72,7 +143,8 @@ class HeadActor:
         if size != self.nranks:
             self._declaration_error("rank %d says the run has %d ranks, caudal run "
                                     "started %d" % (rank, size, self.nranks))
-        self.high.setdefault(rank, -1)
+        if rank not in self.high:
+            self._set_high(rank, -1)
         await self._notify()
 
     async def declare(self, decl: Declaration):
@@ -95,9 +167,13 @@ class HeadActor:
                                         len(self.ready) < self.max_pending)
             self.next_report[ingest] = seq + 1
             for b in blocks:
-                self.steps[b.step][b.array][b.rank] = b
+                if isinstance(b, Merged):
+                    for i, (array, step, rank) in enumerate(b.keys):
+                        self.steps[step][array][rank] = Stored(b.ref, i)
+                else:
+                    self.steps[b.step][b.array][b.rank] = b
             for rank, step in high.items():
-                self.high[rank] = max(self.high.get(rank, -1), step)
+                self._set_high(rank, step)
             self._advance()
             self.changed.notify_all()
 
@@ -109,6 +185,8 @@ class HeadActor:
         self.values[(rank, key)] = value
 
     async def rank_done(self, rank, clean, info):
+        if rank in self.high and rank not in self.done:
+            self._unlive(self.high[rank])
         self.done[rank] = (clean, info)
         if not clean:
             self.lost[rank] = str(info)
@@ -173,8 +251,29 @@ class HeadActor:
     def _floor(self):
         if len(self.high) < self.nranks:
             return -1  # a rank not yet connected may still publish any step
-        live = [h for r, h in self.high.items() if r not in self.done]
-        return min(live) if live else float("inf")
+        heap = self.live_heap
+        while heap and heap[0] not in self.live:
+            heapq.heappop(heap)
+        return heap[0] if heap else float("inf")
+
+    def _set_high(self, rank, step):
+        """A rank finished every step up to `step` (never lowers it)."""
+        old = self.high.get(rank)
+        if old is not None and step <= old:
+            return
+        self.high[rank] = step
+        if rank in self.done:
+            return
+        if old is not None:
+            self._unlive(old)
+        self.live[step] += 1
+        if self.live[step] == 1:
+            heapq.heappush(self.live_heap, step)
+
+    def _unlive(self, high):
+        self.live[high] -= 1
+        if not self.live[high]:
+            del self.live[high]
 
     def _declaration_error(self, message):
         """Kept apart from the other errors (ranks lost, an ingest failed):
@@ -229,6 +328,113 @@ class HeadActor:
     async def _notify(self):
         async with self.changed:
             self.changed.notify_all()
+
+
+@ray.remote(num_cpus=0)
+class Relay:
+    """Stands for the head to a group of nodes: their reports reach the
+    head merged, a few calls per step for the whole group (see the module's
+    docstring). A merged report is what the head would have made of the
+    reports one by one: blocks are only ever added, and a rank's highest
+    step only raised, so applying them together decides the same steps."""
+
+    def __init__(self, head, name):
+        self.head = head
+        self.name = name  # the head orders this relay's reports as a node's
+        self.seq = 0  # number of the next call to the head
+        self.next_report = collections.defaultdict(int)  # node -> number of its next report
+        self.arrived = asyncio.Condition()
+        self.blocks = []  # of the reports waiting for the next call
+        self.high = {}
+        self.batch = None  # future of the next call: set once the head applied it
+        self.sending = False
+        self.sender = None
+
+    async def report(self, node, seq, blocks, high):
+        """Answered once the head applied it: the ingest's order of its calls
+        (a goodbye after the last report) holds at the head."""
+        async with self.arrived:  # a node's reports go in the order it sent them
+            await self.arrived.wait_for(lambda: self.next_report[node] == seq)
+            self.next_report[node] = seq + 1
+            self.arrived.notify_all()
+            self.blocks.extend(blocks)
+            for rank, step in high.items():
+                self.high[rank] = max(self.high.get(rank, -1), step)
+            if self.batch is None:
+                self.batch = asyncio.get_running_loop().create_future()
+            batch = self.batch
+        if not self.sending:
+            self.sending = True
+            self.sender = asyncio.ensure_future(self._send())  # kept: the loop holds tasks weakly
+        await asyncio.shield(batch)  # one report cancelled leaves the others be
+
+    async def _send(self):
+        """Calls the head, one at a time, with whatever arrived meanwhile:
+        under load each call carries more, and the calls stay few."""
+        try:
+            while self.batch is not None:
+                blocks, high, batch = self.blocks, self.high, self.batch
+                self.blocks, self.high, self.batch = [], {}, None
+                try:
+                    blocks = _merge(blocks)
+                    await self.head.report.remote(self.name, self.seq, blocks, high)
+                except Exception as e:  # the head is gone: so is the run
+                    batch.set_exception(e)
+                else:
+                    batch.set_result(None)
+                self.seq += 1
+        finally:
+            self.sending = False
+
+    # Every other call goes on to the head as it is, answered when the head
+    # answered: a node makes them only after its reports were answered.
+
+    async def connected(self, rank, size):
+        return await self.head.connected.remote(rank, size)
+
+    async def declare(self, decl):
+        return await self.head.declare.remote(decl)
+
+    async def dropped(self, rank, first, last, count):
+        return await self.head.dropped.remote(rank, first, last, count)
+
+    async def reported(self, rank, key, value):
+        return await self.head.reported.remote(rank, key, value)
+
+    async def rank_done(self, rank, clean, info):
+        return await self.head.rank_done.remote(rank, clean, info)
+
+    async def ingest_failed(self, node, message):
+        return await self.head.ingest_failed.remote(node, message)
+
+
+def _merge(blocks):
+    """BlockRefs as Merged, one per step: each list is then handed to the
+    driver once, with its step, and freed with it (a list shared by two
+    steps was freed under the driver by Ray's reference counting while the
+    head still held it for the later step)."""
+    by_step = collections.defaultdict(list)
+    for b in blocks:
+        by_step[b.step].append(b)
+    return [Merged(ray.put(bs), [(b.array, b.step, b.rank) for b in bs])
+            for _, bs in sorted(by_step.items())]
+
+
+def resolve(steps):
+    """The complete steps from HeadActor.take with every block a BlockRef:
+    the lists the relays put (Stored blocks), fetched together."""
+    refs = list({b.ref: None for c in steps for a in c.arrays.values()
+                 for b in a.blocks.values() if isinstance(b, Stored)})
+    if not refs:
+        return steps
+    lists = dict(zip(refs, ray.get(refs)))
+    out = []
+    for c in steps:
+        arrays = {name: a._replace(blocks={r: lists[b.ref][b.index] if isinstance(b, Stored)
+                                           else b for r, b in a.blocks.items()})
+                  for name, a in c.arrays.items()}
+        out.append(c._replace(arrays=arrays))
+    return out
 
 
 def _add_range(ranges, first, last):

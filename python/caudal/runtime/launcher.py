@@ -247,7 +247,7 @@ class Run:
 
         from ..blocks import on_node
         from .driver import Driver
-        from .head import HeadActor
+        from .head import start_head
         from .ingest import IngestActor
 
         args = self.args
@@ -257,7 +257,6 @@ class Run:
         with warnings.catch_warnings():  # Ray sets a Dask key Dask has renamed
             warnings.simplefilter("ignore", FutureWarning)
             enable_dask_on_ray()
-        self.head = HeadActor.remote(args.ranks, args.max_pending)
         alive = [n for n in ray.nodes() if n["Alive"]]
         nodes = [n["NodeID"] for n in alive]
         if args.transit:
@@ -265,10 +264,16 @@ class Run:
         else:  # one per node, the same socket path on every node
             sock = "unix:%s/ingest.sock" % self.priv
             places = [transit.Place(node, node, sock) for node in nodes]
+        # Past a few dozen ingests their reports reach the head through
+        # relays (head.start_head): one call per ingest and step would cost
+        # the head more than a step lasts.
+        self.head, targets = start_head(args.ranks, args.max_pending,
+                                        [p.name for p in places],
+                                        where={p.name: p.node for p in places})
         # Each on its node: it listens there, and the blocks it puts are born
         # in that node's store.
         self.ingests = [IngestActor.options(**on_node(p.node)).remote(
-            p.listen, token, self.head, p.node, p.name) for p in places]
+            p.listen, token, targets[p.name], p.node, p.name) for p in places]
         # Listening before the ranks start; in transit, on ports of their own.
         self.endpoints = ray.get([i.endpoint.remote() for i in self.ingests])
         if args.transit:

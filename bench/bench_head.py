@@ -1,0 +1,392 @@
+"""bench_head - the head's and the driver's cost per step against the number
+of nodes reporting, up to 1,024 nodes, on one machine.
+
+    .venv/bin/python bench/bench_head.py                    # N = 1 8 64 256 1024
+    .venv/bin/python bench/bench_head.py --nodes 64 1024 --steps 5
+    .venv/bin/python bench/bench_head.py --profile head.prof   # cProfile of the head
+
+A local Ray (its temp dir under /tmp) and a load generator: G generator
+actors play N nodes between them, each node with R ranks (a global 2-D
+float64 array tiled by the N*R ranks' 8x8 blocks). They send exactly the
+calls N ingest actors would send: connected and declare once per rank, then
+one report per node and step (catalog.BlockRef per block, the ranks'
+progress), from G processes at once as real nodes would. The blocks point at
+one small object each generator put (a list of its R blocks, as an ingest
+puts a node-step), so the data path costs nothing and only the runtime's own
+work is timed. The runtime is the real one: caudal.runtime.head (start_head,
+what `caudal run` starts) and caudal.runtime.driver.Driver.
+
+Per step, in lock step (one step at a time, so the phases are apart):
+- reports in: from the first report sent until every report was answered,
+  the step being then complete and handed over (in the head's queue);
+- take: the driver's head.take, which brings the CompleteStep over, and
+  head.resolve, which fetches the block lists the relays put;
+- assemble: Driver.analyse on it (the global array and its grid, the
+  window, an analysis that does nothing);
+- end to end: the three together;
+- kernel: caudal.stats.moments over that global array (checked once against
+  NumPy on the same array), for scale: it is the analysis' cost, not the
+  runtime's;
+and the head's CPU time per step (its process's, every thread, from
+/proc), the busiest relay's, and the calls the head took (relays: see
+caudal.runtime.head; one per node and step without them).
+
+Baseline, measured in the same run: the same generators sending the same
+calls, with the same arguments, to an actor whose methods do nothing: what
+Ray itself costs to carry N reports into one actor. Ratios are against it.
+Then "streamed": the generators send S steps without waiting, two reports
+in flight per node as the ingest does, while the driver takes and analyses
+them: wall time per step once the pipe is full.
+
+Numbers are milliseconds per step, median over the steps; nothing is written
+into the repository (--json PATH writes the table).
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import ray
+
+import caudal
+from caudal.analytics import Analysis
+from caudal.catalog import BlockRef, Declaration
+from caudal.runtime.driver import Driver
+from caudal.runtime.head import resolve, start_head
+
+BLOCK = 8  # each rank's block is BLOCK x BLOCK float64
+ARRAY = "field"
+
+
+def grid_of(nranks):
+    """px x py ranks, as square as the count allows."""
+    px = int(math.isqrt(nranks))
+    while nranks % px:
+        px -= 1
+    return px, nranks // px
+
+
+def decl_of(rank, nranks):
+    px, py = grid_of(nranks)
+    i, j = divmod(rank, py)
+    return Declaration(rank=rank, dtype="float64", order="C", variable=False,
+                       shape=(px * BLOCK, py * BLOCK), start=(i * BLOCK, j * BLOCK),
+                       count=(BLOCK, BLOCK), name=ARRAY)
+
+
+def block_of(local):
+    return np.arange(BLOCK * BLOCK, dtype=np.float64).reshape(BLOCK, BLOCK) + 1000.0 * local
+
+
+def expected(nranks, per_node):
+    """The global array the ranks' blocks make, in NumPy."""
+    px, py = grid_of(nranks)
+    out = np.empty((px * BLOCK, py * BLOCK))
+    for r in range(nranks):
+        i, j = divmod(r, py)
+        out[i * BLOCK:(i + 1) * BLOCK, j * BLOCK:(j + 1) * BLOCK] = block_of(r % per_node)
+    return out
+
+
+@ray.remote(num_cpus=0)
+class Sink:
+    """The baseline: takes the head's calls and does nothing."""
+
+    async def connected(self, rank, size):
+        pass
+
+    async def declare(self, decl):
+        pass
+
+    async def report(self, node, seq, blocks, high):
+        pass
+
+
+@ray.remote(num_cpus=0)
+class Nodes:
+    """Plays some nodes: the calls their ingest actors would make."""
+
+    def __init__(self, nodes, per_node, nranks, node_id, shared):
+        self.nodes = list(nodes)
+        self.per_node = per_node
+        self.nranks = nranks
+        self.node_id = node_id
+        # A node-step's blocks are one list object, as the ingest puts them:
+        # a new object per node and step (Ray's reference counting costs
+        # per object, in every process the reference passes through), or
+        # with `shared` one for all (the data path then costs nothing).
+        self.data = [block_of(i) for i in range(per_node)]
+        self.ref = ray.put(self.data) if shared else None
+        self.objects = {}  # step -> node -> its object, put ahead of the step
+        self.targets = {}
+
+    def prepare(self, step):
+        """Put a step's objects before it is timed: the ingest's puts are
+        not the head's cost."""
+        if self.ref is None:
+            self.objects[step] = {n: ray.put(self.data) for n in self.nodes}
+
+    def ranks(self, node):
+        return range(node * self.per_node, (node + 1) * self.per_node)
+
+    def connect(self, targets):
+        """targets: node -> what its ingest reports to."""
+        self.targets = targets
+        calls = []
+        for n in self.nodes:
+            t = targets[n]
+            calls += [t.connected.remote(r, self.nranks) for r in self.ranks(n)]
+            calls += [t.declare.remote(decl_of(r, self.nranks)) for r in self.ranks(n)]
+        ray.get(calls)
+
+    def _report(self, node, step):
+        ref = self.ref
+        if ref is None:
+            if step not in self.objects:  # streamed: put as the ingest does
+                self.prepare(step)
+            ref = self.objects[step].pop(node)
+            if not self.objects[step]:
+                del self.objects[step]
+        blocks = [BlockRef(ARRAY, step, r, BLOCK * BLOCK, ref, i, self.node_id)
+                  for i, r in enumerate(self.ranks(node))]
+        high = {r: step for r in self.ranks(node)}
+        return self.targets[node].report.remote(node, step, blocks, high)
+
+    def send(self, step):
+        """One step: every node's report, answered."""
+        ray.get([self._report(n, step) for n in self.nodes])
+
+    def stream(self, first, count, in_flight=2):
+        """count steps, at most in_flight reports outstanding per node."""
+        pending = []
+        for step in range(first, first + count):
+            pending.append([self._report(n, step) for n in self.nodes])
+            if len(pending) > in_flight:
+                ray.get(pending.pop(0))
+        for refs in pending:
+            ray.get(refs)
+
+
+def cpu_seconds(pid):
+    """CPU time of every thread of a process (schedstat: nanoseconds, where
+    /proc/PID/stat counts ticks of 10 ms)."""
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+        except OSError:  # the thread ended meanwhile
+            pass
+    return total * 1e-9
+
+
+def pid_of(actor):
+    return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
+
+
+PY_SPY = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
+
+
+def calls_into_head(relays):
+    """Reports the relays sent the head so far."""
+    return sum(ray.get([r.__ray_call__.remote(lambda self: self.seq) for r in relays]))
+
+
+def noop(x, ctx):
+    pass
+
+
+def split(nnodes, ngen):
+    nodes = list(range(nnodes))
+    return [nodes[i::ngen] for i in range(min(ngen, nnodes))]
+
+
+def measure(nnodes, args, run_dir, profile=None):
+    nranks = nnodes * args.per_node
+    node_id = ray.get_runtime_context().get_node_id()
+    groups = split(nnodes, args.generators)
+    gens = [Nodes.remote(g, args.per_node, nranks, node_id, args.shared) for g in groups]
+    row = {"nodes": nnodes, "ranks": nranks}
+
+    # Baseline: the same calls into an actor that does nothing.
+    sink = Sink.remote()
+    ray.get([g.connect.remote({n: sink for n in grp}) for g, grp in zip(gens, groups)])
+    spid = pid_of(sink)
+    base, base_cpu = [], []
+    for step in range(args.steps + 1):
+        ray.get([g.prepare.remote(step) for g in gens])
+        c0 = cpu_seconds(spid)
+        t0 = time.perf_counter()
+        ray.get([g.send.remote(step) for g in gens])
+        base.append(time.perf_counter() - t0)
+        base_cpu.append(cpu_seconds(spid) - c0)
+    row["baseline"] = statistics.median(base[1:])
+    row["baseline_cpu"] = statistics.median(base_cpu[1:])
+    ray.kill(sink)
+
+    head, targets = start_head(nranks, max_pending=8, ingests=range(nnodes))
+    ray.get([g.connect.remote({n: targets[n] for n in grp}) for g, grp in zip(gens, groups)])
+    hpid = pid_of(head)
+    relays = list({id(t): t for t in targets.values() if t is not head}.values())
+    rpids = [pid_of(r) for r in relays]
+    driver = Driver([Analysis(noop, (ARRAY,), name="noop")], head, [], run_dir)
+    want = expected(nranks, args.per_node)
+    phases = {k: [] for k in ("reports", "take", "assemble", "e2e", "kernel", "head_cpu",
+                              "relay_cpu", "head_calls")}
+    spy = profile and subprocess.Popen(
+        [PY_SPY, "record", "--pid", str(hpid), "--format", "raw", "-o", profile,
+         "--rate", "200"] + (["--native"] if args.native else []),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for step in range(args.steps + 1):
+        ray.get([g.prepare.remote(step) for g in gens])
+        c0 = cpu_seconds(hpid)
+        r0 = [cpu_seconds(p) for p in rpids]
+        n0 = calls_into_head(relays)
+        t0 = time.perf_counter()
+        ray.get([g.send.remote(step) for g in gens])
+        t1 = time.perf_counter()
+        steps, _, errors = ray.get(head.take.remote(0))
+        steps = resolve(steps)
+        t2 = time.perf_counter()
+        assert not errors, errors
+        assert [c.step for c in steps] == [step], "step %d not complete: %r" % (step, steps)
+        driver.analyse(steps[0])
+        t3 = time.perf_counter()
+        c1 = cpu_seconds(hpid)
+        r1 = max([cpu_seconds(p) - r for p, r in zip(rpids, r0)], default=0.0)
+        n1 = calls_into_head(relays)
+        x = driver.windows[ARRAY][-1]
+        t4 = time.perf_counter()
+        m = caudal.stats.moments(x)
+        t5 = time.perf_counter()
+        if step == 0:
+            assert x.shape == want.shape
+            assert np.isclose(m.mean, want.mean()) and m.max == want.max(), (m, want.mean())
+            continue  # warm-up
+        for k, v in (("reports", t1 - t0), ("take", t2 - t1), ("assemble", t3 - t2),
+                     ("e2e", t3 - t0), ("kernel", t5 - t4), ("head_cpu", c1 - c0),
+                     ("relay_cpu", r1), ("head_calls", n1 - n0 if relays else nnodes)):
+            phases[k].append(v)
+    if spy:
+        spy.send_signal(signal.SIGINT)
+        spy.wait()
+    row.update({k: statistics.median(v) for k, v in phases.items()})
+
+    # Streamed: the generators do not wait for the driver.
+    first = args.steps + 1
+    t0 = time.perf_counter()
+    sent = [g.stream.remote(first, args.stream) for g in gens]
+    got = 0
+    while got < args.stream:
+        steps, _, _ = ray.get(head.take.remote(0.05))
+        for c in resolve(steps):
+            driver.analyse(c)
+        got += len(steps)
+    ray.get(sent)
+    row["streamed"] = (time.perf_counter() - t0) / args.stream
+    summary = ray.get(head.summary.remote())
+    assert not summary["steps_skipped"] and not summary["errors"], summary
+    assert driver.summary()["calls"] == args.steps + 1 + args.stream
+    driver.close()
+    for a in [head] + relays + gens:
+        ray.kill(a)
+    return row
+
+
+COLUMNS = [("nodes", "%6d"), ("ranks", "%6d"), ("baseline", "%9.2f"), ("baseline_cpu", "%12.2f"),
+           ("reports", "%9.2f"),
+           ("take", "%7.2f"), ("assemble", "%9.2f"), ("e2e", "%8.2f"), ("head_cpu", "%9.2f"),
+           ("relay_cpu", "%10.2f"),
+           ("head_calls", "%10.0f"),
+           ("kernel", "%7.2f"), ("streamed", "%9.2f")]
+
+
+COUNTS = ("nodes", "ranks", "head_calls")  # the other columns are seconds, shown as ms
+
+
+def print_table(rows):
+    print("ms per step (median); baseline = the same reports into an actor that does nothing")
+    print(" ".join("%*s" % (len(f % 0), name) for name, f in COLUMNS)
+          + "   e2e/baseline head_cpu/baseline_cpu")
+    for row in rows:
+        cells = [f % (row[k] if k in COUNTS else 1e3 * row[k]) for k, f in COLUMNS]
+        print(" ".join(cells) + "   %6.2f %6.2f" % (row["e2e"] / row["baseline"],
+                                                 row["head_cpu"] / row["baseline_cpu"]), flush=True)
+
+
+def print_profile(path, top=15):
+    """The functions the head spent its samples in (self: at the top of
+    the stack), from py-spy's collapsed stacks."""
+    own, total, n = {}, {}, 0
+    with open(path) as f:
+        for line in f:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            frames, c = stack.split(";"), int(count)
+            n += c
+            own[frames[-1]] = own.get(frames[-1], 0) + c
+            for fr in set(frames):
+                total[fr] = total.get(fr, 0) + c
+    print("%d samples; self %%, total %%, function" % n)
+    for fr, c in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        print("%6.1f %6.1f  %s" % (100 * c / n, 100 * total[fr] / n, fr[:110]))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--nodes", type=int, nargs="+", default=[1, 8, 64, 256, 1024])
+    p.add_argument("--per-node", type=int, default=2, help="ranks per node")
+    p.add_argument("--generators", type=int, default=8, help="generator actors")
+    p.add_argument("--steps", type=int, default=10, help="lock-step steps per N")
+    p.add_argument("--stream", type=int, default=20, help="streamed steps per N")
+    p.add_argument("--shared", action="store_true",
+                   help="one object for every block (default: one per node and step)")
+    p.add_argument("--profile", help="py-spy the head at the largest N (lock step) into "
+                   "this file (collapsed stacks), and print its top functions")
+    p.add_argument("--native", action="store_true", help="with --profile: Ray's C++ too")
+    p.add_argument("--json", help="write the rows here")
+    args = p.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="cdlbh-", dir="/tmp")
+    ray.init(num_cpus=max(2, os.cpu_count()), include_dashboard=False, _temp_dir=tmp,
+             log_to_driver=False, configure_logging=False)
+    try:
+        from ray.util.dask import enable_dask_on_ray
+        enable_dask_on_ray()
+        rows = []
+        for n in sorted(args.nodes):
+            prof = args.profile and os.path.abspath(args.profile) if n == max(args.nodes) else None
+            rows.append(measure(n, args, _run_dir(tmp, n), prof))
+            print("N=%d done" % n, file=sys.stderr, flush=True)
+        print_table(rows)
+        if args.profile:
+            print("\nthe head at N=%d, lock step:" % max(args.nodes))
+            print_profile(args.profile)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_dir(tmp, n):
+    import pathlib
+
+    d = pathlib.Path(tmp) / ("run-%d" % n)
+    d.mkdir()
+    return d
+
+
+if __name__ == "__main__":
+    main()
