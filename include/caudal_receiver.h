@@ -95,8 +95,9 @@ CAUDAL_API const char *caudal_receiver_endpoint(const caudal_receiver *receiver)
  * DROP events. It keeps each rank's blocks and the highest step the rank
  * finished (published it, or dropped it per a DROP frame), and gives one
  * STEPS event when the floor, the lowest such step over the connected
- * ranks, changes: so a node's step reaches the caller as one event, not one
- * per rank and frame. Connected ranks are those that said hello and have not
+ * ranks, rises: so a node's step reaches the caller as one event, not one
+ * per rank and frame (a rank that connects late lowers the floor, which
+ * says nothing new and gives no event). Connected ranks are those that said hello and have not
  * left; a rank connected but with no step finished holds every step back.
  * When a rank leaves (its BYE or DISCONNECT), it holds nothing back any
  * more: a STEPS event with what that releases (if anything) comes first,

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum {
+enum { /* in rising order */
     FLOOR_NONE, /* a connected rank has finished no step: nothing is complete */
     FLOOR_AT,   /* every step up to `floor` is complete */
     FLOOR_ALL   /* no rank connected: everything held is complete */
@@ -166,7 +166,15 @@ int cdl_gather_event(cdl_gather *g, caudal_event *ev, int forced, uint64_t early
 {
     uint64_t floor = 0;
     int kind = floor_of(g, &floor);
-    int moved = kind != g->floor_kind || (kind == FLOOR_AT && floor != g->floor);
+    /* Only a floor that rose says something new: one that fell (a rank
+     * connected) makes nothing complete, and the caller knows the rank. */
+    int rose = kind != g->floor_kind ? kind > g->floor_kind
+                                     : kind == FLOOR_AT && floor > g->floor;
+    if (kind < g->floor_kind || (kind == FLOOR_AT && g->floor_kind == FLOOR_AT &&
+                                 floor < g->floor)) {
+        g->floor_kind = kind;
+        g->floor = floor;
+    }
     /* Complete blocks first, then the early ones, then what stays held. */
     size_t ncomplete = 0, nearly = 0, kept = 0;
     for (size_t i = 0; i < g->nheld; i++) {
@@ -180,7 +188,7 @@ int cdl_gather_event(cdl_gather *g, caudal_event *ev, int forced, uint64_t early
         if (!complete && early && h->conn == early)
             g->sorted[ncomplete + nearly++] = *h;
     }
-    if (!moved && !ncomplete && !nearly && !(forced && g->ndrops))
+    if (!rose && !ncomplete && !nearly && !(forced && g->ndrops))
         return 0;
     for (size_t i = 0; i < g->nheld; i++) {
         const cdl_held *h = &g->held[i];
