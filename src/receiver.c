@@ -826,20 +826,35 @@ static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
 
 /* ---- socket work ---------------------------------------------------------- */
 
-/* At the cap of connections waiting to say hello, the oldest goes: a
- * stranger then has to keep connecting faster than a rank says hello (at
- * once, on connecting) to keep a rank out, rather than sit on idle ones. */
-static void evict_oldest_waiting(caudal_receiver *r)
+static void conn_read(conn *cn);
+
+/* At the cap of connections waiting to say hello, the oldest that has not
+ * sent a whole frame yet goes: a stranger then has to keep connecting faster
+ * than a rank says hello (at once, on connecting) to keep a rank out, rather
+ * than sit on idle ones. Those whose HELLO is in already are left to be
+ * handled, so that a node's ranks connecting all at once (128 of them) are
+ * not turned away: returns 0 when every waiting connection has one, and
+ * accepting then waits until they are handled. */
+static int evict_oldest_waiting(caudal_receiver *r)
 {
     conn *oldest = NULL;
     for (size_t i = 0; i < r->nconns; i++) {
         conn *cn = r->conns[i];
-        if (!cn->hello && !cn->dead && (!oldest || cn->id < oldest->id))
+        if (cn->hello || cn->dead)
+            continue;
+        conn_read(cn); /* what it sent since it was accepted */
+        cdl_header h;
+        const uint8_t *body;
+        uint64_t need;
+        if (!cn->dead && cdl_reader_peek(&cn->in, &h, &body, &need) == 0 &&
+            (!oldest || cn->id < oldest->id))
             oldest = cn;
     }
-    if (oldest)
-        conn_reject(oldest, CAUDAL_ERR_IO, "closed before hello to make room: %d newer "
-                    "connections were waiting to say hello", MAX_WAITING_HELLO);
+    if (!oldest)
+        return 0;
+    conn_reject(oldest, CAUDAL_ERR_IO, "closed before hello to make room: %d newer "
+                "connections were waiting to say hello", MAX_WAITING_HELLO);
+    return 1;
 }
 
 static void accept_all(caudal_receiver *r)
@@ -879,8 +894,11 @@ static void accept_all(caudal_receiver *r)
             r->conns = nc;
             r->conns_cap = ncap;
         }
+        /* Every waiting one sent its hello: this one waits with them (one
+         * past the cap), and the rest stay queued until those are handled. */
+        int full = 0;
         if (waiting >= MAX_WAITING_HELLO)
-            evict_oldest_waiting(r);
+            full = !evict_oldest_waiting(r);
         else
             waiting++;
         cn->r = r;
@@ -893,6 +911,8 @@ static void accept_all(caudal_receiver *r)
         cn->hello_deadline = cdl_now_ns() + r->hello_timeout_ns;
         cdl_outq_init(&cn->out, NULL, NULL);
         r->conns[r->nconns++] = cn;
+        if (full)
+            return;
     }
 }
 
