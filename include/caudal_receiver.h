@@ -55,7 +55,11 @@ typedef struct caudal_receiver_options {
                                 holds nothing else, or it could never come. */
     unsigned hello_timeout_ms; /* a connection must say HELLO within this;
                                   0: 5000 */
-    uint64_t reserved[8];
+    /* Taken from the reserved space (64 bits, so that it is, and the struct
+     * keeps its size and layout): */
+    uint64_t gather; /* nonzero: gather the ranks' steps into STEPS events
+                        (see below); 0: one event per frame */
+    uint64_t reserved[7];
 } caudal_receiver_options;
 
 CAUDAL_API int caudal_receiver_options_init(caudal_receiver_options *opts);
@@ -82,7 +86,40 @@ CAUDAL_API const char *caudal_receiver_endpoint(const caudal_receiver *receiver)
  *               protocol error: status, message
  *   REFUSED     a connection that never authenticated was closed, or accept
  *               failed: status, message (why); rank is the rank it claimed,
- *               or -1. Nothing else follows from it: log it. */
+ *               or -1. Nothing else follows from it: log it.
+ *   STEPS       (gather mode only) the node's ranks finished more steps:
+ *               blocks, nblocks, ncomplete, progress, nprogress, drops,
+ *               ndrops; rank is -1.
+ *
+ * Gather mode (options.gather = 1): the receiver gives no BLOCK, STEP_END or
+ * DROP events. It keeps each rank's blocks and the highest step the rank
+ * finished (published it, or dropped it per a DROP frame), and gives one
+ * STEPS event when the floor, the lowest such step over the connected
+ * ranks, rises: so a node's step reaches the caller as one event, not one
+ * per rank and frame (a rank that connects late lowers the floor, which
+ * says nothing new and gives no event). Connected ranks are those that said hello and have not
+ * left; a rank connected but with no step finished holds every step back.
+ * When a rank leaves (its BYE or DISCONNECT), it holds nothing back any
+ * more: a STEPS event with what that releases (if anything) comes first,
+ * then the BYE or DISCONNECT, so that a goodbye never overtakes the steps
+ * before it. With no rank connected every block held is complete.
+ *   blocks[0, ncomplete)       every held block of the steps now complete,
+ *                              ordered by step, then rank, then arrival;
+ *   blocks[ncomplete, nblocks) blocks of a step not complete yet, handed
+ *                              out early because holding them would stop
+ *                              their rank in the middle of a step (its
+ *                              inline blocks of that step passed
+ *                              max_held_bytes); that step comes complete in
+ *                              a later event without them;
+ *   progress[0, nprogress)     each connected rank's highest finished step
+ *                              (-1: none yet), by rank;
+ *   drops[0, ndrops)           the DROP frames received since the last STEPS
+ *                              event, adjacent ranges of a rank merged.
+ * Each block is the caller's to release exactly once, as a BLOCK event's.
+ * Memory stays bounded as without gathering: held blocks are in the ranks'
+ * slots (so a rank ahead of the others fills its ring and its policy
+ * applies) or count against its max_held_bytes. CONNECT, DECLARE, STEER,
+ * BYE, DISCONNECT and REFUSED come as their own events, as without it. */
 #define CAUDAL_EVENT_LIST(X)             \
     X(CONNECT, 1, "connect")             \
     X(DECLARE, 2, "declare")             \
@@ -92,13 +129,39 @@ CAUDAL_API const char *caudal_receiver_endpoint(const caudal_receiver *receiver)
     X(STEER, 6, "steer")                 \
     X(BYE, 7, "bye")                     \
     X(DISCONNECT, 8, "disconnect")       \
-    X(REFUSED, 9, "refused")
+    X(REFUSED, 9, "refused")             \
+    X(STEPS, 10, "steps")
 
 typedef enum caudal_event_type {
 #define CAUDAL_EVENT_ENUM_(name, value, text) CAUDAL_EVENT_##name = value,
     CAUDAL_EVENT_LIST(CAUDAL_EVENT_ENUM_)
 #undef CAUDAL_EVENT_ENUM_
 } caudal_event_type;
+
+/* A block of a STEPS event: what a BLOCK event would say of it. */
+typedef struct caudal_step_block {
+    const caudal_array_info *array;
+    uint64_t step;
+    const void *data;     /* 64-byte aligned; valid until the block is released */
+    uint64_t nbytes;
+    uint64_t count;       /* elements in this block */
+    caudal_block *block;  /* owned by the caller: release exactly once */
+    int rank;
+    int in_shared_memory; /* 1: data is in the rank's slot; 0: read inline */
+} caudal_step_block;
+
+/* A connected rank's progress in a STEPS event. */
+typedef struct caudal_rank_progress {
+    int rank;
+    int64_t high; /* the highest step it finished (published or dropped); -1: none */
+} caudal_rank_progress;
+
+/* Steps a rank dropped, in a STEPS event. */
+typedef struct caudal_rank_drop {
+    int rank;
+    uint64_t first_step, last_step; /* inclusive */
+    uint64_t count;                 /* steps dropped in that range */
+} caudal_rank_drop;
 
 typedef struct caudal_event {
     caudal_event_type type;
@@ -129,12 +192,19 @@ typedef struct caudal_event {
     /* DISCONNECT, REFUSED */
     int status;
     const char *message;
-    uint64_t reserved[8];
+    /* STEPS (nblocks: entries of `blocks`); the arrays live until the next
+     * call, the blocks until each is released */
+    const caudal_step_block *blocks;
+    const caudal_rank_progress *progress;
+    const caudal_rank_drop *drops;
+    uint32_t ncomplete, nprogress, ndrops;
+    uint64_t reserved[3];
 } caudal_event;
 
 /* Wait up to timeout_ms (0: do not wait, -1: forever) for the next event.
  * CAUDAL_OK with *event filled, CAUDAL_ERR_TIMEOUT if none came. The event's
- * pointers, but for `data` and `block`, are valid until the next call. A
+ * pointers, but for `data` and `block` (and those of a STEPS event's blocks),
+ * are valid until the next call. A
  * misbehaving client is disconnected with a DISCONNECT event, never fails the
  * receiver. */
 CAUDAL_API int caudal_receiver_next(caudal_receiver *receiver, caudal_event *event,

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "caudal_receiver.h"
+#include "gather.h"
 #include "outq.h"
 #include "protocol.h"
 #include "reader.h"
@@ -82,6 +83,10 @@ struct conn {
     cdl_msg block_msg;
     uint8_t *payload;
     uint64_t payload_got;
+    /* gather mode */
+    int left;            /* its BYE or DISCONNECT was decided: holds nothing back */
+    int stashed;         /* `stash` (that BYE or DISCONNECT) is due after a STEPS */
+    caudal_event stash;
 };
 
 struct caudal_receiver {
@@ -105,6 +110,8 @@ struct caudal_receiver {
     cdl_store steer;  /* set by the analytics: rank or -1 for all */
     char steer_key[CAUDAL_MAX_NAME + 1]; /* a STEER event's key and string, */
     char *steer_str;                     /* terminated, until the next call */
+    int gather;        /* options.gather */
+    cdl_gather g;
     pthread_mutex_t mu; /* guards released, holds and closed */
     caudal_block *released;
     size_t holds;
@@ -259,6 +266,7 @@ static void process_released(caudal_receiver *r)
 
 static void receiver_free(caudal_receiver *r)
 {
+    cdl_gather_free(&r->g);
     cdl_store_free(&r->steer);
     free(r->steer_str);
     free(r->conns);
@@ -315,7 +323,8 @@ static int hello(caudal_receiver *r, conn *cn, const cdl_msg *m, caudal_event *e
             return 0;
         }
     }
-    if (cdl_reader_reserve(&cn->in, READ_BUF) != CAUDAL_OK) {
+    if (cdl_reader_reserve(&cn->in, READ_BUF) != CAUDAL_OK ||
+        (r->gather && cdl_gather_join(&r->g, cn->id, cn->rank) != CAUDAL_OK)) {
         conn_end(cn, CAUDAL_ERR_NOMEM, "out of memory");
         return 0;
     }
@@ -538,6 +547,52 @@ static int step_end(conn *cn, const cdl_msg *m, caudal_event *ev)
     return 1;
 }
 
+/* ---- gather mode (gather.h) ---------------------------------------------- */
+
+/* A held block the caller never saw, given back. */
+static void unhold(caudal_receiver *r, caudal_block *b)
+{
+    pthread_mutex_lock(&r->mu);
+    r->holds--;
+    pthread_mutex_unlock(&r->mu);
+    block_finish(b, 1);
+}
+
+/* A BLOCK event, kept by the gatherer instead of handed out. */
+static void gather_block(caudal_receiver *r, conn *cn, const caudal_event *ev)
+{
+    caudal_step_block b = {.array = ev->array, .step = ev->step, .data = ev->data,
+                           .nbytes = ev->nbytes, .count = ev->count, .block = ev->block,
+                           .rank = cn->rank, .in_shared_memory = ev->in_shared_memory};
+    if (cdl_gather_block(&r->g, cn->id, &b) != CAUDAL_OK) {
+        unhold(r, ev->block);
+        conn_end(cn, CAUDAL_ERR_NOMEM, "rank %d, step %" PRIu64 ": out of memory keeping a "
+                 "block", cn->rank, ev->step);
+    }
+}
+
+/* The rank leaves with *ev, its BYE or DISCONNECT: what that completes comes
+ * first as a STEPS event, and *ev with the connection's next call. */
+static void gather_leave(caudal_receiver *r, conn *cn, caudal_event *ev)
+{
+    cdl_gather_leave(&r->g, cn->id);
+    cn->left = 1;
+    caudal_event last = *ev;
+    if (cdl_gather_event(&r->g, ev, 1, 0)) {
+        cn->stash = last;
+        cn->stashed = 1;
+    }
+}
+
+/* A connection stopped by max_held_bytes in the middle of a step, whose held
+ * blocks are all of that step, would wait for itself: the floor cannot pass
+ * a step the rank cannot finish. Those blocks go out early. */
+static int gather_stalled(caudal_receiver *r, conn *cn, caudal_event *ev)
+{
+    return r->gather && cn->in_step && cdl_gather_holds_only(&r->g, cn->id, cn->step) &&
+           cdl_gather_event(&r->g, ev, 0, cn->id);
+}
+
 /* Before HELLO only a HELLO of at most CDL_MAX_HELLO_BODY bytes may come.
  * Judge it by its header alone, so a stranger never makes us buffer more. */
 static void check_first_header(conn *cn)
@@ -560,6 +615,11 @@ static void check_first_header(conn *cn)
 static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
 {
     for (;;) {
+        if (cn->stashed) {
+            *ev = cn->stash;
+            cn->stashed = 0;
+            return 1;
+        }
         if (cn->reported)
             return 0;
         memset(ev, 0, sizeof *ev);
@@ -576,12 +636,18 @@ static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
                 cn->in_payload = 0;
                 uint8_t *p = cn->payload;
                 cn->payload = NULL;
-                return give_block(r, cn, &cn->block_msg, cn->arrays[cn->block_msg.u.block.id],
-                                  p, p, ev);
+                if (!give_block(r, cn, &cn->block_msg, cn->arrays[cn->block_msg.u.block.id],
+                                p, p, ev))
+                    return 0;
+                if (!r->gather)
+                    return 1;
+                gather_block(r, cn, ev);
+                continue;
             }
         }
         if (cn->held_inline >= r->max_held && !cn->rejected)
-            return 0; /* back-pressure: read on once blocks come back */
+            return gather_stalled(r, cn, ev); /* back-pressure: read on once blocks
+                                                 come back */
         check_first_header(cn);
         cdl_header h;
         const uint8_t *body = NULL;
@@ -605,6 +671,8 @@ static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
             ev->type = cn->hello ? CAUDAL_EVENT_DISCONNECT : CAUDAL_EVENT_REFUSED;
             ev->status = cn->status;
             ev->message = cn->why;
+            if (r->gather && cn->hello)
+                gather_leave(r, cn, ev);
             return 1;
         }
         if (cn->bye) {
@@ -630,7 +698,7 @@ static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
         if (h.type == CDL_BLOCK && m.u.block.slot == CDL_NO_SLOT && cn->held_inline &&
             m.u.block.nbytes > r->max_held - cn->held_inline) {
             cn->held_wait = 1;
-            return 0;
+            return gather_stalled(r, cn, ev);
         }
         cdl_reader_consume(&cn->in, CDL_HEADER_LEN + (size_t)need);
         int out = 0;
@@ -669,6 +737,10 @@ static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
         }
         case CDL_STEP_END:
             out = step_end(cn, &m, ev);
+            if (out && r->gather) {
+                cdl_gather_finished(&r->g, cn->id, ev->step);
+                out = cdl_gather_event(&r->g, ev, 0, 0);
+            }
             break;
         case CDL_DROP:
             if (cn->in_step || (cn->any_step && m.u.drop.first_step <= cn->step)) {
@@ -684,6 +756,16 @@ static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
             ev->step = m.u.drop.last_step;
             ev->ndropped = m.u.drop.count;
             out = 1;
+            if (r->gather) {
+                if (cdl_gather_dropped(&r->g, cn->id, m.u.drop.first_step, m.u.drop.last_step,
+                                       m.u.drop.count) != CAUDAL_OK) {
+                    conn_end(cn, CAUDAL_ERR_NOMEM, "rank %d: out of memory noting a drop",
+                             cn->rank);
+                    out = 0;
+                    break;
+                }
+                out = cdl_gather_event(&r->g, ev, 0, 0);
+            }
             break;
         case CDL_STEER: {
             /* Key and string are handed out as terminated copies that live
@@ -725,11 +807,17 @@ static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
                                                  .ns_waiting = k[6]};
             }
             out = 1;
+            if (r->gather)
+                gather_leave(r, cn, ev);
             break;
         default:
             conn_reject(cn, CAUDAL_ERR_PROTOCOL, "rank %d sent a frame of type %u that only "
                         "a receiver sends", cn->rank, h.type);
             break;
+        }
+        if (out && r->gather && ev->type == CAUDAL_EVENT_BLOCK) {
+            gather_block(r, cn, ev);
+            continue;
         }
         if (out)
             return 1;
@@ -738,20 +826,35 @@ static int conn_event(caudal_receiver *r, conn *cn, caudal_event *ev)
 
 /* ---- socket work ---------------------------------------------------------- */
 
-/* At the cap of connections waiting to say hello, the oldest goes: a
- * stranger then has to keep connecting faster than a rank says hello (at
- * once, on connecting) to keep a rank out, rather than sit on idle ones. */
-static void evict_oldest_waiting(caudal_receiver *r)
+static void conn_read(conn *cn);
+
+/* At the cap of connections waiting to say hello, the oldest that has not
+ * sent a whole frame yet goes: a stranger then has to keep connecting faster
+ * than a rank says hello (at once, on connecting) to keep a rank out, rather
+ * than sit on idle ones. Those whose HELLO is in already are left to be
+ * handled, so that a node's ranks connecting all at once (128 of them) are
+ * not turned away: returns 0 when every waiting connection has one, and
+ * accepting then waits until they are handled. */
+static int evict_oldest_waiting(caudal_receiver *r)
 {
     conn *oldest = NULL;
     for (size_t i = 0; i < r->nconns; i++) {
         conn *cn = r->conns[i];
-        if (!cn->hello && !cn->dead && (!oldest || cn->id < oldest->id))
+        if (cn->hello || cn->dead)
+            continue;
+        conn_read(cn); /* what it sent since it was accepted */
+        cdl_header h;
+        const uint8_t *body;
+        uint64_t need;
+        if (!cn->dead && cdl_reader_peek(&cn->in, &h, &body, &need) == 0 &&
+            (!oldest || cn->id < oldest->id))
             oldest = cn;
     }
-    if (oldest)
-        conn_reject(oldest, CAUDAL_ERR_IO, "closed before hello to make room: %d newer "
-                    "connections were waiting to say hello", MAX_WAITING_HELLO);
+    if (!oldest)
+        return 0;
+    conn_reject(oldest, CAUDAL_ERR_IO, "closed before hello to make room: %d newer "
+                "connections were waiting to say hello", MAX_WAITING_HELLO);
+    return 1;
 }
 
 static void accept_all(caudal_receiver *r)
@@ -791,8 +894,11 @@ static void accept_all(caudal_receiver *r)
             r->conns = nc;
             r->conns_cap = ncap;
         }
+        /* Every waiting one sent its hello: this one waits with them (one
+         * past the cap), and the rest stay queued until those are handled. */
+        int full = 0;
         if (waiting >= MAX_WAITING_HELLO)
-            evict_oldest_waiting(r);
+            full = !evict_oldest_waiting(r);
         else
             waiting++;
         cn->r = r;
@@ -805,6 +911,8 @@ static void accept_all(caudal_receiver *r)
         cn->hello_deadline = cdl_now_ns() + r->hello_timeout_ns;
         cdl_outq_init(&cn->out, NULL, NULL);
         r->conns[r->nconns++] = cn;
+        if (full)
+            return;
     }
 }
 
@@ -888,7 +996,7 @@ static void reap(caudal_receiver *r)
     size_t k = 0;
     for (size_t i = 0; i < r->nconns; i++) {
         conn *cn = r->conns[i];
-        if (cn->reported) {
+        if (cn->reported && !cn->stashed) {
             close(cn->fd);
             cn->fd = -1;
             conn_unref(cn);
@@ -1087,6 +1195,8 @@ int caudal_receiver_open(caudal_receiver **out, const caudal_receiver_options *o
     r->hello_timeout_ns = (uint64_t)(o->hello_timeout_ms ? o->hello_timeout_ms
                                                          : DEFAULT_HELLO_TIMEOUT_MS) * 1000000u;
     r->lfd = -1;
+    r->gather = o->gather != 0;
+    cdl_gather_init(&r->g);
     pthread_mutex_init(&r->mu, NULL);
     r->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (r->wake_fd < 0) {
@@ -1148,6 +1258,11 @@ int caudal_receiver_close(caudal_receiver **rp)
         conn_unref(cn);
     }
     r->nconns = 0;
+    /* Blocks the gatherer still held were never the caller's. */
+    for (caudal_block *b; (b = cdl_gather_pop(&r->g));) {
+        block_finish(b, 0);
+        r->holds--;
+    }
     close(r->lfd);
     close(r->wake_fd);
     /* Remove our socket, not what may have replaced it since. */

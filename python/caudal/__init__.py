@@ -67,7 +67,7 @@ __version__ = "%d.%d.%d" % (
     _caudal.VERSION_PATCH,
 )
 
-EVENT_TYPES = _caudal.EVENT_TYPES  # from the header's list: "connect" ... "refused"
+EVENT_TYPES = _caudal.EVENT_TYPES  # from the header's list: "connect" ... "steps"
 
 
 def dtype_name(dtype):

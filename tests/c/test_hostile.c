@@ -465,6 +465,40 @@ static void check_idle_flood(void)
            "%d timed out, the rank served\n", NIDLE, grown, CAP, evicted, timed_out);
 }
 
+/* A node's ranks all connecting at once, more of them than may wait to say
+ * hello: their hellos are in, so none is turned away to make room. */
+static void check_rank_crowd(void)
+{
+    enum { NRANKS = 160 };
+    char ep[128];
+    unix_endpoint(ep, sizeof ep, "crowd");
+    caudal_receiver *r = open_with(ep, 0, 0);
+    int fds[NRANKS];
+    uint8_t frame[2048];
+    for (int k = 0; k < NRANKS; k++) {
+        fds[k] = raw_connect(ep);
+        size_t n = cdl_encode_hello(frame, sizeof frame, (uint32_t)k, NRANKS, 1,
+                                    CDL_TRANSPORT_SHM, TOKEN);
+        raw_send(fds[k], frame, n);
+    }
+    int connects = 0;
+    uint8_t seen[NRANKS] = {0};
+    while (connects < NRANKS) {
+        caudal_event ev;
+        CHECK_RC(caudal_receiver_next(r, &ev, 20000), CAUDAL_OK);
+        if (ev.type == CAUDAL_EVENT_REFUSED)
+            fprintf(stderr, "refused: %s\n", ev.message);
+        CHECK(ev.type == CAUDAL_EVENT_CONNECT);
+        CHECK(ev.rank >= 0 && ev.rank < NRANKS && !seen[ev.rank]++);
+        connects++;
+    }
+    CHECK(caudal_receiver_connections(r) == NRANKS);
+    for (int k = 0; k < NRANKS; k++)
+        close(fds[k]);
+    CHECK_RC(caudal_receiver_close(&r), CAUDAL_OK);
+    printf("hostile: %d ranks saying hello at once all served\n", NRANKS);
+}
+
 /* ---- 4. accept out of descriptors ------------------------------------------- */
 
 typedef struct emfile_arg {
@@ -924,6 +958,7 @@ int main(void)
     check_unauthenticated(1);
     check_duplicate_rank();
     check_idle_flood();
+    check_rank_crowd();
     check_emfile();
     check_unix_path();
     check_held_before_alloc();

@@ -1,21 +1,32 @@
 """The ingest actor: one per node, receiving that node's ranks.
 
 It runs libcaudal's receiving end in a thread (the socket work never blocks
-the actor's event loop). Once every rank of the node finished a step, it
-copies that step's blocks into the Ray object store as one object (a list:
-a put costs far more than the bytes of a small block, 0.7 ms against 1.2 ms
-for 32 blocks of 8 KiB in one), gives their slots back, and reports the
-blocks (a catalog.BlockRef each: the list, the index, this node) to the head
-in one call per node and step. Blocks that would hold more than BATCH_BYTES
-of slots until then go in at once, alone. Up to REPORTS_IN_FLIGHT such calls
-are outstanding, so the thread puts the next step's blocks while the head
-takes the last one (the head applies a node's reports in their order).
-Declarations go to the head as catalog.Declaration. A report waits while the head holds its limit of
-unanalysed steps: the thread then stops giving slots back, the ranks' rings
-fill and their policy applies, so memory is bounded end to end.
+the actor's event loop), in its gathering mode: the receiver itself keeps
+each rank's blocks and progress, and hands Python one 'steps' event once
+every rank of the node finished a step, so Python works per node-step, not
+per rank, block and frame. The thread copies that step's blocks into the Ray
+object store as one object (a list: a put costs far more than the bytes of a
+small block, 0.7 ms against 1.2 ms for 32 blocks of 8 KiB in one), gives
+their slots back, and reports the blocks (a catalog.BlockRef each: the list,
+the index, this node) and the ranks' progress to the head in one call per
+node and step. Blocks the receiver hands out before their step is complete
+(a rank whose inline blocks of one step pass max_held_bytes) are put at
+once and reported with their step. Up to REPORTS_IN_FLIGHT calls are
+outstanding, so the thread puts the next step's blocks while the head takes
+the last one (the head applies a node's reports in their order).
+Declarations go to the head as catalog.Declaration. A report waits while the
+head holds its limit of unanalysed steps: the thread then stops giving slots
+back, the ranks' rings fill and their policy applies, so memory is bounded
+end to end.
+
+CAUDAL_INGEST_PER_RANK=1 selects the former path, one Python event per
+block, step end and drop, with the same reports to the head: the baseline
+that bench/bench_ranks.py measures the gathering against.
 """
 
 import collections
+import itertools
+import os
 import queue
 import sys
 import threading
@@ -28,7 +39,8 @@ from .. import _caudal
 from ..catalog import BlockRef, Declaration
 
 REPORTS_IN_FLIGHT = 2
-BATCH_BYTES = 64 << 20  # held in slots (or inline buffers) while a step completes
+# Per-rank path only: held in slots (or inline buffers) while a step completes
+BATCH_BYTES = 64 << 20
 REFUSED_KEPT = 5  # refusal messages kept (and printed) in full; the rest are counted
 
 
@@ -40,7 +52,8 @@ class _Stopped(Exception):
 @ray.remote(num_cpus=0, max_concurrency=6)
 class IngestActor:
     def __init__(self, endpoint, token, head, node, name=None):
-        self.receiver = _caudal.Receiver(endpoint, token=token)
+        self.per_rank = os.environ.get("CAUDAL_INGEST_PER_RANK") == "1"
+        self.receiver = _caudal.Receiver(endpoint, token=token, gather=not self.per_rank)
         self.head = head
         self.node = node  # the Ray node: where the blocks it puts live
         # Its identity towards the head (the order of its reports): the node
@@ -86,8 +99,12 @@ class IngestActor:
     # ---- the receiving thread ------------------------------------------
 
     def _serve(self):
+        cpu0 = time.process_time()
         try:
-            self._loop()
+            if self.per_rank:
+                self._loop_per_rank()
+            else:
+                self._loop()
         except _Stopped:
             pass
         except Exception as e:  # reported to the head: the run fails loudly
@@ -98,9 +115,95 @@ class IngestActor:
             except Exception:
                 pass  # caudal run sees the error through watch() anyway
         finally:
+            # The whole process (Ray's threads too) and this thread alone,
+            # for the run's summary and bench/bench_ranks.py.
+            self.stats["cpu_seconds"] = time.process_time() - cpu0
+            self.stats["thread_cpu_seconds"] = time.thread_time()
             self.finished.set()
 
     def _loop(self):
+        r = self.receiver
+        early = collections.defaultdict(list)  # step -> BlockRefs put before it was complete
+        while not self.stop.is_set():
+            while not self.steer_q.empty():
+                rank, key, value = self.steer_q.get()
+                r.steer(rank, key, value)
+            ev = r.next(50)
+            if ev is None:
+                continue
+            t = ev.type
+            if t == "steps":
+                self._steps(ev, early)
+            elif t in ("bye", "disconnect"):
+                # The receiver gave the steps this goodbye completes first.
+                info = ev.counters if t == "bye" else ev.message
+                self._call(self.head.rank_done, ev.rank, t == "bye", info)
+            else:
+                self._other(ev)
+        self._drain()
+
+    def _steps(self, ev, early):
+        """A node's newly complete steps: each step's blocks as one object,
+        one report to the head with them and the ranks' progress."""
+        blocks = ev.blocks
+        self.stats["blocks"] += len(blocks)
+        self.stats["bytes"] += sum(b.nbytes for b in blocks)
+        for rank, first, last, count in ev.drops:
+            # Counted by the head in any order; a goodbye waits for them (_call).
+            self.inflight.append(self.head.dropped.remote(rank, first, last, count))
+        refs = []
+        for _, group in itertools.groupby(blocks[:ev.ncomplete], key=lambda b: b.step):
+            refs += self._put_blocks(list(group))
+        if len(blocks) > ev.ncomplete:  # early: put now, reported once their step is complete
+            for ref in self._put_blocks(blocks[ev.ncomplete:]):
+                early[ref.step].append(ref)
+        progress = ev.progress
+        floor = min(progress.values()) if progress else None  # None: no rank holds back
+        for step in sorted(s for s in early if floor is None or s <= floor):
+            refs += early.pop(step)
+        self._send_report(refs, progress)
+
+    def _put_blocks(self, blocks):
+        """Blocks as one list object in the store (the one copy), their
+        slots given back."""
+        t0 = time.perf_counter()
+        ref = ray.put([np.asarray(b) for b in blocks])
+        for b in blocks:
+            b.release()
+        self.stats["put_seconds"] += time.perf_counter() - t0
+        self.stats["puts"] += 1
+        return [BlockRef.from_event(b, ref, i, self.node) for i, b in enumerate(blocks)]
+
+    def _send_report(self, refs, high):
+        self.stats["reports"] += 1
+        self.inflight.append(self.head.report.remote(self.name, self.seq, refs, high))
+        self.seq += 1
+        while len(self.inflight) > REPORTS_IN_FLIGHT:
+            self._get(self.inflight.popleft())
+
+    def _other(self, ev):
+        """Events both paths handle alike."""
+        t = ev.type
+        if t == "connect":
+            self._call(self.head.connected, ev.rank, ev.size)
+        elif t == "declare":
+            self._call(self.head.declare, Declaration.from_info(ev.rank, ev))
+        elif t == "steer":
+            # Latest value wins: no need to wait for the reports first.
+            self._get(self.head.reported.remote(ev.rank, ev.key, ev.value))
+        elif t == "refused":
+            # Never about a rank of this run (it did not authenticate, or
+            # claimed a rank already connected): logged and counted only.
+            self.stats["connections_refused"] += 1
+            n = self.stats["connections_refused"]
+            if n <= REFUSED_KEPT:
+                self.refused.append(ev.message)
+                print("caudal ingest: refused a connection: %s" % ev.message,
+                      file=sys.stderr, flush=True)
+
+    # ---- the per-rank path (CAUDAL_INGEST_PER_RANK=1), the bench's baseline
+
+    def _loop_per_rank(self):
         r = self.receiver
         pending = collections.defaultdict(list)  # step -> [block event, or BlockRef if put]
         held = [0]  # bytes of the block events in pending
@@ -135,26 +238,14 @@ class IngestActor:
                 self._report(pending, high, reported, held)
             elif t == "connect":
                 high[ev.rank] = -1
-                self._call(self.head.connected, ev.rank, ev.size)
-            elif t == "declare":
-                self._call(self.head.declare, Declaration.from_info(ev.rank, ev))
-            elif t == "steer":
-                # Latest value wins: no need to wait for the reports first.
-                self._get(self.head.reported.remote(ev.rank, ev.key, ev.value))
-            elif t == "refused":
-                # Never about a rank of this run (it did not authenticate, or
-                # claimed a rank already connected): logged and counted only.
-                self.stats["connections_refused"] += 1
-                n = self.stats["connections_refused"]
-                if n <= REFUSED_KEPT:
-                    self.refused.append(ev.message)
-                    print("caudal ingest: refused a connection: %s" % ev.message,
-                          file=sys.stderr, flush=True)
+                self._other(ev)
             elif t in ("bye", "disconnect"):
                 high.pop(ev.rank, None)
                 self._report(pending, high, reported, held, force=True)
                 info = ev.counters if t == "bye" else ev.message
                 self._call(self.head.rank_done, ev.rank, t == "bye", info)
+            else:
+                self._other(ev)
         self._drain()
 
     def _report(self, pending, high, reported, held, force=False):
@@ -168,11 +259,7 @@ class IngestActor:
         steps = [s for s in pending if floor is None or s <= floor]
         blocks = [b for s in sorted(steps) for b in self._put(pending.pop(s), held)]
         reported[0] = floor
-        self.stats["reports"] += 1
-        self.inflight.append(self.head.report.remote(self.name, self.seq, blocks, dict(high)))
-        self.seq += 1
-        while len(self.inflight) > REPORTS_IN_FLIGHT:
-            self._get(self.inflight.popleft())
+        self._send_report(blocks, dict(high))
 
     def _put(self, entries, held):
         """A step's block events as one list object in the store (the one

@@ -84,8 +84,10 @@ extern PyTypeObject Client_Type, Receiver_Type, Block_Type, Event_Type;
 extern PyTypeObject *ArrayInfo_Type; /* events.c; made by arrayinfo_init */
 int arrayinfo_init(void);
 
-/* block.c: a Block for a BLOCK event; takes ownership of ev->block. */
+/* block.c: a Block for a BLOCK event, or for a STEPS event's block `b` of
+ * array `name`; each takes ownership of the caudal_block (released on error). */
 PyObject *block_from_event(const caudal_event *ev);
+PyObject *block_new(const caudal_step_block *b, PyObject *name);
 /* events.c: an Event; takes ownership of ev->block (released on error). */
 PyObject *event_object(const caudal_event *ev);
 

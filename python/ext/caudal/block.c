@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 #include <structmember.h>
 
 typedef struct {
@@ -24,6 +25,9 @@ typedef struct {
     Py_ssize_t strides[CAUDAL_MAX_DIMS];
     Py_ssize_t exports;
     PyObject *weakrefs;
+    PyObject *name; /* the array's */
+    int rank;
+    unsigned long long step, count;
 } BlockObject;
 
 static void block_do_release(BlockObject *self)
@@ -41,6 +45,7 @@ static void Block_dealloc(BlockObject *self)
     if (self->weakrefs)
         PyObject_ClearWeakRefs((PyObject *)self);
     block_do_release(self);
+    Py_CLEAR(self->name);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -56,23 +61,44 @@ static PyObject *Block_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 PyObject *block_from_event(const caudal_event *ev)
 {
     const caudal_array_info *a = ev->array;
-    BlockObject *self = PyObject_New(BlockObject, &Block_Type);
-    if (!self) {
+    PyObject *name = PyUnicode_DecodeUTF8(a->name, (Py_ssize_t)strlen(a->name),
+                                          "surrogateescape");
+    if (!name) {
         caudal_block_release(ev->block);
         return NULL;
     }
-    self->blk = ev->block;
-    self->data = ev->data;
-    self->nbytes = (Py_ssize_t)ev->nbytes;
+    caudal_step_block b = {.array = a, .step = ev->step, .data = ev->data,
+                           .nbytes = ev->nbytes, .count = ev->count, .block = ev->block,
+                           .rank = ev->rank, .in_shared_memory = ev->in_shared_memory};
+    PyObject *self = block_new(&b, name);
+    Py_DECREF(name);
+    return self;
+}
+
+PyObject *block_new(const caudal_step_block *b, PyObject *name)
+{
+    const caudal_array_info *a = b->array;
+    BlockObject *self = PyObject_New(BlockObject, &Block_Type);
+    if (!self) {
+        caudal_block_release(b->block);
+        return NULL;
+    }
+    self->blk = b->block;
+    self->data = b->data;
+    self->nbytes = (Py_ssize_t)b->nbytes;
     self->dtype = a->dtype;
     self->order = a->order;
     self->itemsize = (Py_ssize_t)caudal_dtype_size(a->dtype);
-    self->in_shared_memory = ev->in_shared_memory;
+    self->in_shared_memory = b->in_shared_memory;
     self->exports = 0;
     self->weakrefs = NULL;
+    self->name = Py_NewRef(name);
+    self->rank = b->rank;
+    self->step = (unsigned long long)b->step;
+    self->count = (unsigned long long)b->count;
     if (a->variable || a->ndim < 1) {
         self->ndim = 1;
-        self->shape[0] = (Py_ssize_t)ev->count;
+        self->shape[0] = (Py_ssize_t)b->count;
     } else {
         self->ndim = a->ndim;
         for (int k = 0; k < a->ndim; k++)
@@ -95,9 +121,9 @@ PyObject *block_from_event(const caudal_event *ev)
         block_do_release(self);
         Py_DECREF(self);
         return raise_fmt(CAUDAL_ERR_PROTOCOL, "rank %d, step %llu, array '%.64s': block of "
-                         "%llu bytes does not match its declaration", ev->rank,
-                         (unsigned long long)ev->step, a->name,
-                         (unsigned long long)ev->nbytes);
+                         "%llu bytes does not match its declaration", b->rank,
+                         (unsigned long long)b->step, a->name,
+                         (unsigned long long)b->nbytes);
     }
     return (PyObject *)self;
 }
@@ -281,6 +307,11 @@ static PyMemberDef Block_members[] = {
     {"nbytes", T_PYSSIZET, offsetof(BlockObject, nbytes), READONLY, "bytes of data"},
     {"itemsize", T_PYSSIZET, offsetof(BlockObject, itemsize), READONLY, "bytes per element"},
     {"ndim", T_INT, offsetof(BlockObject, ndim), READONLY, "number of dimensions"},
+    {"name", T_OBJECT_EX, offsetof(BlockObject, name), READONLY, "the array's name"},
+    {"rank", T_INT, offsetof(BlockObject, rank), READONLY, "the rank that put it"},
+    {"step", T_ULONGLONG, offsetof(BlockObject, step), READONLY, "its step"},
+    {"count", T_ULONGLONG, offsetof(BlockObject, count), READONLY,
+     "elements in the block (a variable array's length this step)"},
     {NULL, 0, 0, 0, NULL}};
 
 static PyGetSetDef Block_getset[] = {

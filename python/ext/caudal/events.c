@@ -108,7 +108,14 @@ PyTypeObject Event_Type = {
               "  bye         counters (dict)\n"
               "  disconnect  status, message\n"
               "  refused     status, message (a connection that never authenticated\n"
-              "              was closed; rank is the one it claimed, or -1: log it)",
+              "              was closed; rank is the one it claimed, or -1: log it)\n"
+              "  steps       (Receiver(gather=True) only; rank -1) blocks: a list of\n"
+              "              Blocks (each with name, rank, step, count), those of\n"
+              "              steps now complete first, ordered by step and rank;\n"
+              "              ncomplete: how many those are (the rest went early,\n"
+              "              their step not complete yet); progress: {rank: highest\n"
+              "              finished step, -1: none} of the connected ranks; drops:\n"
+              "              [(rank, first, last, count)] since the last steps event",
     .tp_traverse = SLOT(traverseproc, Event_traverse),
     .tp_clear = SLOT(inquiry, Event_clear),
     .tp_methods = Event_methods,
@@ -116,6 +123,86 @@ PyTypeObject Event_Type = {
     .tp_dictoffset = offsetof(EventObject, dict),
     .tp_new = Event_new,
 };
+
+/* ---------------------------------------------------------- STEPS */
+
+/* The array names of one event's blocks: a few arrays, many blocks. */
+#define NAMES_KEPT 16
+
+static PyObject *block_name(const caudal_array_info *a, const caudal_array_info **keys,
+                            PyObject **names, int *n)
+{
+    for (int i = 0; i < *n; i++)
+        if (keys[i] == a || strcmp(keys[i]->name, a->name) == 0)
+            return Py_NewRef(names[i]);
+    PyObject *name = PyUnicode_DecodeUTF8(a->name, (Py_ssize_t)strlen(a->name),
+                                          "surrogateescape");
+    if (name && *n < NAMES_KEPT) {
+        keys[*n] = a;
+        names[(*n)++] = Py_NewRef(name);
+    }
+    return name;
+}
+
+/* A STEPS event's blocks as a list of Blocks; every block is released if
+ * this fails. */
+static PyObject *steps_blocks(const caudal_event *ev)
+{
+    const caudal_array_info *keys[NAMES_KEPT];
+    PyObject *names[NAMES_KEPT];
+    int nnames = 0;
+    PyObject *list = PyList_New((Py_ssize_t)ev->nblocks);
+    uint32_t i = 0;
+    for (; list && i < ev->nblocks; i++) {
+        const caudal_step_block *b = &ev->blocks[i];
+        PyObject *name = block_name(b->array, keys, names, &nnames);
+        PyObject *block = name ? block_new(b, name) : NULL;
+        Py_XDECREF(name);
+        if (!block) {
+            if (!name)
+                caudal_block_release(b->block);
+            i++;
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, block);
+    }
+    for (; i < ev->nblocks; i++) /* not made into Blocks: still ours to give back */
+        caudal_block_release(ev->blocks[i].block);
+    for (int k = 0; k < nnames; k++)
+        Py_DECREF(names[k]);
+    return list;
+}
+
+static PyObject *steps_progress(const caudal_event *ev)
+{
+    PyObject *d = PyDict_New();
+    for (uint32_t i = 0; d && i < ev->nprogress; i++) {
+        PyObject *k = PyLong_FromLong(ev->progress[i].rank);
+        PyObject *v = k ? PyLong_FromLongLong(ev->progress[i].high) : NULL;
+        if (!v || PyDict_SetItem(d, k, v) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+    }
+    return d;
+}
+
+static PyObject *steps_drops(const caudal_event *ev)
+{
+    PyObject *list = PyList_New((Py_ssize_t)ev->ndrops);
+    for (uint32_t i = 0; list && i < ev->ndrops; i++) {
+        const caudal_rank_drop *d = &ev->drops[i];
+        PyObject *t = Py_BuildValue("(iKKK)", d->rank, (unsigned long long)d->first_step,
+                                    (unsigned long long)d->last_step,
+                                    (unsigned long long)d->count);
+        if (!t)
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+    }
+    return list;
+}
 
 /* ---------------------------------------------------------- ArrayInfo */
 
@@ -220,6 +307,10 @@ PyObject *event_object(const caudal_event *ev)
         blockobj = block_from_event(ev);
         if (!blockobj)
             return NULL;
+    } else if (ev->type == CAUDAL_EVENT_STEPS) {
+        blockobj = steps_blocks(ev); /* the list: the Blocks give their blocks back */
+        if (!blockobj)
+            return NULL;
     }
     EventObject *self = PyObject_GC_New(EventObject, &Event_Type);
     if (!self) {
@@ -271,6 +362,13 @@ PyObject *event_object(const caudal_event *ev)
         break;
     case CAUDAL_EVENT_BYE:
         if (set_item(d, "counters", counters_dict(&ev->counters)) < 0)
+            goto fail;
+        break;
+    case CAUDAL_EVENT_STEPS:
+        if (PyDict_SetItemString(d, "blocks", blockobj) < 0 ||
+            set_item(d, "ncomplete", PyLong_FromUnsignedLong(ev->ncomplete)) < 0 ||
+            set_item(d, "progress", steps_progress(ev)) < 0 ||
+            set_item(d, "drops", steps_drops(ev)) < 0)
             goto fail;
         break;
     case CAUDAL_EVENT_DISCONNECT:

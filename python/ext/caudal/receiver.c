@@ -48,11 +48,13 @@ static PyObject *Receiver_new(PyTypeObject *type, PyObject *args, PyObject *kwds
 
 static int Receiver_init(ReceiverObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"endpoint", "token", "max_queued_bytes", "max_held_bytes", NULL};
+    static char *kwlist[] = {"endpoint", "token",  "max_queued_bytes", "max_held_bytes",
+                             "gather",   NULL};
     const char *endpoint, *token = NULL;
     Py_ssize_t max_queued = 0, max_held = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|znn:Receiver", kwlist, &endpoint, &token,
-                                     &max_queued, &max_held))
+    int gather = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|znnp:Receiver", kwlist, &endpoint, &token,
+                                     &max_queued, &max_held, &gather))
         return -1;
     if (self->r) {
         raise_status(CAUDAL_ERR_STATE, "Receiver.__init__ called on an open receiver");
@@ -69,6 +71,7 @@ static int Receiver_init(ReceiverObject *self, PyObject *args, PyObject *kwds)
     o.token = token;
     o.max_queued_bytes = (size_t)max_queued;
     o.max_held_bytes = (size_t)max_held;
+    o.gather = (uint64_t)gather;
     char err[768];
     caudal_receiver *r = NULL;
     int rc = caudal_receiver_open(&r, &o, err, sizeof err);
@@ -254,9 +257,12 @@ PyTypeObject Receiver_Type = {
     .tp_dealloc = SLOT(destructor, Receiver_dealloc),
     .tp_repr = SLOT(reprfunc, Receiver_repr),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "Receiver(endpoint, token=None, max_queued_bytes=0, max_held_bytes=0)\n\n"
+    .tp_doc = "Receiver(endpoint, token=None, max_queued_bytes=0, max_held_bytes=0,\n"
+              "         gather=False)\n\n"
               "Listen on 'unix:/path' or 'tcp:host:port' (port 0: any free port) and\n"
-              "turn the ranks' frames into events (caudal_receiver).",
+              "turn the ranks' frames into events (caudal_receiver). With gather=True\n"
+              "the ranks' blocks, step ends and drops come as one 'steps' event each\n"
+              "time the ranks connected here all finished more steps (see Event).",
     .tp_methods = Receiver_methods,
     .tp_getset = Receiver_getset,
     .tp_init = SLOT(initproc, Receiver_init),
