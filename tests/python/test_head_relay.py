@@ -7,7 +7,6 @@ reports in flight per node, any other call after the node's reports were
 answered): two arrays, a rank that drops two steps, a rank that does not
 put one array at one step, a rank lost before the last step."""
 
-import tempfile
 
 import pytest
 
@@ -104,20 +103,6 @@ def play(group):
     summary = ray.get(head.summary.remote())
     summary.pop("ranks_lost_at")  # a time
     return got, summary, len(relays)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    tmp = tempfile.mkdtemp(prefix="cdlr-", dir="/tmp")
-    ray.init(num_cpus=1, include_dashboard=False, _temp_dir=tmp, log_to_driver=False,
-             configure_logging=False)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_reports_through_relays_decide_as_the_head_alone(local_ray):
