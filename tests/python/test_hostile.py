@@ -31,6 +31,51 @@ exec "$@"
 """
 
 
+class HeldRun:
+    """`caudal run` (test_run.caudal_run) in a thread, its ranks held by
+    WRAPPER until release(): the time a test needs to go at the run's
+    endpoints before any rank connects. On entry, once `started` ranks are
+    waiting, .endpoint is what they were handed (the same on every rank);
+    after the block, .result is caudal_run's (process, results, run dir)."""
+
+    def __init__(self, tmp_path, analytics, sim, started=1, **kwargs):
+        self.dir = tmp_path
+        wrapper = tmp_path / "rank.sh"
+        wrapper.write_text(WRAPPER.format(dir=tmp_path))
+        wrapper.chmod(0o755)
+        self.done = {}
+        self.runner = threading.Thread(target=lambda: self.done.setdefault(
+            "run", caudal_run(tmp_path, analytics, [str(wrapper), *sim], **kwargs)))
+        self.started = started
+        self.endpoint = self.result = None
+
+    def __enter__(self):
+        self.runner.start()
+        try:
+            deadline = time.monotonic() + 300
+            while (len(glob.glob(str(self.dir / "endpoint.*"))) < self.started
+                   and self.runner.is_alive()):
+                assert time.monotonic() < deadline, "the ranks did not start"
+                time.sleep(0.1)
+            assert self.runner.is_alive(), self.done["run"][0].stderr
+            time.sleep(0.2)  # the files are written whole
+            (self.endpoint,) = {open(f).read()
+                                for f in glob.glob(str(self.dir / "endpoint.*"))}
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def release(self):
+        (self.dir / "go").touch()
+
+    def __exit__(self, *exc):
+        self.release()
+        self.runner.join(600)
+        self.result = self.done.get("run")
+        return False
+
+
 def header(ftype, body_len):
     return struct.pack("<HBBIQ", MAGIC, VERSION, ftype, 0, body_len)
 
@@ -113,62 +158,42 @@ def pester(path, stop):
 
 
 def test_strangers_on_the_socket_change_nothing(tmp_path, heat2d):
-    wrapper = tmp_path / "rank.sh"
-    wrapper.write_text(WRAPPER.format(dir=tmp_path))
-    wrapper.chmod(0o755)
     means = tmp_path / "mean.txt"
-    done = {}
-
-    def run():
-        done["run"] = caudal_run(
-            tmp_path, STATS, [str(wrapper), heat2d, "64", "48", "40", "--mean", str(means)],
-            env={"CAUDAL_DEMO_THRESHOLD": "1e9"})
-
-    runner = threading.Thread(target=run)
-    runner.start()
     stop = threading.Event()
     idle = []
     pesterer = None
+    held = HeldRun(tmp_path, STATS, [heat2d, "64", "48", "40", "--mean", str(means)],
+                   env={"CAUDAL_DEMO_THRESHOLD": "1e9"})
     try:
-        deadline = time.monotonic() + 300
-        while not glob.glob(str(tmp_path / "endpoint.*")) and runner.is_alive():
-            assert time.monotonic() < deadline, "no rank started"
-            time.sleep(0.1)
-        assert runner.is_alive(), done["run"][0].stderr
-        time.sleep(0.2)  # every wrapper wrote it: the same endpoint
-        endpoints = {open(f).read() for f in glob.glob(str(tmp_path / "endpoint.*"))}
-        (endpoint,) = endpoints
-        assert endpoint.startswith("unix:")
-        path = endpoint[5:]
-        # Private to the user whatever the umask.
-        assert stat.S_ISSOCK(os.stat(path).st_mode)
-        assert os.stat(path).st_mode & 0o777 == 0o600
+        with held:
+            assert held.endpoint.startswith("unix:")
+            path = held.endpoint[5:]
+            # Private to the user whatever the umask.
+            assert stat.S_ISSOCK(os.stat(path).st_mode)
+            assert os.stat(path).st_mode & 0o777 == 0o600
 
-        attack(path)
-        # More idle connections than the receiver keeps waiting, each with
-        # half a hello, held while the ranks connect and run.
-        for _ in range(70):
-            s = connect(path)
-            s.sendall(hello(3, 4, b"y" * 20)[:10])
-            idle.append(s)
-        pesterer = threading.Thread(target=pester, args=(path, stop))
-        pesterer.start()
-        (tmp_path / "go").touch()
-        # The receiver hangs up on every idle one (room for newer ones, or
-        # the handshake deadline), whatever the ranks do meanwhile.
-        for s in idle:
-            answer(s)
-        runner.join(600)
+            attack(path)
+            # More idle connections than the receiver keeps waiting, each with
+            # half a hello, held while the ranks connect and run.
+            for _ in range(70):
+                s = connect(path)
+                s.sendall(hello(3, 4, b"y" * 20)[:10])
+                idle.append(s)
+            pesterer = threading.Thread(target=pester, args=(path, stop))
+            pesterer.start()
+            held.release()
+            # The receiver hangs up on every idle one (room for newer ones, or
+            # the handshake deadline), whatever the ranks do meanwhile.
+            for s in idle:
+                answer(s)
     finally:
         stop.set()
-        (tmp_path / "go").touch()
-        runner.join(600)
         for s in idle:
             s.close()
     if pesterer:
         pesterer.join(60)
 
-    p, results, run_dir = done["run"]
+    p, results, run_dir = held.result
     assert p.returncode == 0, p.stdout + p.stderr
     want = oracle(means)
     assert sorted(want) == list(range(40))

@@ -12,20 +12,17 @@ streams over TCP, with the job token, to one of N ingest endpoints. Real
 - a malformed list of endpoints stops every rank with a message naming it.
 """
 
-import glob
 import json
 import os
 import socket
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 
 import caudal
 from caudal.runtime import transit
-from test_hostile import ERR_AUTH, ERR_PROTOCOL, WRAPPER, answer, hello
+from test_hostile import ERR_AUTH, ERR_PROTOCOL, HeldRun, answer, hello
 from test_load import ANALYTICS as LOAD_ANALYTICS
 from test_load import SIM as LOAD_SIM
 from test_load import oracle as load_oracle
@@ -60,29 +57,10 @@ def test_four_ranks_on_two_endpoints_give_the_in_situ_results(tmp_path, heat2d):
                             [heat2d, *sim, "--mean", str(situ_means)], env=env)
     assert p.returncode == 0, p.stdout + p.stderr
 
-    wrapper = tmp_path / "rank.sh"
-    wrapper.write_text(WRAPPER.format(dir=tmp_path))
-    wrapper.chmod(0o755)
     means = tmp_path / "mean.txt"
-    done = {}
-
-    def run():
-        done["run"] = caudal_run(
-            tmp_path, STATS, [str(wrapper), heat2d, *sim, "--mean", str(means)],
-            extra=("--transit", "2"), env=env)
-
-    runner = threading.Thread(target=run)
-    runner.start()
-    try:
-        deadline = time.monotonic() + 300
-        while len(glob.glob(str(tmp_path / "endpoint.*"))) < 4 and runner.is_alive():
-            assert time.monotonic() < deadline, "the ranks did not start"
-            time.sleep(0.1)
-        assert runner.is_alive(), done["run"][0].stderr
-        time.sleep(0.2)  # the files are written whole
-        lists = {open(f).read() for f in glob.glob(str(tmp_path / "endpoint.*"))}
-        (listed,) = lists  # one list, the same on every rank
-        endpoints = listed.split(",")
+    with HeldRun(tmp_path, STATS, [heat2d, *sim, "--mean", str(means)], started=4,
+                 extra=("--transit", "2"), env=env) as held:
+        endpoints = held.endpoint.split(",")  # one list, the same on every rank
         assert len(endpoints) == 2 and all(e.startswith("tcp:") for e in endpoints)
         for ep in endpoints:
             s = tcp_connect(ep)
@@ -93,11 +71,8 @@ def test_four_ranks_on_two_endpoints_give_the_in_situ_results(tmp_path, heat2d):
             s.sendall(hello(0, 4, b"not-the-job-token"))  # claims a real rank
             status, text = answer(s)
             assert status == ERR_AUTH and "wrong job token" in text
-    finally:
-        (tmp_path / "go").touch()
-        runner.join(600)
 
-    p, results, run_dir = done["run"]
+    p, results, run_dir = held.result
     assert p.returncode == 0, p.stdout + p.stderr
     assert "4 ranks in transit to 2 TCP endpoint(s)" in p.stderr
     want = oracle(means)
