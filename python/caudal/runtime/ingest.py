@@ -122,13 +122,9 @@ class IngestActor:
             self.finished.set()
 
     def _loop(self):
-        r = self.receiver
         early = collections.defaultdict(list)  # step -> BlockRefs put before it was complete
         while not self.stop.is_set():
-            while not self.steer_q.empty():
-                rank, key, value = self.steer_q.get()
-                r.steer(rank, key, value)
-            ev = r.next(50)
+            ev = self._next()
             if ev is None:
                 continue
             t = ev.type
@@ -136,11 +132,18 @@ class IngestActor:
                 self._steps(ev, early)
             elif t in ("bye", "disconnect"):
                 # The receiver gave the steps this goodbye completes first.
-                info = ev.counters if t == "bye" else ev.message
-                self._call(self.head.rank_done, ev.rank, t == "bye", info)
+                self._goodbye(ev)
             else:
                 self._other(ev)
         self._drain()
+
+    def _next(self):
+        """The receiver's next event (None after 50 ms without one), the
+        steering values queued for the ranks handed over first: this thread
+        owns the receiver."""
+        while not self.steer_q.empty():
+            self.receiver.steer(*self.steer_q.get())
+        return self.receiver.next(50)
 
     def _steps(self, ev, early):
         """A node's newly complete steps: each step's blocks as one object,
@@ -181,6 +184,12 @@ class IngestActor:
         while len(self.inflight) > REPORTS_IN_FLIGHT:
             self._get(self.inflight.popleft())
 
+    def _goodbye(self, ev):
+        """A rank left, cleanly (BYE: its counters) or not (its message);
+        after the reports before it, which _call waits for."""
+        bye = ev.type == "bye"
+        self._call(self.head.rank_done, ev.rank, bye, ev.counters if bye else ev.message)
+
     def _other(self, ev):
         """Events both paths handle alike."""
         t = ev.type
@@ -204,16 +213,12 @@ class IngestActor:
     # ---- the per-rank path (CAUDAL_INGEST_PER_RANK=1), the bench's baseline
 
     def _loop_per_rank(self):
-        r = self.receiver
         pending = collections.defaultdict(list)  # step -> [block event, or BlockRef if put]
         held = [0]  # bytes of the block events in pending
         high = {}  # local rank -> highest step it finished (published or dropped)
         reported = [None]  # the node's floor at the last report
         while not self.stop.is_set():
-            while not self.steer_q.empty():
-                rank, key, value = self.steer_q.get()
-                r.steer(rank, key, value)
-            ev = r.next(50)
+            ev = self._next()
             if ev is None:
                 continue
             t = ev.type
@@ -242,8 +247,7 @@ class IngestActor:
             elif t in ("bye", "disconnect"):
                 high.pop(ev.rank, None)
                 self._report(pending, high, reported, held, force=True)
-                info = ev.counters if t == "bye" else ev.message
-                self._call(self.head.rank_done, ev.rank, t == "bye", info)
+                self._goodbye(ev)
             else:
                 self._other(ev)
         self._drain()
