@@ -25,6 +25,19 @@ if ! command -v mpicc >/dev/null || ! command -v mpiexec >/dev/null; then
     fi
 fi
 
+# tests/python/test_slurm.py starts a real Slurm of its own (slurmctld, one
+# slurmd per network-namespace host, munged with its own key): it needs the
+# daemons, not a configured system Slurm. Root only, as the namespaces are.
+if ! [ -x /usr/sbin/slurmd ] || ! [ -x /usr/sbin/munged ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "== installing Slurm and munge from Debian"
+        apt_install slurm-wlm munge
+    else
+        echo "setup: slurmd/munged not found, the Slurm tests will be skipped" \
+             "(sudo apt-get install slurm-wlm munge)" >&2
+    fi
+fi
+
 # The fuzzers (scripts/fuzz.sh) need clang and its libFuzzer runtime, which
 # Debian ships apart (libclang-rt-dev, only recommended by clang).
 libfuzzer_links() {
