@@ -76,6 +76,8 @@ def _version(args):
 def main(argv=None):
     p = _parser()
     args = p.parse_args(argv)
+    # As given: `caudal run` under Slurm may run itself again on another node.
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "func", None):
         p.print_help(sys.stderr)
         return 2

@@ -41,7 +41,7 @@ import traceback
 import warnings
 
 from ..analytics import analyses_in, finishers_in
-from . import transit
+from . import slurm, transit
 from .private import private_dir, ray_token, remove_stale_dirs, start_guard
 from .simulation import die_with_parent, stop_simulation
 
@@ -72,6 +72,13 @@ def add_parser(sub):
                         "each (rank r to endpoint r*N/ranks), and their hosts run no Ray; "
                         "N from 1 to the number of ranks. Default: in situ, each rank to "
                         "its own node's ingest through a unix socket and shared memory")
+    r.add_argument("--analytics-nodes", type=int, default=0, metavar="K",
+                   help="under Slurm with --transit: the last K nodes of the allocation run "
+                        "Ray (the ingest endpoints and the analyses), the others the "
+                        "simulation (default 1)")
+    r.add_argument("--launcher", choices=["srun", "mpiexec"], default=None,
+                   help="how the simulation starts: srun --mpi=pmi2 (the default inside a "
+                        "Slurm allocation) or --mpiexec (the default elsewhere)")
     r.add_argument("--mpiexec", default="mpiexec", help="the MPI launcher")
     r.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="stop the whole run after this long (exit code 5)")
@@ -192,29 +199,35 @@ class Run:
         self.ray_tmp = None
         self.ray_started = False
         self.analyses = []
+        self.alloc = None  # the Slurm allocation, when in one (and no --address)
+        self.ray_nodes = self.sim_nodes = None  # under Slurm, by name
+        self.cluster = None  # slurm.RayCluster: Ray started on the allocation
+        self.node_names = {}  # Ray node id -> Slurm node name
+        self.places = []  # where each ingest actor runs (transit.Place)
 
     def run(self):
         args = self.args
         t_start = time.time()
+        if args.timeout is not None and args.timeout <= 0:
+            raise SetupError("--timeout must be positive")
+        if args.ranks < 1:
+            raise SetupError("-n must be at least 1")
+        if args.transit < 0 or args.transit > args.ranks:
+            raise SetupError("--transit %d: the number of ingest endpoints must be from 1 to "
+                             "the number of ranks (%d)" % (args.transit, args.ranks))
+        self._plan_slurm()
+        if self.alloc and self.alloc.here != self.ray_nodes[0]:
+            return self._relaunch()  # which keeps the time, and all the rest
         if args.timeout is not None:
-            if args.timeout <= 0:
-                raise SetupError("--timeout must be positive")
             signal.setitimer(signal.ITIMER_REAL, args.timeout)
         for path in remove_stale_dirs():
             print("caudal run: removed %s, left by a run that was killed" % path,
                   file=sys.stderr)
         analyses, finishers = _load(args.analytics)
         self.analyses = analyses
-        if args.ranks < 1:
-            raise SetupError("-n must be at least 1")
-        if args.transit < 0 or args.transit > args.ranks:
-            raise SetupError("--transit %d: the number of ingest endpoints must be from 1 to "
-                             "the number of ranks (%d)" % (args.transit, args.ranks))
-        if not shutil.which(args.mpiexec):
-            raise SetupError("%s not found" % args.mpiexec)
         self.run_dir = pathlib.Path(args.run_dir or "runs/%s" % time.strftime("%Y%m%d-%H%M%S"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.command = [args.mpiexec, "-n", str(args.ranks)] + args.command
+        self.command = self._command()
         self.priv = private_dir()
         self.guard = start_guard(self.priv)
         try:
@@ -239,6 +252,61 @@ class Run:
             self.signals.armed = False
             self._teardown()
 
+    def _plan_slurm(self):
+        """Inside a Slurm allocation (and without --address): which nodes
+        run Ray and which the simulation, and how it is launched."""
+        args = self.args
+        try:
+            self.alloc = None if args.address else slurm.detect()
+        except slurm.SlurmError as e:
+            raise SetupError(str(e))
+        launcher = args.launcher or ("srun" if self.alloc else "mpiexec")
+        if self.alloc:
+            try:
+                self.ray_nodes, self.sim_nodes = slurm.split(
+                    self.alloc, args.transit, args.analytics_nodes)
+            except slurm.SlurmError as e:
+                raise SetupError(str(e))
+            for tool in ("srun", "squeue", "scancel"):
+                if not shutil.which(tool):
+                    raise SetupError("%s not found, inside a Slurm allocation" % tool)
+        elif args.analytics_nodes:
+            raise SetupError("--analytics-nodes needs a Slurm allocation (and --transit); "
+                             "without one Ray's nodes are those of --address")
+        elif launcher == "srun":
+            raise SetupError("--launcher srun needs a Slurm allocation")
+        if args.analytics_nodes and not args.transit:
+            raise SetupError("--analytics-nodes sets nodes aside for in transit: give "
+                             "--transit N too")
+        if launcher == "mpiexec" and not shutil.which(args.mpiexec):
+            raise SetupError("%s not found" % args.mpiexec)
+        self.launcher = launcher
+
+    def _relaunch(self):
+        """The driver must be on the first Ray node (a Ray driver attaches
+        to its own node's raylet): run this same command there."""
+        node = self.ray_nodes[0]
+        if os.environ.get(slurm.RELAUNCHED):
+            raise SetupError("relaunched on %s but Slurm says this is %s" % (
+                node, os.environ.get("SLURMD_NODENAME")))
+        print("caudal run: running on %s, the first %sRay node, through srun" % (
+            node, "analytics " if self.args.transit else ""), file=sys.stderr)
+        return slurm.relaunch(self.alloc, node, self.args.argv)
+
+    def _command(self):
+        """The simulation's command line: srun on its nodes under Slurm,
+        else mpiexec (on its nodes under Slurm, in MPICH's -hosts)."""
+        args = self.args
+        if self.launcher == "srun":
+            # Ranks in contiguous blocks over the nodes; one rank that fails
+            # ends the others (they would wait for it in MPI).
+            return ["srun", "--mpi=pmi2", "--ntasks=%d" % args.ranks,
+                    "--nodes=%d" % len(self.sim_nodes), "--nodelist=%s" % ",".join(self.sim_nodes),
+                    "--distribution=block", "--kill-on-bad-exit=1",
+                    "--job-name=%ssim" % slurm.STEP_PREFIX] + args.command
+        hosts = ["-hosts", ",".join(self.sim_nodes)] if self.alloc else []
+        return [args.mpiexec, "-n", str(args.ranks)] + hosts + args.command
+
     # ---- starting ----------------------------------------------------
 
     def _start(self, analyses, finishers):
@@ -258,6 +326,9 @@ class Run:
             warnings.simplefilter("ignore", FutureWarning)
             enable_dask_on_ray()
         alive = [n for n in ray.nodes() if n["Alive"]]
+        if self.node_names:  # in the allocation's order, not Ray's
+            order = {name: i for i, name in enumerate(self.ray_nodes)}
+            alive.sort(key=lambda n: order.get(self.node_names.get(n["NodeID"]), len(order)))
         nodes = [n["NodeID"] for n in alive]
         if args.transit:
             places = transit.places(alive, args.transit)
@@ -272,6 +343,7 @@ class Run:
                                         where={p.name: p.node for p in places})
         # Each on its node: it listens there, and the blocks it puts are born
         # in that node's store.
+        self.places = places
         self.ingests = [IngestActor.options(**on_node(p.node)).remote(
             p.listen, token, targets[p.name], p.node, p.name) for p in places]
         # Listening before the ranks start; in transit, on ports of their own.
@@ -286,13 +358,17 @@ class Run:
             endpoint = places[0].listen
         self.watches = {i.watch.remote(): label for i, label in zip(self.ingests, self.labels)}
         _warm_up()
-        env = dict(os.environ, CAUDAL_ENDPOINT=endpoint, CAUDAL_TOKEN=token,
-                   CAUDAL_POLICY=args.policy)
+        env = dict(slurm.step_env() if self.alloc else os.environ, CAUDAL_ENDPOINT=endpoint,
+                   CAUDAL_TOKEN=token, CAUDAL_POLICY=args.policy)
         if args.ring_depth:
             env["CAUDAL_RING_DEPTH"] = str(args.ring_depth)
         how = " in transit to %d TCP endpoint(s)" % args.transit if args.transit else ""
         print("caudal run: %d ranks%s, %d Ray node(s), %d analyses, results in %s"
               % (args.ranks, how, len(nodes), len(analyses), self.run_dir), file=sys.stderr)
+        if self.alloc:
+            print("caudal run: Slurm job %s: Ray on %s, the simulation on %s"
+                  % (self.alloc.job_id, ",".join(self.ray_nodes), ",".join(self.sim_nodes)),
+                  file=sys.stderr)
         self.driver = Driver(analyses, self.head, self.ingests, self.run_dir, finishers,
                              analysis_timeout=args.analysis_timeout)
         # Its own session: a Ctrl-C at the terminal reaches caudal run, which
@@ -306,18 +382,32 @@ class Run:
         self.ray_started = True  # a signal may stop ray.init half way: shut down anyway
         if address:
             ray.init(address=address, log_to_driver=False)
-        else:
-            # In the private directory: removed with it, also by a later run
-            # when this one was killed; the path stays short for Ray's sockets.
-            self.ray_tmp = os.path.join(self.priv, "ray")
-            os.mkdir(self.ray_tmp, 0o700)
-            ray_token(self.priv)
-            # Ray keeps an event of every task in the GCS (capped only at
-            # 100,000 tasks): a few actor calls per step grow it by about
-            # 6.5 MiB per 1,000 steps. Nothing of Caudal reads them.
-            os.environ.setdefault("RAY_task_events_report_interval_ms", "0")
-            ray.init(include_dashboard=False, _temp_dir=self.ray_tmp, log_to_driver=False,
-                     configure_logging=False)
+            return
+        # Ray keeps an event of every task in the GCS (capped only at
+        # 100,000 tasks): a few actor calls per step grow it by about
+        # 6.5 MiB per 1,000 steps. Nothing of Caudal reads them.
+        os.environ.setdefault("RAY_task_events_report_interval_ms", "0")
+        token = ray_token(self.priv)
+        if self.alloc:
+            # One `ray start` per node in a step of its own, then this
+            # driver on the first node's raylet (the ps of a shared machine
+            # shows other nodes' raylets too: the address picks ours).
+            # The steps' output (Ray's own lines, the node side's errors)
+            # stays with the results.
+            self.cluster = slurm.RayCluster(self.alloc, self.ray_nodes, token, self.run_dir,
+                                            tag=os.path.basename(self.priv)[len("caudal-"):])
+            self.cluster.start()
+            ray.init(address=self.cluster.address, log_to_driver=False,
+                     configure_logging=False,
+                     _node_ip_address=self.cluster.ips[self.ray_nodes[0]])
+            self.node_names = {v: k for k, v in self.cluster.wait_nodes(ray).items()}
+            return
+        # In the private directory: removed with it, also by a later run
+        # when this one was killed; the path stays short for Ray's sockets.
+        self.ray_tmp = os.path.join(self.priv, "ray")
+        os.mkdir(self.ray_tmp, 0o700)
+        ray.init(include_dashboard=False, _temp_dir=self.ray_tmp, log_to_driver=False,
+                 configure_logging=False)
 
     # ---- running -------------------------------------------------------
 
@@ -450,6 +540,9 @@ class Run:
             self.signals.armed = False
         summary = {"command": self.command, "returncode": self.rc,
                    "seconds": time.time() - t_start}
+        if self.alloc:
+            summary["slurm"] = {"job_id": self.alloc.job_id, "ray_nodes": self.ray_nodes,
+                                "simulation_nodes": self.sim_nodes, "launcher": self.launcher}
         head = {}
         if self.head is not None:
             try:
@@ -499,6 +592,8 @@ class Run:
                 entry = {"error": "lost: %s" % _short(e)}
             if k < len(self.endpoints):  # none if the actors failed to start
                 entry["endpoint"] = self.endpoints[k]
+            if self.node_names and k < len(self.places):
+                entry["node"] = self.node_names.get(self.places[k].node)
             if self.args.transit:
                 entry["ranks"] = list(transit.ranks_of(k, self.args.transit, self.args.ranks))
             out.append(entry)
@@ -554,7 +649,8 @@ class Run:
             abs(at.get(lost[1][0], 0) - at.get(lost[0][0], 0)) < 1.0
         words = []
         if self.rc not in (0, None):
-            words.append("the simulation failed (mpiexec exit code %s)" % self.rc)
+            words.append("the simulation failed (%s exit code %s)" % (
+                os.path.basename(self.command[0]), self.rc))
         else:
             words.append("the simulation failed")
         if lost:
@@ -586,6 +682,9 @@ class Run:
             except Exception:
                 if self.debug:
                     traceback.print_exc()
+        if self.cluster is not None:
+            for line in self.cluster.stop():
+                print("caudal run: %s" % line, file=sys.stderr)
         if self.guard is not None:
             # It stops what outlived ray.shutdown() and removes the directory.
             self.guard.stdin.close()

@@ -139,11 +139,13 @@ def ray_token(priv):
     own that only this user can read. Left to itself Ray 2.60 uses (and
     creates) ~/.ray/auth_token with the umask's mode, often world-readable,
     and whoever reads it can run code in the cluster that holds the
-    simulation's data. Set before ray.init, inherited by Ray's processes."""
+    simulation's data. Set before ray.init, inherited by Ray's processes.
+    Returns the token (under Slurm, the other nodes' Ray get it too)."""
     path = os.path.join(priv, "ray_token")
+    token = secrets.token_hex(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32))
+        f.write(token)
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ.pop("RAY_AUTH_TOKEN", None)  # it would take precedence over the file
     os.environ["RAY_AUTH_TOKEN_PATH"] = path
@@ -153,3 +155,4 @@ def ray_token(priv):
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
+    return token
