@@ -1,0 +1,258 @@
+"""`caudal run` inside a real Slurm allocation: slurmctld, munged and one
+slurmd per host (network namespaces, netns_hosts), made and started by the
+module (slurm_cluster.py), three nodes node1..node3 of 2 CPUs. Jobs are
+submitted with `sbatch --wait` as a user would, with the sbatch examples of
+examples/slurm; their batch script runs on the allocation's first node.
+
+What each test checks, besides the results against the simulation's own
+means: where things ran (a sampler maps every process to its host by its
+network namespace while the job runs: Ray's processes, the ranks, the
+driver), the exit code, and that nothing of the run is left afterwards: no
+process in any host but its slurmd, no step of the job, no private
+directory of the run's processes.
+"""
+
+import collections
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+import netns_hosts
+import slurm_cluster
+from conftest import HERE, ROOT
+from test_run import STATS, oracle
+
+EXAMPLES = os.path.join(ROOT, "examples", "slurm")
+FAULTY = os.path.join(HERE, "_faulty_sim.py")
+MEAN = """
+import caudal
+
+@caudal.analysis("field")
+def mean(t, ctx):
+    ctx.record("mean", float(t[0].data.mean().compute()))
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    why = slurm_cluster.available()
+    if why:
+        pytest.skip(why)
+    netns_hosts.cleanup_stale()
+    # Short paths: munged's and slurmd's unix sockets live under it.
+    root = tempfile.mkdtemp(prefix="cdl-slurm-", dir="/tmp")
+    try:
+        with netns_hosts.Hosts(3) as hosts, slurm_cluster.Slurm(hosts, root) as slurm:
+            yield slurm
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# ---- where processes run ---------------------------------------------------
+
+
+def _netns_inode(path):
+    return os.stat(path).st_ino
+
+
+def _proc_netns(pid):
+    try:
+        link = os.readlink("/proc/%d/ns/net" % pid)
+    except OSError:
+        return None
+    m = re.match(r"net:\[(\d+)\]", link)
+    return int(m.group(1)) if m else None
+
+
+def _cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def host_processes(hosts):
+    """{host name: {pid: cmdline}} of the processes in each host."""
+    by_ns = {_netns_inode("/run/netns/%s" % h.ns): h.name for h in hosts}
+    out = {h.name: {} for h in hosts}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            host = by_ns.get(_proc_netns(int(d)))
+            if host:
+                cmd = _cmdline(int(d))
+                if cmd:
+                    out[host][int(d)] = cmd
+    return out
+
+
+RAY = re.compile(r"raylet|gcs_server|ray::|/ray/|ray\.scripts")
+
+
+def kind(cmd):
+    argv = cmd.split()
+    if "caudal.runtime.slurm node" in cmd:
+        return "node side"
+    if RAY.search(cmd):
+        return "ray"
+    if " -m caudal run " in cmd:
+        return "driver"
+    if os.path.basename(argv[0]) == "heat2d" or argv[1:2] == [FAULTY]:
+        return "rank"
+    return None
+
+
+class Sampler:
+    """What ran in each host while a job ran: {host: {kind: {pids}}}."""
+
+    def __init__(self, hosts):
+        self.hosts = hosts
+        self.seen = collections.defaultdict(lambda: collections.defaultdict(set))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.is_set():
+            for host, procs in host_processes(self.hosts).items():
+                for pid, cmd in procs.items():
+                    k = kind(cmd)
+                    if k:
+                        self.seen[host][k].add(pid)
+            self.stop.wait(0.1)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def assert_nothing_left(slurm, job, pids):
+    """Only slurmd in every host, no step of the job, no private directory
+    of the job's processes (/tmp/caudal-<pid>-*)."""
+    deadline = time.monotonic() + 30
+    while True:
+        left = {h: {p: c for p, c in procs.items() if not re.search(r"\bslurmd\b", c)}
+                for h, procs in host_processes(slurm.hosts).items()}
+        left = {h: procs for h, procs in left.items() if procs}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert not left, left
+    steps = slurm.run(["squeue", "--steps", "--noheader", "--jobs=%s" % job])
+    assert steps.stdout.strip() == "", steps.stdout
+    dirs = [d for d in os.listdir("/tmp") if re.match(r"caudal-(\d+)-", d)
+            and int(d.split("-")[1]) in pids]
+    assert not dirs, dirs
+
+
+# ---- jobs ------------------------------------------------------------------
+
+
+def sbatch(slurm, tmp_path, script, args, env=None, options=()):
+    """`sbatch --wait` of `script` with `args`, from the repository root as
+    a user would, `caudal` on the PATH; returns (exit code, job id, output)."""
+    out = tmp_path / "job.out"
+    env = dict(env or {}, PATH=os.path.dirname(sys.executable) + ":" + os.environ["PATH"])
+    p = slurm.run(["sbatch", "--wait", "--parsable", "--output=%s" % out, *options, script,
+                   *args], env=env, cwd=ROOT, timeout=600)
+    job = p.stdout.strip().split(";")[0]
+    text = out.read_text() if out.exists() else ""
+    return p.returncode, job, text + p.stderr
+
+
+def results_of(run_dir):
+    results = collections.defaultdict(dict)
+    for line in (run_dir / "results.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        results[r["name"]][r["step"]] = r["value"]
+    return results
+
+
+def check_means(results, means, steps):
+    want = oracle(means)
+    assert sorted(want) == list(range(steps))
+    assert sorted(results["mean"]) == list(range(steps))
+    for step, m in want.items():
+        assert abs(results["mean"][step] - m) <= 1e-12 * abs(m), step
+
+
+def test_in_transit_the_simulation_nodes_run_no_ray(cluster, tmp_path, heat2d):
+    """examples/slurm/in_transit.sbatch on 3 nodes: 4 ranks of heat2d on
+    node1 and node2, which run no Ray process at all, streaming to 2 TCP
+    endpoints on node3, where Ray and the driver run (the batch script, on
+    node1, ran caudal run again there)."""
+    steps = 30
+    means = tmp_path / "mean.txt"
+    run_dir = tmp_path / "run"
+    with Sampler(cluster.hosts) as seen:
+        rc, job, out = sbatch(cluster, tmp_path, os.path.join(EXAMPLES, "in_transit.sbatch"),
+                              [heat2d, "64", "48", str(steps), "--mean", str(means)],
+                              env={"RUN_DIR": str(run_dir), "ANALYTICS": STATS,
+                                   "CAUDAL_DEMO_THRESHOLD": "1e9"})
+    assert rc == 0, out
+    assert "running on node3, the first analytics Ray node" in out
+    assert "Ray on node3, the simulation on node1,node2" in out
+    check_means(results_of(run_dir), means, steps)
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["end"]["reason"] == "completed"
+    assert summary["slurm"] == {"job_id": job, "ray_nodes": ["node3"],
+                                "simulation_nodes": ["node1", "node2"], "launcher": "srun"}
+    ingest = summary["ingest"]
+    assert [i["node"] for i in ingest] == ["node3", "node3"]
+    assert [i["ranks"] for i in ingest] == [[0, 1], [2, 3]]
+    assert [i["blocks"] for i in ingest] == [2 * steps, 2 * steps]
+    node3 = cluster.hosts[2].ip
+    assert all(i["endpoint"].startswith("tcp:%s:" % node3) for i in ingest)
+
+    # Two ranks on each simulation node and nothing of Ray there; Ray, its
+    # node side and the driver on node3, and no rank.
+    assert {h: len(seen.seen[h]["rank"]) for h in ("node1", "node2", "node3")} == \
+        {"node1": 2, "node2": 2, "node3": 0}
+    for h in ("node1", "node2"):
+        assert not seen.seen[h]["ray"] and not seen.seen[h]["node side"], seen.seen[h]
+    assert seen.seen["node3"]["ray"] and seen.seen["node3"]["node side"]
+    assert seen.seen["node3"]["driver"]
+    assert_nothing_left(cluster, job, set().union(*(
+        k for h in seen.seen.values() for k in h.values())))
+
+
+def test_a_failing_simulation_tears_ray_down_on_every_node(cluster, tmp_path):
+    """Ray on two analytics nodes (node2, node3: --analytics-nodes 2, one
+    endpoint on each), 2 ranks on node1, of which rank 1 calls MPI_Abort at
+    step 8: exit code 2, the steps before it analysed with the
+    simulation's means, and Ray stopped on both nodes."""
+    script = tmp_path / "mean.py"
+    script.write_text(MEAN)
+    means = tmp_path / "mean.txt"
+    run_dir = tmp_path / "run"
+    wrap = ("caudal run -n 2 --transit 2 --analytics-nodes 2 --analytics %s --run-dir %s -- "
+            "%s %s 40 --oracle %s --sleep 0.05 --abort-at 8"
+            % (script, run_dir, sys.executable, FAULTY, means))
+    with Sampler(cluster.hosts) as seen:
+        rc, job, out = sbatch(cluster, tmp_path, "--wrap=%s" % wrap, [],
+                              options=["--nodes=3", "--ntasks-per-node=2"])
+    assert rc == 2, out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["end"]["reason"] == "simulation_failed", summary["end"]
+    assert summary["slurm"]["ray_nodes"] == ["node2", "node3"]
+    assert [i["node"] for i in summary["ingest"]] == ["node2", "node3"]
+    want = oracle(means)
+    analysed = results_of(run_dir)["mean"]
+    assert analysed and set(analysed) <= set(range(8))
+    for step, m in analysed.items():
+        assert abs(m - want[step]) <= 1e-12 * abs(want[step])
+    assert seen.seen["node2"]["ray"] and seen.seen["node3"]["ray"]
+    assert not seen.seen["node1"]["ray"]
+    assert_nothing_left(cluster, job, set().union(*(
+        k for h in seen.seen.values() for k in h.values())))
