@@ -22,7 +22,9 @@ What it took to run Slurm in namespaces (slurm-wlm 22.05, Debian):
 """
 
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -92,6 +94,45 @@ PartitionName=test Nodes={names} Default=YES MaxTime=INFINITE State=UP OverSubsc
 """
 
 
+def processes_in(hosts):
+    """{pid: host name} of the processes in the hosts' network namespaces."""
+    by_ns = {}
+    for h in hosts:
+        try:
+            by_ns[os.stat("/run/netns/%s" % h.ns).st_ino] = h.name
+        except OSError:
+            pass
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            link = os.readlink("/proc/%s/ns/net" % d)
+        except OSError:
+            continue
+        m = re.fullmatch(r"net:\[(\d+)\]", link)
+        if m and int(m.group(1)) in by_ns:
+            out[int(d)] = by_ns[int(m.group(1))]
+    return out
+
+
+def kill_in_hosts(hosts, rounds=20):
+    """SIGKILL whatever runs in the hosts until nothing does; returns what
+    was found at first ({pid: host}), for the tests to complain about."""
+    found = processes_in(hosts)
+    for _ in range(rounds):
+        left = processes_in(hosts)
+        if not left:
+            break
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.1)
+    return found
+
+
 class Slurm:
     """`hosts` (a netns_hosts.Hosts, up) as the nodes of a Slurm cluster
     whose files are under `root`. `env` is the environment for Slurm's
@@ -102,6 +143,7 @@ class Slurm:
         self.dir = str(root)
         self.cpus = cpus
         self.procs = []
+        self.left = {}  # what down() found still running in the hosts
         self.conf = os.path.join(self.dir, "slurm.conf")
         self.env = dict(os.environ, SLURM_CONF=self.conf)
         self.names = [h.name for h in hosts]
@@ -195,8 +237,20 @@ class Slurm:
         return subprocess.run(argv, env=env, **kw)
 
     def down(self):
-        # slurmd first (they end their jobs' steps), then the controller, and
-        # munged last: each one's last messages are signed.
+        """Every job cancelled, the daemons stopped, and then whatever still
+        runs in a host killed: slurmstepd and a job's processes outlive
+        slurmd, and would outlive the namespaces."""
+        if self.procs and all(p.poll() is None for p in self.procs):
+            jobs = self.run(["squeue", "--noheader", "--format=%A"], timeout=30).stdout.split()
+            if jobs:
+                self.run(["scancel", "--signal=KILL", "--full", *jobs], timeout=30)
+                self.run(["scancel", *jobs], timeout=30)
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and self.run(
+                        ["squeue", "--noheader", "--format=%A"], timeout=30).stdout.split():
+                    time.sleep(0.3)
+        # slurmd first, then the controller, and munged last: each one's
+        # last messages are signed.
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.terminate()
@@ -206,6 +260,7 @@ class Slurm:
                 p.kill()
                 p.wait()
         self.procs = []
+        self.left = kill_in_hosts(self.hosts)
 
     def __enter__(self):
         return self.up()

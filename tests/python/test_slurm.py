@@ -58,19 +58,6 @@ def cluster():
 # ---- where processes run ---------------------------------------------------
 
 
-def _netns_inode(path):
-    return os.stat(path).st_ino
-
-
-def _proc_netns(pid):
-    try:
-        link = os.readlink("/proc/%d/ns/net" % pid)
-    except OSError:
-        return None
-    m = re.match(r"net:\[(\d+)\]", link)
-    return int(m.group(1)) if m else None
-
-
 def _cmdline(pid):
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as f:
@@ -81,15 +68,11 @@ def _cmdline(pid):
 
 def host_processes(hosts):
     """{host name: {pid: cmdline}} of the processes in each host."""
-    by_ns = {_netns_inode("/run/netns/%s" % h.ns): h.name for h in hosts}
     out = {h.name: {} for h in hosts}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            host = by_ns.get(_proc_netns(int(d)))
-            if host:
-                cmd = _cmdline(int(d))
-                if cmd:
-                    out[host][int(d)] = cmd
+    for pid, host in slurm_cluster.processes_in(hosts).items():
+        cmd = _cmdline(pid)
+        if cmd:
+            out[host][pid] = cmd
     return out
 
 
@@ -163,11 +146,13 @@ def sbatch(slurm, tmp_path, script, args, env=None, options=()):
     a user would, `caudal` on the PATH; returns (exit code, job id, output)."""
     out = tmp_path / "job.out"
     env = dict(env or {}, PATH=os.path.dirname(sys.executable) + ":" + os.environ["PATH"])
-    p = slurm.run(["sbatch", "--wait", "--parsable", "--output=%s" % out, *options, script,
-                   *args], env=env, cwd=ROOT, timeout=600)
+    # Slurm ends a job that hangs (--time, minutes), before the test would.
+    p = slurm.run(["sbatch", "--wait", "--parsable", "--output=%s" % out, "--time=4", *options,
+                   script, *args], env=env, cwd=ROOT, timeout=360)
     job = p.stdout.strip().split(";")[0]
-    text = out.read_text() if out.exists() else ""
-    return p.returncode, job, text + p.stderr
+    text = (out.read_text() if out.exists() else "") + p.stderr
+    print(text)  # the job's output, shown with the test's when it fails
+    return p.returncode, job, text
 
 
 def results_of(run_dir):
@@ -229,23 +214,31 @@ def test_in_transit_the_simulation_nodes_run_no_ray(cluster, tmp_path, heat2d):
 
 def test_a_failing_simulation_tears_ray_down_on_every_node(cluster, tmp_path):
     """Ray on two analytics nodes (node2, node3: --analytics-nodes 2, one
-    endpoint on each), 2 ranks on node1, of which rank 1 calls MPI_Abort at
-    step 8: exit code 2, the steps before it analysed with the
-    simulation's means, and Ray stopped on both nodes."""
+    endpoint on each), 2 ranks on node1 started by MPICH's mpiexec
+    (--launcher mpiexec), of which rank 1 calls MPI_Abort at step 8: exit
+    code 2, the steps before it analysed with the simulation's means, and
+    Ray stopped on both nodes. HYDRA_IFACE: every host here has the
+    machine's hostname, which resolves to loopback, so mpiexec's proxies
+    must be told its address."""
     script = tmp_path / "mean.py"
     script.write_text(MEAN)
     means = tmp_path / "mean.txt"
     run_dir = tmp_path / "run"
-    wrap = ("caudal run -n 2 --transit 2 --analytics-nodes 2 --analytics %s --run-dir %s -- "
+    wrap = ("caudal run -n 2 --transit 2 --analytics-nodes 2 --launcher mpiexec "
+            "--analytics %s --run-dir %s -- "
             "%s %s 40 --oracle %s --sleep 0.05 --abort-at 8"
             % (script, run_dir, sys.executable, FAULTY, means))
     with Sampler(cluster.hosts) as seen:
         rc, job, out = sbatch(cluster, tmp_path, "--wrap=%s" % wrap, [],
+                              env={"HYDRA_IFACE": "eth0"},
                               options=["--nodes=3", "--ntasks-per-node=2"])
     assert rc == 2, out
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["end"]["reason"] == "simulation_failed", summary["end"]
     assert summary["slurm"]["ray_nodes"] == ["node2", "node3"]
+    assert summary["slurm"]["launcher"] == "mpiexec"
+    assert summary["command"][:9] == ["mpiexec", "-n", "2", "-launcher", "slurm", "-ppn", "2",
+                                      "-hosts", "node1"]
     assert [i["node"] for i in summary["ingest"]] == ["node2", "node3"]
     want = oracle(means)
     analysed = results_of(run_dir)["mean"]
@@ -253,6 +246,6 @@ def test_a_failing_simulation_tears_ray_down_on_every_node(cluster, tmp_path):
     for step, m in analysed.items():
         assert abs(m - want[step]) <= 1e-12 * abs(want[step])
     assert seen.seen["node2"]["ray"] and seen.seen["node3"]["ray"]
-    assert not seen.seen["node1"]["ray"]
+    assert not seen.seen["node1"]["ray"] and len(seen.seen["node1"]["rank"]) == 2
     assert_nothing_left(cluster, job, set().union(*(
         k for h in seen.seen.values() for k in h.values())))

@@ -295,7 +295,8 @@ class Run:
 
     def _command(self):
         """The simulation's command line: srun on its nodes under Slurm,
-        else mpiexec (on its nodes under Slurm, in MPICH's -hosts)."""
+        else mpiexec (under Slurm on its nodes, in MPICH's words:
+        -launcher, -ppn, -hosts)."""
         args = self.args
         if self.launcher == "srun":
             # Ranks in contiguous blocks over the nodes; one rank that fails
@@ -304,7 +305,13 @@ class Run:
                     "--nodes=%d" % len(self.sim_nodes), "--nodelist=%s" % ",".join(self.sim_nodes),
                     "--distribution=block", "--kill-on-bad-exit=1",
                     "--job-name=%ssim" % slurm.STEP_PREFIX] + args.command
-        hosts = ["-hosts", ",".join(self.sim_nodes)] if self.alloc else []
+        hosts = []
+        if self.alloc:
+            # The same blocks of ranks as srun's; its proxies started through
+            # srun (left to guess, Hydra tried ssh from a step of ours).
+            per_node = -(-args.ranks // len(self.sim_nodes))
+            hosts = ["-launcher", "slurm", "-ppn", str(per_node),
+                     "-hosts", ",".join(self.sim_nodes)]
         return [args.mpiexec, "-n", str(args.ranks)] + hosts + args.command
 
     # ---- starting ----------------------------------------------------
