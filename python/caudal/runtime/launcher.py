@@ -32,6 +32,7 @@ import pathlib
 import re
 import runpy
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -41,7 +42,7 @@ import traceback
 import warnings
 
 from ..analytics import analyses_in, finishers_in
-from . import transit
+from . import placement
 from .private import private_dir, ray_token, remove_stale_dirs, start_guard
 from .simulation import die_with_parent, stop_simulation
 
@@ -72,7 +73,10 @@ def add_parser(sub):
                         "each (rank r to endpoint r*N/ranks), and their hosts run no Ray; "
                         "N from 1 to the number of ranks. Default: in situ, each rank to "
                         "its own node's ingest through a unix socket and shared memory")
-    r.add_argument("--mpiexec", default="mpiexec", help="the MPI launcher")
+    r.add_argument("--mpiexec", default="mpiexec",
+                   help="the MPI launcher, a command line of its own (default mpiexec); in "
+                        "situ on several Ray nodes caudal run adds the nodes and their rank "
+                        "counts in its syntax (MPICH's -hosts, Open MPI's --host)")
     r.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="stop the whole run after this long (exit code 5)")
     r.add_argument("--analysis-timeout", type=float, default=300.0, metavar="SECONDS",
@@ -185,6 +189,7 @@ class Run:
         self.watches = {}  # ObjectRef of IngestActor.watch -> its label
         self.runtime_error = None  # Caudal's own failure, a line
         self.decl_errors = []
+        self.setup_error = None
         self.stopped_by_us = False
         self.analysed_before_loss = None
         self.priv = None
@@ -210,11 +215,12 @@ class Run:
         if args.transit < 0 or args.transit > args.ranks:
             raise SetupError("--transit %d: the number of ingest endpoints must be from 1 to "
                              "the number of ranks (%d)" % (args.transit, args.ranks))
-        if not shutil.which(args.mpiexec):
-            raise SetupError("%s not found" % args.mpiexec)
+        launcher = shlex.split(args.mpiexec) or [""]
+        if not shutil.which(launcher[0]):
+            raise SetupError("%s not found" % launcher[0])
         self.run_dir = pathlib.Path(args.run_dir or "runs/%s" % time.strftime("%Y%m%d-%H%M%S"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.command = [args.mpiexec, "-n", str(args.ranks)] + args.command
+        self.command = launcher + ["-n", str(args.ranks)] + args.command
         self.priv = private_dir()
         self.guard = start_guard(self.priv)
         try:
@@ -231,6 +237,8 @@ class Run:
                 self._loop()
             except _Stop:
                 pass  # the reason is in self.signals
+            except SetupError as e:  # found once Ray is up (how to place the ranks)
+                self.setup_error = str(e)
             except Exception as e:  # Ray or Caudal itself: runtime failure, one line
                 self._runtime_failed(e)
             self.signals.armed = False
@@ -260,10 +268,9 @@ class Run:
         alive = [n for n in ray.nodes() if n["Alive"]]
         nodes = [n["NodeID"] for n in alive]
         if args.transit:
-            places = transit.places(alive, args.transit)
-        else:  # one per node, the same socket path on every node
-            sock = "unix:%s/ingest.sock" % self.priv
-            places = [transit.Place(node, node, sock) for node in nodes]
+            places = placement.in_transit(alive, args.transit)
+        else:  # one per node, each rank to its own node's
+            places = placement.in_situ(alive, self.priv)
         # Past a few dozen ingests their reports reach the head through
         # relays (head.start_head): one call per ingest and step would cost
         # the head more than a step lasts.
@@ -278,12 +285,18 @@ class Run:
         self.endpoints = ray.get([i.endpoint.remote() for i in self.ingests])
         if args.transit:
             self.labels = ["%s (ranks %d-%d, %s)" % (
-                p.name, *transit.ranks_of(k, args.transit, args.ranks), ep)
+                p.name, *placement.ranks_of(k, args.transit, args.ranks), ep)
                 for k, (p, ep) in enumerate(zip(places, self.endpoints))]
-            endpoint = ",".join(self.endpoints)
         else:
-            self.labels = ["on node %s" % p.node[:12] for p in places]
-            endpoint = places[0].listen
+            self.labels = ["on node %s (%s)" % (p.node[:12], p.address) for p in places]
+            if len(places) > 1:  # the ranks spread over the nodes, as the list expects
+                try:
+                    self.command = placement.mpiexec_command(
+                        args.mpiexec, args.ranks, placement.rank_hosts(places, args.ranks),
+                        args.command)
+                except ValueError as e:
+                    raise SetupError(str(e)) from e
+        endpoint = placement.endpoint_list(places, self.endpoints, args.transit)
         self.watches = {i.watch.remote(): label for i, label in zip(self.ingests, self.labels)}
         _warm_up()
         env = dict(os.environ, CAUDAL_ENDPOINT=endpoint, CAUDAL_TOKEN=token,
@@ -305,7 +318,7 @@ class Run:
 
         self.ray_started = True  # a signal may stop ray.init half way: shut down anyway
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
         else:
             # In the private directory: removed with it, also by a later run
             # when this one was killed; the path stays short for Ray's sockets.
@@ -500,7 +513,7 @@ class Run:
             if k < len(self.endpoints):  # none if the actors failed to start
                 entry["endpoint"] = self.endpoints[k]
             if self.args.transit:
-                entry["ranks"] = list(transit.ranks_of(k, self.args.transit, self.args.ranks))
+                entry["ranks"] = list(placement.ranks_of(k, self.args.transit, self.args.ranks))
             out.append(entry)
         return out
 
@@ -513,13 +526,15 @@ class Run:
         if self.signals.reason == "timeout":
             found["timeout"] = ("the run took longer than --timeout %g s: the simulation "
                                 "was stopped" % self.args.timeout)
-        if self.decl_errors:
+        if self.setup_error:
+            found["declaration_error"] = self.setup_error
+        elif self.decl_errors:
             more = len(self.decl_errors) - 1
             found["declaration_error"] = "declaration error: %s%s" % (
                 self.decl_errors[0], " (and %d more)" % more if more else "")
         if self.runtime_error:
             found["runtime_failed"] = "Caudal's runtime failed: %s" % self.runtime_error
-        sim = self._simulation_failure(head)
+        sim = self._simulation_failure(head, summary.get("ingest", []))
         if sim:
             found["simulation_failed"] = sim
         failures = summary.get("failures", 0)
@@ -545,11 +560,21 @@ class Run:
             return []
         return [(a.name, n) for a in self.analyses for n in a.arrays if n not in declared]
 
-    def _simulation_failure(self, head):
+    def _simulation_failure(self, head, ingest):
         at = head.get("ranks_lost_at", {})
         lost = sorted(head.get("ranks_lost", {}).items(), key=lambda kv: at.get(kv[0], 0))
         if self.rc in (0, None) and not lost:
             return None
+        came = {r for i in ingest for a, b in i.get("ranks_connected", []) for r in range(a, b + 1)}
+        never = [r for r in range(self.args.ranks) if r not in came]
+        if self.rc not in (0, None) and came and never:
+            # A rank that failed at caudal_open (its message, above, says why:
+            # no endpoint for its host, a wrong token): the launcher then
+            # ended the others, which left without goodbye.
+            return ("the simulation failed (mpiexec exit code %s): rank%s %s never connected "
+                    "to Caudal (%s own message above says why)" % (
+                        self.rc, "s" if len(never) > 1 else "", _ranks_text(never),
+                        "their" if len(never) > 1 else "its"))
         together = len(lost) > 1 and at and \
             abs(at.get(lost[1][0], 0) - at.get(lost[0][0], 0)) < 1.0
         words = []
@@ -613,6 +638,12 @@ def _short(e):
     """An exception as one line (Ray's carry a traceback in their text)."""
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
+
+
+def _ranks_text(ranks, shown=8):
+    """'1, 3, 5' or '1, 3, ... (12 in all)'."""
+    text = ", ".join(str(r) for r in ranks[:shown])
+    return text if len(ranks) <= shown else "%s, ... (%d in all)" % (text, len(ranks))
 
 
 def _warm_up():
