@@ -25,6 +25,17 @@ if ! command -v mpicc >/dev/null || ! command -v mpiexec >/dev/null; then
     fi
 fi
 
+# The multi-node tests make hosts out of network namespaces (ip, nsenter).
+if ! command -v ip >/dev/null || ! command -v nsenter >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "== installing iproute2 and util-linux from Debian"
+        apt_install iproute2 util-linux
+    else
+        echo "setup: ip or nsenter not found, the multi-node tests will be skipped" \
+             "(sudo apt-get install iproute2 util-linux)" >&2
+    fi
+fi
+
 # The fuzzers (scripts/fuzz.sh) need clang and its libFuzzer runtime, which
 # Debian ships apart (libclang-rt-dev, only recommended by clang).
 libfuzzer_links() {
