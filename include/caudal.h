@@ -47,6 +47,14 @@
  * checked on every rank; an empty or malformed entry makes caudal_open fail
  * with CAUDAL_ERR_INVALID and a message naming the rank and the entry. A comma
  * always separates entries, so a unix socket path cannot contain one.
+ *
+ * Node-local lists: when every entry ends in "@ADDR", a numeric IPv4 or IPv6
+ * address ("unix:/tmp/c/ingest-1.sock@10.0.0.1,unix:/tmp/c/ingest-2.sock@
+ * 10.0.0.2"), a rank takes the one entry whose ADDR is an address of its own
+ * host, whatever its rank (caudal run in situ on several nodes: one ingest per
+ * node, each rank to its own node's). No entry for the host, two entries for
+ * it, or entries with and without an address are CAUDAL_ERR_INVALID, named.
+ * An '@' not followed by an address is part of the path.
  */
 #ifndef CAUDAL_H
 #define CAUDAL_H

@@ -25,6 +25,17 @@ if ! command -v mpicc >/dev/null || ! command -v mpiexec >/dev/null; then
     fi
 fi
 
+# The multi-node tests make hosts out of network namespaces (ip, nsenter).
+if ! command -v ip >/dev/null || ! command -v nsenter >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "== installing iproute2 and util-linux from Debian"
+        apt_install iproute2 util-linux
+    else
+        echo "setup: ip or nsenter not found, the multi-node tests will be skipped" \
+             "(sudo apt-get install iproute2 util-linux)" >&2
+    fi
+fi
+
 # tests/python/test_slurm.py starts a real Slurm of its own (slurmctld, one
 # slurmd per network-namespace host, munged with its own key): it needs the
 # daemons, not a configured system Slurm. Root only, as the namespaces are.

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "caudal.h"
+#include "hostaddr.h"
 #include "outq.h"
 #include "protocol.h"
 #include "reader.h"
@@ -283,17 +284,31 @@ static void slot_sent(void *ctx, uint32_t tag)
     c->busy[tag - 1] = 0; /* tcp: the slot's bytes are in the kernel now */
 }
 
+/* The "@ADDR" that ends a node-local entry ("unix:PATH@10.0.0.1"), or NULL:
+ * only when what follows the last '@' is a numeric address, so that a path
+ * holding an '@' of its own still reads as it always did. Cuts it off `one`. */
+static const char *cut_address(char *one)
+{
+    char *at = strrchr(one, '@');
+    if (!at || !cdl_is_address(at + 1))
+        return NULL;
+    *at = 0;
+    return at + 1;
+}
+
 /* This rank's endpoint out of `text`: one endpoint, or a comma-separated list
- * of N (in transit, the launcher's N ingest endpoints for the job's ranks), of
- * which rank r takes entry r * N / size: contiguous blocks of ranks, so that
- * neighbouring ranks share an endpoint. Every entry is checked, not only this
- * rank's, so that a malformed list fails on every rank with the same entry
- * named. `source` says where the text came from, for the message. */
+ * of N. In a plain list (in transit, the launcher's N ingest endpoints for the
+ * job's ranks) rank r takes entry r * N / size: contiguous blocks of ranks, so
+ * that neighbouring ranks share an endpoint. In a node-local list every entry
+ * ends in "@ADDR" (in situ on several nodes, one ingest per node) and the rank
+ * takes the one entry whose ADDR is an address of its own host. Every entry is
+ * checked, not only this rank's, so that a malformed list fails on every rank
+ * with the same entry named. `source` says where the text came from. */
 static int pick_endpoint(caudal_client *c, const char *text, const char *source,
                          cdl_endpoint *ep)
 {
     char msg[400];
-    if (!text || !strchr(text, ',')) { /* one endpoint: as it always was */
+    if (!text || (!strchr(text, ',') && !strchr(text, '@'))) { /* as it always was */
         if (cdl_endpoint_parse(text, ep, msg, sizeof msg) != CAUDAL_OK)
             return fail(c, CAUDAL_ERR_INVALID, NULL, "%s", msg);
         return CAUDAL_OK;
@@ -302,11 +317,12 @@ static int pick_endpoint(caudal_client *c, const char *text, const char *source,
     for (const char *p = text; *p; p++)
         n += *p == ',';
     size_t pick = (size_t)((uint64_t)c->rank * n / (uint64_t)c->size);
+    size_t tagged = 0, mine = 0, untagged_at = 0;
     const char *start = text;
     for (size_t i = 0; i < n; i++) {
         const char *end = strchr(start, ',');
         size_t len = end ? (size_t)(end - start) : strlen(start);
-        char one[CDL_MAX_PATH + 256 + 16 + 8];
+        char one[CDL_MAX_PATH + 256 + 16 + 8 + 48];
         if (len == 0)
             return fail(c, CAUDAL_ERR_INVALID, NULL,
                         "%s: entry %zu of %zu is empty (a list of endpoints is "
@@ -317,13 +333,46 @@ static int pick_endpoint(caudal_client *c, const char *text, const char *source,
                         n, len, sizeof one - 1);
         memcpy(one, start, len);
         one[len] = 0;
+        const char *addr = cut_address(one);
         cdl_endpoint parsed;
         if (cdl_endpoint_parse(one, &parsed, msg, sizeof msg) != CAUDAL_OK)
             return fail(c, CAUDAL_ERR_INVALID, NULL, "%s: entry %zu of %zu is malformed: %s",
                         source, i + 1, n, msg);
-        if (i == pick)
+        if (addr) {
+            int is_mine;
+            tagged++;
+            if (cdl_address_is_mine(addr, &is_mine) != CAUDAL_OK)
+                return fail(c, CAUDAL_ERR_SYSTEM, NULL,
+                            "%s: cannot list this host's addresses to find its entry: %s",
+                            source, strerror(errno));
+            if (is_mine && mine)
+                return fail(c, CAUDAL_ERR_INVALID, NULL,
+                            "%s: entries %zu and %zu are both for this host (%s); a node-local "
+                            "list has one entry per host", source, mine, i + 1, addr);
+            if (is_mine) {
+                mine = i + 1;
+                *ep = parsed;
+            }
+        } else if (!untagged_at) {
+            untagged_at = i + 1;
+            if (i == pick)
+                *ep = parsed;
+        } else if (i == pick) {
             *ep = parsed;
+        }
         start = end ? end + 1 : start + len;
+    }
+    if (tagged && tagged != n)
+        return fail(c, CAUDAL_ERR_INVALID, NULL,
+                    "%s: entry %zu of %zu has no '@ADDR' while others have one (a node-local "
+                    "list is 'unix:PATH@ADDR,...', every entry for one host)",
+                    source, untagged_at, n);
+    if (tagged && !mine) {
+        char addrs[256];
+        cdl_my_addresses(addrs, sizeof addrs);
+        return fail(c, CAUDAL_ERR_INVALID, NULL,
+                    "%s: none of the %zu entries is for this rank's host (its addresses: %s): "
+                    "was it started on a node without an ingest?", source, n, addrs);
     }
     return CAUDAL_OK;
 }

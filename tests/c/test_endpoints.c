@@ -2,7 +2,9 @@
  * endpoints), through the shared library as a program links it. Rank r of
  * `size` must connect to entry r * N / size, whether the list comes from the
  * options or from CAUDAL_ENDPOINT, and a malformed list must fail on every
- * rank with a message naming the rank and the entry. */
+ * rank with a message naming the rank and the entry. A node-local list
+ * ("unix:PATH@ADDR,...", in situ on several nodes) sends every rank to the
+ * entry of its own host, whatever its rank. */
 #include "harness.h"
 
 #define TOKEN "tok-endpoints"
@@ -100,6 +102,61 @@ static void ranks_take_contiguous_blocks(void)
         CHECK_RC(caudal_receiver_close(&r[i]), CAUDAL_OK);
 }
 
+/* Every rank of 5 takes the entry whose address is this host's (127.0.0.1),
+ * wherever it is in the list; an address on no interface here (TEST-NET-3)
+ * takes none. A unix path holding an '@' not followed by an address is a
+ * path as before. */
+static void ranks_take_their_hosts_entry(void)
+{
+    caudal_receiver *r[MAXN];
+    int owner[MAXR];
+    char mine[128], other[128], at_path[128];
+    unix_endpoint(mine, sizeof mine, "node-local");
+    unix_endpoint(other, sizeof other, "elsewhere");
+    r[0] = open_receiver(other, TOKEN);
+    r[1] = open_receiver(mine, TOKEN);
+    r[2] = open_receiver("tcp:127.0.0.1:0", TOKEN);
+    snprintf(list, sizeof list, "%s@203.0.113.77,%s@127.0.0.1,%s@203.0.113.78", other, mine,
+             caudal_receiver_endpoint(r[2]));
+    for (use_env = 0; use_env < 2; use_env++) {
+        for (int rank = 0; rank < 5; rank++)
+            owner[rank] = -1;
+        pid_t pids[MAXR];
+        for (int rank = 0; rank < 5; rank++)
+            pids[rank] = spawn(open_and_close, (void *)(intptr_t)(rank << 8 | 5));
+        int byes = 0;
+        while (byes < 5) {
+            caudal_event ev;
+            int rc = caudal_receiver_next(r[1], &ev, 5000);
+            CHECK_RC(rc, CAUDAL_OK);
+            CHECK(ev.type != CAUDAL_EVENT_REFUSED && ev.type != CAUDAL_EVENT_DISCONNECT);
+            if (ev.type == CAUDAL_EVENT_CONNECT) {
+                CHECK(owner[ev.rank] == -1);
+                owner[ev.rank] = 1;
+            }
+            byes += ev.type == CAUDAL_EVENT_BYE;
+        }
+        for (int rank = 0; rank < 5; rank++) {
+            CHECK(wait_exit(pids[rank]) == 0);
+            CHECK(owner[rank] == 1);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        caudal_event ev;
+        if (i != 1) /* nobody came to the other hosts' entries */
+            CHECK_RC(caudal_receiver_next(r[i], &ev, 50), CAUDAL_ERR_TIMEOUT);
+        CHECK_RC(caudal_receiver_close(&r[i]), CAUDAL_OK);
+    }
+
+    snprintf(at_path, sizeof at_path, "unix:/tmp/caudal-test-a@b-%d.sock", (int)getpid());
+    r[0] = open_receiver(at_path, TOKEN);
+    strcpy(list, at_path);
+    use_env = 0;
+    connect_all(r, 1, 1, owner);
+    CHECK(owner[0] == 0);
+    CHECK_RC(caudal_receiver_close(&r[0]), CAUDAL_OK);
+}
+
 /* caudal_open of `rank` of 4 on `text` fails with ERR_INVALID and a message
  * holding each of the parts. */
 static void refused(const char *text, int env, int rank, const char *part1, const char *part2)
@@ -146,6 +203,17 @@ static void malformed_lists_name_the_rank_and_the_entry(void)
     memset(longest + strlen(longest), 'h', 600);
     strcat(longest, ":1");
     refused(longest, 0, 1, "entry 2 of 2 is 606 bytes long", "at most");
+    /* Node-local lists: all entries or none carry an address, exactly one
+     * of them is this host's. */
+    refused("unix:/tmp/a@127.0.0.1,unix:/tmp/b", 1, 2,
+            "entry 2 of 2 has no '@ADDR' while others have one", "unix:PATH@ADDR");
+    refused("unix:/tmp/a@203.0.113.77,unix:/tmp/b@203.0.113.78", 0, 3,
+            "none of the 2 entries is for this rank's host", "its addresses:");
+    refused("unix:/tmp/a@203.0.113.77", 0, 0, "none of the 1 entries", "without an ingest");
+    refused("unix:/tmp/a@127.0.0.1,unix:/tmp/b@127.0.0.1", 1, 1,
+            "entries 1 and 2 are both for this host (127.0.0.1)", "one entry per host");
+    refused("unix:/tmp/a@127.0.0.1,tcp:nowhere@127.0.0.2", 0, 0, "entry 2 of 2 is malformed",
+            "expected tcp:HOST:PORT");
     /* One endpoint, no comma: the message it always had. */
     refused("tcp:127.0.0.1", 1, 1, "endpoint 'tcp:127.0.0.1': expected tcp:HOST:PORT", "");
 }
@@ -155,6 +223,8 @@ int main(void)
     CHECK(unsetenv("CAUDAL_ENDPOINT") == 0);
     malformed_lists_name_the_rank_and_the_entry();
     ranks_take_contiguous_blocks();
-    printf("endpoints: lists of endpoints, rank * N / size, malformed lists\n");
+    ranks_take_their_hosts_entry();
+    printf("endpoints: lists of endpoints, rank * N / size, node-local lists, malformed "
+           "lists\n");
     return 0;
 }

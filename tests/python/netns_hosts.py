@@ -25,6 +25,7 @@ PREFIX = "cdl"
 # A private range nothing on the machine uses (checked at setup: a route or
 # address inside it stops the setup).
 SUBNET = "10.213.%d"
+LAUNCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "netns_launch.sh")
 
 
 def _ip(*args, check=True):
@@ -116,6 +117,13 @@ class Hosts:
 
     def __exit__(self, *exc):
         self.down()
+
+
+def mpiexec_from(host):
+    """An MPICH mpiexec, run on `host`, that starts ranks on the others:
+    through netns_launch.sh in ssh's place, and told its own address (this
+    machine's name resolves to 127.0.0.1, which other hosts cannot reach)."""
+    return "mpiexec -launcher ssh -launcher-exec %s -localhost %s" % (LAUNCH, host.ip)
 
 
 def cleanup_stale():

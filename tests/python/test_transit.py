@@ -21,7 +21,7 @@ import sys
 import pytest
 
 import caudal
-from caudal.runtime import transit
+from caudal.runtime import placement
 from test_hostile import ERR_AUTH, ERR_PROTOCOL, HeldRun, answer, hello
 from test_load import ANALYTICS as LOAD_ANALYTICS
 from test_load import SIM as LOAD_SIM
@@ -226,15 +226,15 @@ def test_transit_wants_between_one_endpoint_and_one_per_rank(tmp_path):
 
 
 def test_the_launchers_blocks_of_ranks_are_libcaudals_choice():
-    """transit.ranks_of (what caudal run reports) and endpoint_of (the
+    """placement.ranks_of (what caudal run reports) and endpoint_of (the
     formula libcaudal uses, include/caudal.h) agree: each endpoint takes a
     contiguous, non-empty block of ranks, and the blocks cover every rank."""
     for size in range(1, 40):
         for n in range(1, size + 1):
             seen = []
             for i in range(n):
-                first, last = transit.ranks_of(i, n, size)
+                first, last = placement.ranks_of(i, n, size)
                 assert first <= last, (size, n, i)
-                assert all(transit.endpoint_of(r, n, size) == i for r in range(first, last + 1))
+                assert all(placement.endpoint_of(r, n, size) == i for r in range(first, last + 1))
                 seen += range(first, last + 1)
             assert seen == list(range(size)), (size, n)

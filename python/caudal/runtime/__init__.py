@@ -4,7 +4,7 @@
     private.py     the run's private directory (socket, Ray's files) and what removes it
     simulation.py  the simulation's processes (mpiexec in a session of its own)
     ingest.py      the ingest actor, one per node: the receiver's blocks into Ray's store
-    transit.py     in transit: where the N ingest endpoints listen, which ranks go to which
+    placement.py   where ingest actors listen, which ranks go to which, where ranks run
     head.py        the head actor: declarations, step completeness, run counters
     driver.py      the analyses called on windows of complete steps
 

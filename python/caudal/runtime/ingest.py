@@ -28,6 +28,7 @@ import collections
 import itertools
 import os
 import queue
+import shutil
 import sys
 import threading
 import time
@@ -37,6 +38,7 @@ import ray
 
 from .. import _caudal
 from ..catalog import BlockRef, Declaration
+from .head import _add_range
 
 REPORTS_IN_FLIGHT = 2
 # Per-rank path only: held in slots (or inline buffers) while a step completes
@@ -53,6 +55,7 @@ class _Stopped(Exception):
 class IngestActor:
     def __init__(self, endpoint, token, head, node, name=None):
         self.per_rank = os.environ.get("CAUDAL_INGEST_PER_RANK") == "1"
+        self.made_dir = _socket_dir(endpoint)
         self.receiver = _caudal.Receiver(endpoint, token=token, gather=not self.per_rank)
         self.head = head
         self.node = node  # the Ray node: where the blocks it puts live
@@ -65,6 +68,7 @@ class IngestActor:
         self.error = None
         self.refused = []  # the first REFUSED_KEPT refusal messages
         self.stats = collections.Counter(connections_refused=0)  # a key even when none
+        self.ranks = set()  # the ranks that connected here
         self.inflight = collections.deque()  # reports the head has not answered
         self.seq = 0  # this ingest's next report number
         self.thread = threading.Thread(target=self._serve, name="caudal-ingest", daemon=True)
@@ -78,7 +82,9 @@ class IngestActor:
         self.steer_q.put((rank, key, value))
 
     def counters(self):
-        return dict(self.stats, error=self.error, refused_messages=list(self.refused))
+        return dict(self.stats, error=self.error, refused_messages=list(self.refused),
+                    ranks_connected=_ranges(sorted(self.ranks)),
+                    host=ray.util.get_node_ip_address())
 
     def watch(self):
         """Returns when the receiving thread ended: None after shutdown, the
@@ -94,6 +100,8 @@ class IngestActor:
             self.error = self.error or "the receiving thread did not stop within %ss" % timeout
         else:
             self.receiver.close()
+            if self.made_dir:  # on a node of its own; caudal run removes it on its node
+                shutil.rmtree(self.made_dir, ignore_errors=True)
         return self.counters()
 
     # ---- the receiving thread ------------------------------------------
@@ -194,6 +202,7 @@ class IngestActor:
         """Events both paths handle alike."""
         t = ev.type
         if t == "connect":
+            self.ranks.add(ev.rank)
             self._call(self.head.connected, ev.rank, ev.size)
         elif t == "declare":
             self._call(self.head.declare, Declaration.from_info(ev.rank, ev))
@@ -300,3 +309,25 @@ class IngestActor:
                 return ray.get(ref)
             if self.stop.is_set():
                 raise _Stopped()
+
+
+def _socket_dir(endpoint):
+    """In situ on another node than caudal run's, the run's private
+    directory does not exist there yet: made as caudal run makes it (0700),
+    and returned so that shutdown removes it. None when there is nothing to
+    make."""
+    if not endpoint.startswith("unix:"):
+        return None
+    d = os.path.dirname(endpoint[5:])
+    if os.path.isdir(d):
+        return None
+    os.mkdir(d, 0o700)
+    return d
+
+
+def _ranges(ranks):
+    """[[first, last], ...] of a sorted list of ranks."""
+    out = []
+    for r in ranks:
+        _add_range(out, r, r)
+    return out

@@ -32,6 +32,7 @@ import pathlib
 import re
 import runpy
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -41,7 +42,7 @@ import traceback
 import warnings
 
 from ..analytics import analyses_in, finishers_in
-from . import slurm, transit
+from . import placement, slurm
 from .private import private_dir, ray_token, remove_stale_dirs, start_guard
 from .simulation import die_with_parent, stop_simulation
 
@@ -79,7 +80,10 @@ def add_parser(sub):
     r.add_argument("--launcher", choices=["srun", "mpiexec"], default=None,
                    help="how the simulation starts: srun --mpi=pmi2 (the default inside a "
                         "Slurm allocation) or --mpiexec (the default elsewhere)")
-    r.add_argument("--mpiexec", default="mpiexec", help="the MPI launcher")
+    r.add_argument("--mpiexec", default="mpiexec",
+                   help="the MPI launcher, a command line of its own (default mpiexec); in "
+                        "situ on several Ray nodes caudal run adds the nodes and their rank "
+                        "counts in its syntax (MPICH's -hosts, Open MPI's --host)")
     r.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="stop the whole run after this long (exit code 5)")
     r.add_argument("--analysis-timeout", type=float, default=300.0, metavar="SECONDS",
@@ -192,6 +196,7 @@ class Run:
         self.watches = {}  # ObjectRef of IngestActor.watch -> its label
         self.runtime_error = None  # Caudal's own failure, a line
         self.decl_errors = []
+        self.setup_error = None
         self.stopped_by_us = False
         self.analysed_before_loss = None
         self.priv = None
@@ -203,7 +208,7 @@ class Run:
         self.ray_nodes = self.sim_nodes = None  # under Slurm, by name
         self.cluster = None  # slurm.RayCluster: Ray started on the allocation
         self.node_names = {}  # Ray node id -> Slurm node name
-        self.places = []  # where each ingest actor runs (transit.Place)
+        self.places = []  # where each ingest actor runs (placement.Place)
 
     def run(self):
         args = self.args
@@ -244,6 +249,8 @@ class Run:
                 self._loop()
             except _Stop:
                 pass  # the reason is in self.signals
+            except SetupError as e:  # found once Ray is up (how to place the ranks)
+                self.setup_error = str(e)
             except Exception as e:  # Ray or Caudal itself: runtime failure, one line
                 self._runtime_failed(e)
             self.signals.armed = False
@@ -278,8 +285,10 @@ class Run:
         if args.analytics_nodes and not args.transit:
             raise SetupError("--analytics-nodes sets nodes aside for in transit: give "
                              "--transit N too")
-        if launcher == "mpiexec" and not shutil.which(args.mpiexec):
-            raise SetupError("%s not found" % args.mpiexec)
+        if launcher == "mpiexec":
+            program = (shlex.split(args.mpiexec) or [""])[0]
+            if not shutil.which(program):
+                raise SetupError("%s not found" % program)
         self.launcher = launcher
 
     def _relaunch(self):
@@ -294,25 +303,24 @@ class Run:
         return slurm.relaunch(self.alloc, node, self.args.argv)
 
     def _command(self):
-        """The simulation's command line: srun on its nodes under Slurm,
-        else mpiexec (under Slurm on its nodes, in MPICH's words:
-        -launcher, -ppn, -hosts)."""
+        """The simulation's command line: --mpiexec -n RANKS, to which
+        _start adds the Ray nodes in situ on several. Under Slurm it names
+        the simulation's nodes at once, node k taking the ranks of
+        placement.ranks_of (as in situ's endpoint list expects): srun with
+        a hostfile (_start writes it), or mpiexec with the nodes and their
+        counts in its syntax."""
         args = self.args
+        if not self.alloc:
+            return shlex.split(args.mpiexec) + ["-n", str(args.ranks)] + args.command
         if self.launcher == "srun":
-            # Ranks in contiguous blocks over the nodes; one rank that fails
-            # ends the others (they would wait for it in MPI).
-            return ["srun", "--mpi=pmi2", "--ntasks=%d" % args.ranks,
-                    "--nodes=%d" % len(self.sim_nodes), "--nodelist=%s" % ",".join(self.sim_nodes),
-                    "--distribution=block", "--kill-on-bad-exit=1",
-                    "--job-name=%ssim" % slurm.STEP_PREFIX] + args.command
-        hosts = []
-        if self.alloc:
-            # The same blocks of ranks as srun's; its proxies started through
-            # srun (left to guess, Hydra tried ssh from a step of ours).
-            per_node = -(-args.ranks // len(self.sim_nodes))
-            hosts = ["-launcher", "slurm", "-ppn", str(per_node),
-                     "-hosts", ",".join(self.sim_nodes)]
-        return [args.mpiexec, "-n", str(args.ranks)] + hosts + args.command
+            return slurm.srun_ranks(args.ranks, args.command)
+        counts = placement.rank_counts(len(self.sim_nodes), args.ranks)
+        hosts = [(n, c) for n, c in zip(self.sim_nodes, counts) if c]
+        try:
+            return placement.mpiexec_command(args.mpiexec, args.ranks, hosts, args.command,
+                                             named=True)
+        except ValueError as e:
+            raise SetupError(str(e)) from e
 
     # ---- starting ----------------------------------------------------
 
@@ -338,10 +346,9 @@ class Run:
             alive.sort(key=lambda n: order.get(self.node_names.get(n["NodeID"]), len(order)))
         nodes = [n["NodeID"] for n in alive]
         if args.transit:
-            places = transit.places(alive, args.transit)
-        else:  # one per node, the same socket path on every node
-            sock = "unix:%s/ingest.sock" % self.priv
-            places = [transit.Place(node, node, sock) for node in nodes]
+            places = placement.in_transit(alive, args.transit)
+        else:  # one per node, each rank to its own node's
+            places = placement.in_situ(alive, self.priv)
         # Past a few dozen ingests their reports reach the head through
         # relays (head.start_head): one call per ingest and step would cost
         # the head more than a step lasts.
@@ -357,16 +364,24 @@ class Run:
         self.endpoints = ray.get([i.endpoint.remote() for i in self.ingests])
         if args.transit:
             self.labels = ["%s (ranks %d-%d, %s)" % (
-                p.name, *transit.ranks_of(k, args.transit, args.ranks), ep)
+                p.name, *placement.ranks_of(k, args.transit, args.ranks), ep)
                 for k, (p, ep) in enumerate(zip(places, self.endpoints))]
-            endpoint = ",".join(self.endpoints)
         else:
-            self.labels = ["on node %s" % p.node[:12] for p in places]
-            endpoint = places[0].listen
+            self.labels = ["on node %s (%s)" % (p.node[:12], p.address) for p in places]
+            if len(places) > 1 and not self.alloc:  # spread as the list expects
+                try:
+                    self.command = placement.mpiexec_command(
+                        args.mpiexec, args.ranks, placement.rank_hosts(places, args.ranks),
+                        args.command)
+                except ValueError as e:
+                    raise SetupError(str(e)) from e
+        endpoint = placement.endpoint_list(places, self.endpoints, args.transit)
         self.watches = {i.watch.remote(): label for i, label in zip(self.ingests, self.labels)}
         _warm_up()
         env = dict(slurm.step_env() if self.alloc else os.environ, CAUDAL_ENDPOINT=endpoint,
                    CAUDAL_TOKEN=token, CAUDAL_POLICY=args.policy)
+        if self.alloc:
+            env.update(slurm.ranks_env(self.launcher, self.sim_nodes, args.ranks, self.priv))
         if args.ring_depth:
             env["CAUDAL_RING_DEPTH"] = str(args.ring_depth)
         how = " in transit to %d TCP endpoint(s)" % args.transit if args.transit else ""
@@ -388,7 +403,7 @@ class Run:
 
         self.ray_started = True  # a signal may stop ray.init half way: shut down anyway
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
             return
         # Ray keeps an event of every task in the GCS (capped only at
         # 100,000 tasks): a few actor calls per step grow it by about
@@ -602,7 +617,7 @@ class Run:
             if self.node_names and k < len(self.places):
                 entry["node"] = self.node_names.get(self.places[k].node)
             if self.args.transit:
-                entry["ranks"] = list(transit.ranks_of(k, self.args.transit, self.args.ranks))
+                entry["ranks"] = list(placement.ranks_of(k, self.args.transit, self.args.ranks))
             out.append(entry)
         return out
 
@@ -615,13 +630,15 @@ class Run:
         if self.signals.reason == "timeout":
             found["timeout"] = ("the run took longer than --timeout %g s: the simulation "
                                 "was stopped" % self.args.timeout)
-        if self.decl_errors:
+        if self.setup_error:
+            found["declaration_error"] = self.setup_error
+        elif self.decl_errors:
             more = len(self.decl_errors) - 1
             found["declaration_error"] = "declaration error: %s%s" % (
                 self.decl_errors[0], " (and %d more)" % more if more else "")
         if self.runtime_error:
             found["runtime_failed"] = "Caudal's runtime failed: %s" % self.runtime_error
-        sim = self._simulation_failure(head)
+        sim = self._simulation_failure(head, summary.get("ingest", []))
         if sim:
             found["simulation_failed"] = sim
         failures = summary.get("failures", 0)
@@ -647,11 +664,22 @@ class Run:
             return []
         return [(a.name, n) for a in self.analyses for n in a.arrays if n not in declared]
 
-    def _simulation_failure(self, head):
+    def _simulation_failure(self, head, ingest):
         at = head.get("ranks_lost_at", {})
         lost = sorted(head.get("ranks_lost", {}).items(), key=lambda kv: at.get(kv[0], 0))
         if self.rc in (0, None) and not lost:
             return None
+        came = {r for i in ingest for a, b in i.get("ranks_connected", []) for r in range(a, b + 1)}
+        never = [r for r in range(self.args.ranks) if r not in came]
+        if self.rc not in (0, None) and came and never:
+            # A rank that failed at caudal_open (its message, above, says why:
+            # no endpoint for its host, a wrong token): the launcher then
+            # ended the others, which left without goodbye.
+            return ("the simulation failed (%s exit code %s): rank%s %s never connected "
+                    "to Caudal (%s own message above says why)" % (
+                        os.path.basename(self.command[0]), self.rc,
+                        "s" if len(never) > 1 else "", _ranks_text(never),
+                        "their" if len(never) > 1 else "its"))
         together = len(lost) > 1 and at and \
             abs(at.get(lost[1][0], 0) - at.get(lost[0][0], 0)) < 1.0
         words = []
@@ -719,6 +747,12 @@ def _short(e):
     """An exception as one line (Ray's carry a traceback in their text)."""
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
+
+
+def _ranks_text(ranks, shown=8):
+    """'1, 3, 5' or '1, 3, ... (12 in all)'."""
+    text = ", ".join(str(r) for r in ranks[:shown])
+    return text if len(ranks) <= shown else "%s, ... (%d in all)" % (text, len(ranks))
 
 
 def _warm_up():

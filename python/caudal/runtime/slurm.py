@@ -18,7 +18,8 @@ the allocated nodes:
   a Ray driver attaches to its own node's raylet. If it is elsewhere (the
   batch script's node in transit, salloc's login node) it runs itself there
   through one more step (`relaunch`).
-- The simulation: `srun --mpi=pmi2 -n RANKS -w <its nodes>` (or mpiexec).
+- The simulation: `srun --mpi=pmi2 -n RANKS` on its nodes (or mpiexec), node
+  k of them taking the ranks of placement.ranks_of(k), contiguous blocks.
 """
 
 import collections
@@ -172,6 +173,30 @@ def srun(nodes, ntasks, name, cpus=None, overlap=True):
     if cpus:
         argv.append("--cpus-per-task=%d" % cpus)
     return argv
+
+
+def srun_ranks(nranks, command):
+    """The simulation's srun line: its ranks placed by the hostfile of
+    ranks_env (one rank that fails ends the others: they would wait for it
+    in MPI)."""
+    return ["srun", "--mpi=pmi2", "--ntasks=%d" % nranks, "--distribution=arbitrary",
+            "--kill-on-bad-exit=1", "--job-name=%ssim" % STEP_PREFIX] + list(command)
+
+
+def ranks_env(launcher, nodes, nranks, private):
+    """What the simulation's environment needs under Slurm: srun's
+    hostfile (node k takes placement.ranks_of(k) ranks, consecutive ones),
+    written in the run's private directory; MPICH's mpiexec starts its
+    proxies through srun (left to guess, it tried ssh from a step)."""
+    from .placement import rank_counts
+
+    if launcher == "srun":
+        path = os.path.join(private, "hostfile")
+        with open(path, "w") as f:
+            for node, count in zip(nodes, rank_counts(len(nodes), nranks)):
+                f.write(("%s\n" % node) * count)
+        return {"SLURM_HOSTFILE": path}
+    return {"HYDRA_LAUNCHER": os.environ.get("HYDRA_LAUNCHER", "slurm")}
 
 
 # ---- Ray on the allocation ------------------------------------------------
