@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -286,3 +287,139 @@ def test_a_failing_simulation_tears_ray_down_on_every_node(cluster, tmp_path):
     assert not seen.seen["node1"]["ray"] and len(seen.seen["node1"]["rank"]) == 2
     assert_nothing_left(cluster, job, set().union(*(
         k for h in seen.seen.values() for k in h.values())))
+
+
+def test_sigterm_to_the_batch_script_ends_the_run_in_order(cluster, tmp_path):
+    """In transit, the batch script (caudal run on node1, which ran itself
+    again on node3) gets SIGTERM alone (scancel --batch), as from a user or
+    a wrapper: it passes it to the caudal run on node3, which stops the
+    simulation, writes its summary (interrupted, 143) and stops Ray; the
+    job ends with 143 and nothing of it is left."""
+    script = tmp_path / "mean.py"
+    script.write_text(MEAN)
+    means = tmp_path / "mean.txt"
+    run_dir = tmp_path / "run"
+    out = tmp_path / "job.out"
+    script_sh = tmp_path / "job.sh"
+    script_sh.write_text("#!/bin/bash\nexec caudal run -n 4 --transit 2 --analytics %s "
+                         "--run-dir %s -- %s %s 400 --oracle %s --sleep 0.05\n"
+                         % (script, run_dir, sys.executable, FAULTY, means))
+    env = dict(cluster.env, PATH=os.path.dirname(sys.executable) + ":" + os.environ["PATH"])
+    with Sampler(cluster.hosts) as seen:
+        p = subprocess.Popen(["sbatch", "--wait", "--parsable", "--nodes=3",
+                              "--ntasks-per-node=2", "--time=4", "--output=%s" % out,
+                              str(script_sh)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                             text=True)
+        job = p.stdout.readline().strip().split(";")[0]
+        results = run_dir / "results.jsonl"
+        deadline = time.monotonic() + 120
+        while not (results.exists() and len(results.read_text().splitlines()) >= 5):
+            assert p.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.2)
+        cluster.run(["scancel", "--batch", "--signal=TERM", job], check=True)
+        p.wait(120)
+    text = out.read_text()
+    print(text)
+    assert p.returncode == 143, text
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["end"]["reason"] == "interrupted" and summary["end"]["exit_code"] == 143
+    assert "interrupted (SIGTERM)" in text
+    want = oracle(means)
+    analysed = results_of(run_dir)["mean"]
+    assert len(analysed) >= 5 and len(want) < 400  # stopped half way
+    for step, m in analysed.items():
+        assert abs(m - want[step]) <= 1e-12 * abs(want[step])
+    assert seen.seen["node3"]["driver"] and seen.seen["node3"]["ray"]
+    assert_nothing_left(cluster, job, set().union(*(
+        k for h in seen.seen.values() for k in h.values())))
+
+
+# ---- without Slurm ---------------------------------------------------------
+
+
+def test_the_allocation_read_from_slurms_variables():
+    from caudal.runtime import slurm
+
+    assert slurm.detect({}) is None
+    assert slurm.detect({"SLURM_JOB_ID": "7"}) is None  # no node list: not an allocation
+    assert slurm.expand_counts("4(x2),8,2(x3)", 6) == [4, 4, 8, 2, 2, 2]
+    assert slurm.expand_counts("", 3) == [1, 1, 1]
+    with pytest.raises(slurm.SlurmError, match="names 2 nodes, the allocation has 3"):
+        slurm.expand_counts("4(x2)", 3)
+    alloc = slurm.Allocation("7", ["a", "b", "c", "d"], [2] * 4, "a")
+    assert slurm.split(alloc, 0, 0) == (["a", "b", "c", "d"],) * 2
+    assert slurm.split(alloc, 2, 0) == (["d"], ["a", "b", "c"])
+    assert slurm.split(alloc, 2, 3) == (["b", "c", "d"], ["a"])
+    for k in (4, -1):
+        with pytest.raises(slurm.SlurmError, match="at least one analytics node and one"):
+            slurm.split(alloc, 2, k)
+
+
+def test_two_jobs_ports_never_meet_unless_port_slots_apart():
+    """Each job's block of ports lies between Ray's fixed defaults and
+    Linux's ephemeral ports, its ports distinct; jobs whose ids are less
+    than PORT_SLOTS apart have disjoint blocks."""
+    from caudal.runtime import slurm
+
+    blocks = {}
+    for job in range(1, 3 * slurm.PORT_SLOTS, 37):
+        ports = slurm.ports(job)
+        assert sorted(ports) == sorted(slurm.PORT_NAMES)
+        values = set(ports.values())
+        assert len(values) == len(ports)
+        assert all(20000 <= v < 32768 for v in values)
+        blocks[job] = values
+    for a in blocks:
+        for b in blocks:
+            if a != b and abs(a - b) < slurm.PORT_SLOTS:
+                assert not blocks[a] & blocks[b], (a, b)
+    assert slurm.ports(5) == slurm.ports(5 + slurm.PORT_SLOTS)
+
+
+def test_the_ranks_hostfile_gives_node_k_the_ranks_of_its_ingest(tmp_path):
+    from caudal.runtime import placement, slurm
+
+    env = slurm.ranks_env("srun", ["n1", "n2", "n3"], 7, str(tmp_path))
+    lines = open(env["SLURM_HOSTFILE"]).read().split()
+    assert lines == ["n1"] * 3 + ["n2"] * 2 + ["n3"] * 2
+    for k, node in enumerate(["n1", "n2", "n3"]):
+        first, last = placement.ranks_of(k, 3, 7)
+        assert [r for r, n in enumerate(lines) if n == node] == list(range(first, last + 1))
+    assert slurm.srun_ranks(7, ["./sim", "1"])[-2:] == ["./sim", "1"]
+    assert "--distribution=arbitrary" in slurm.srun_ranks(7, ["./sim"])
+
+
+def test_a_cancelled_job_leaves_nothing(cluster, tmp_path):
+    """scancel of a job in situ on two nodes, half way: Slurm signals every
+    process of every step at once (srun clients then kill their steps), and
+    the run still ends as interrupted and leaves nothing behind."""
+    script = tmp_path / "mean.py"
+    script.write_text(MEAN)
+    run_dir = tmp_path / "run"
+    out = tmp_path / "job.out"
+    script_sh = tmp_path / "job.sh"
+    script_sh.write_text("#!/bin/bash\nexec caudal run -n 4 --analytics %s --run-dir %s -- "
+                         "%s %s 400 --sleep 0.05\n" % (script, run_dir, sys.executable, FAULTY))
+    env = dict(cluster.env, PATH=os.path.dirname(sys.executable) + ":" + os.environ["PATH"])
+    with Sampler(cluster.hosts) as seen:
+        p = subprocess.Popen(["sbatch", "--wait", "--parsable", "--nodes=2",
+                              "--ntasks-per-node=2", "--time=4", "--output=%s" % out,
+                              str(script_sh)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                             text=True)
+        job = p.stdout.readline().strip().split(";")[0]
+        results = run_dir / "results.jsonl"
+        deadline = time.monotonic() + 120
+        while not (results.exists() and len(results.read_text().splitlines()) >= 5):
+            assert p.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.2)
+        cluster.run(["scancel", job], check=True)
+        p.wait(120)
+        # sbatch --wait returns once the job is cancelled, while its
+        # processes still have the cluster's KillWait to end (30 s).
+        assert_nothing_left(cluster, job, set().union(*(
+            k for h in seen.seen.values() for k in h.values())))
+    print(out.read_text())  # cut at the cancel: Slurm stops writing it
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["end"]["reason"] == "interrupted", summary["end"]
+    assert summary["end"]["exit_code"] == 143
+    assert summary["steps_analysed"] >= 5

@@ -223,6 +223,8 @@ class Run:
         self._plan_slurm()
         if self.alloc and self.alloc.here != self.ray_nodes[0]:
             return self._relaunch()  # which keeps the time, and all the rest
+        if os.environ.get(slurm.RELAUNCHED):
+            slurm.listen_to_relauncher()
         if args.timeout is not None:
             signal.setitimer(signal.ITIMER_REAL, args.timeout)
         for path in remove_stale_dirs():

@@ -30,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Dict, List, NamedTuple, Optional
 
@@ -380,30 +381,55 @@ def _host(ip):
 
 
 def relaunch(alloc, node, argv):
-    """Run `caudal argv` (run ...) again on `node` in a step of its own and wait
-    for it; signals to this process reach it (SIGINT and SIGTERM as
-    themselves: srun alone would cancel the step on SIGTERM and only print
-    its status on the first SIGINT). Returns its exit code."""
+    """Run `caudal argv` (run ...) again on `node` in a step of its own and
+    wait for it; returns its exit code. SIGINT and SIGTERM to this process
+    reach that one as themselves, written to its stdin (listen_to_relauncher):
+    srun would turn a SIGTERM into a SIGKILL of the step, and signalling the
+    step (scancel --signal) reaches every process of it, the srun clients of
+    its own steps too, which then kill Ray and the ranks at once."""
     name = "%sdriver-%d" % (STEP_PREFIX, os.getpid())
     cpus = alloc.cpus[alloc.nodes.index(node)]
-    cmd = srun([node], 1, name, cpus=cpus) + ["--input=none", sys.executable, "-m", "caudal",
-                                             *argv]
-    p = subprocess.Popen(cmd, env=step_env({RELAUNCHED: "1"}), start_new_session=True)
+    cmd = srun([node], 1, name, cpus=cpus) + [sys.executable, "-m", "caudal", *argv]
+    p = subprocess.Popen(cmd, env=step_env({RELAUNCHED: "1"}), stdin=subprocess.PIPE,
+                         start_new_session=True)
 
     def forward(signum, frame):
-        for step in list_steps(alloc.job_id, name):
-            subprocess.run(["scancel", "--signal=%d" % signum, step], capture_output=True)
+        try:
+            p.stdin.write(b"%d\n" % signum)
+            p.stdin.flush()
+        except OSError:
+            pass
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while True:
-            try:
-                return p.wait()
-            except InterruptedError:
-                continue
+        return p.wait()
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        _close(p.stdin)
+
+
+def listen_to_relauncher():
+    """In the caudal run that relaunch() started: the signals the first one
+    gets arrive on stdin, one number a line, and are raised here. Nothing
+    else reads that stdin: fd 0 becomes /dev/null for the rest (the
+    simulation's launcher would forward it)."""
+    fd = os.dup(0)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+
+    def read():
+        with os.fdopen(fd, "rb") as f:
+            for line in f:
+                try:
+                    signum = int(line)
+                except ValueError:
+                    continue
+                if signum in (signal.SIGINT, signal.SIGTERM):
+                    os.kill(os.getpid(), signum)
+
+    threading.Thread(target=read, name="caudal-relauncher", daemon=True).start()
 
 
 # ---- the node side: python -m caudal.runtime.slurm node RAY_START_ARGS ----
