@@ -423,3 +423,20 @@ def test_a_cancelled_job_leaves_nothing(cluster, tmp_path):
     assert summary["end"]["reason"] == "interrupted", summary["end"]
     assert summary["end"]["exit_code"] == 143
     assert summary["steps_analysed"] >= 5
+
+
+def test_a_port_already_taken_is_named():
+    """The node side checks the job's ports before `ray start`, so that a
+    clash with another job says which port."""
+    import socket
+
+    from caudal.runtime import slurm
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        args = ["--port=%d" % taken, "--node-manager-port=%d" % taken, "--min-worker-port=0",
+                "--num-cpus=%d" % taken]
+        assert slurm._taken_ports(args) == [taken, taken]
+    assert slurm._taken_ports(args) == []

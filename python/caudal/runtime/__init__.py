@@ -5,6 +5,7 @@
     simulation.py  the simulation's processes (mpiexec in a session of its own)
     ingest.py      the ingest actor, one per node: the receiver's blocks into Ray's store
     placement.py   where ingest actors listen, which ranks go to which, where ranks run
+    slurm.py       inside a Slurm allocation: which nodes do what, Ray on them through srun
     head.py        the head actor: declarations, step completeness, run counters
     driver.py      the analyses called on windows of complete steps
 

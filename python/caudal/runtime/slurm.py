@@ -565,11 +565,15 @@ def _client_server_available():
 
 
 def _taken_ports(ray_args):
+    """The ports of `ray_args` that something listens on. SO_REUSEADDR:
+    a port that an earlier run of the same job left in TIME_WAIT is free
+    for Ray (gRPC reuses addresses too)."""
     out = []
     for a in ray_args:
         m = re.fullmatch(r"--(?!min-|max-)[a-z-]*port=(\d+)", a)
         if m and int(m.group(1)):
             with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     s.bind(("", int(m.group(1))))
                 except OSError:
