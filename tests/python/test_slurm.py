@@ -122,18 +122,20 @@ class Sampler:
 
 def assert_nothing_left(slurm, job, pids):
     """Only slurmd in every host, no step of the job, no private directory
-    of the job's processes (/tmp/caudal-<pid>-*)."""
-    deadline = time.monotonic() + 30
+    of the job's processes (/tmp/caudal-<pid>-*). A cancelled job's
+    processes have KillWait to end, and its steps stay listed a moment
+    after: both are waited for."""
+    deadline = time.monotonic() + 45
     while True:
         left = {h: {p: c for p, c in procs.items() if not re.search(r"\bslurmd\b", c)}
                 for h, procs in host_processes(slurm.hosts).items()}
         left = {h: procs for h, procs in left.items() if procs}
-        if not left or time.monotonic() > deadline:
+        steps = slurm.run(["squeue", "--steps", "--noheader", "--jobs=%s" % job]).stdout.strip()
+        if (not left and not steps) or time.monotonic() > deadline:
             break
         time.sleep(0.3)
     assert not left, left
-    steps = slurm.run(["squeue", "--steps", "--noheader", "--jobs=%s" % job])
-    assert steps.stdout.strip() == "", steps.stdout
+    assert steps == "", steps
     dirs = [d for d in os.listdir("/tmp") if re.match(r"caudal-(\d+)-", d)
             and int(d.split("-")[1]) in pids]
     assert not dirs, dirs

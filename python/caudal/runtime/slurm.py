@@ -34,6 +34,8 @@ import threading
 import time
 from typing import Dict, List, NamedTuple, Optional
 
+from .placement import rank_counts
+
 # Ports of a job: a block of PORTS_PER_JOB from PORT_BASE, chosen by the job
 # id, the same on every node of the job. Below Linux's ephemeral ports
 # (32768-60999: what the workers and outgoing connections take) and above
@@ -164,16 +166,13 @@ def step_env(extra=None):
     return env
 
 
-def srun(nodes, ntasks, name, cpus=None, overlap=True):
-    """The srun line of one step on `nodes`."""
-    argv = ["srun", "--nodes=%d" % len(nodes), "--ntasks=%d" % ntasks,
-            "--nodelist=%s" % ",".join(nodes), "--job-name=%s" % name]
-    if overlap:
-        # Shares the CPUs with the other steps (the ranks run there in situ).
-        argv += ["--overlap", "--mem=0"]
-    if cpus:
-        argv.append("--cpus-per-task=%d" % cpus)
-    return argv
+def srun(nodes, ntasks, name, cpus):
+    """The srun line of one of the run's own steps on `nodes` (Ray's, the
+    relaunched driver's): all the job's CPUs and memory there, shared with
+    the other steps (--overlap: the ranks run there too in situ)."""
+    return ["srun", "--nodes=%d" % len(nodes), "--ntasks=%d" % ntasks,
+            "--nodelist=%s" % ",".join(nodes), "--job-name=%s" % name, "--overlap",
+            "--mem=0", "--cpus-per-task=%d" % cpus]
 
 
 def srun_ranks(nranks, command):
@@ -189,8 +188,6 @@ def ranks_env(launcher, nodes, nranks, private):
     hostfile (node k takes placement.ranks_of(k) ranks, consecutive ones),
     written in the run's private directory; MPICH's mpiexec starts its
     proxies through srun (left to guess, it tried ssh from a step)."""
-    from .placement import rank_counts
-
     if launcher == "srun":
         path = os.path.join(private, "hostfile")
         with open(path, "w") as f:
