@@ -80,8 +80,13 @@ class RayCluster:
         end = time.monotonic() + timeout
         seen = None
         while time.monotonic() < end:
-            p = subprocess.run(self.hosts[0].cmd([sys.executable, "-c", probe]), env=env,
-                               capture_output=True, text=True, timeout=120)
+            try:
+                p = subprocess.run(self.hosts[0].cmd([sys.executable, "-c", probe]), env=env,
+                                   capture_output=True, text=True,
+                                   timeout=max(1, min(60, end - time.monotonic())))
+            except subprocess.TimeoutExpired:  # a slow GCS under load: ask again
+                seen = "a probe that did not answer"
+                continue
             seen = p.stdout.strip().splitlines()[-1:] or p.stderr[-300:]
             if p.returncode == 0 and seen == [str(len(self.hosts))]:
                 return

@@ -346,6 +346,8 @@ class Run:
         if self.node_names:  # in the allocation's order, not Ray's
             order = {name: i for i, name in enumerate(self.ray_nodes)}
             alive.sort(key=lambda n: order.get(self.node_names.get(n["NodeID"]), len(order)))
+        else:  # Ray's order changes from call to call: this node first, then by address
+            alive = placement.ordered(alive, ray.get_runtime_context().get_node_id())
         nodes = [n["NodeID"] for n in alive]
         if args.transit:
             places = placement.in_transit(alive, args.transit)

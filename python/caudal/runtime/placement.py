@@ -18,6 +18,7 @@ takes entry rank * N / size ("Several endpoints"); ranks_of says the same
 from the launcher's side, for the summary.
 """
 
+import ipaddress
 import shlex
 import subprocess
 from typing import List, NamedTuple, Tuple
@@ -34,6 +35,18 @@ class Place(NamedTuple):
 
 def _address(node):
     return node["NodeManagerAddress"]
+
+
+def ordered(nodes, here):
+    """Ray's nodes in a stable order (ray.nodes() has none): `here` (the
+    driver's node) first, then by address, numerically."""
+    def key(n):
+        try:
+            addr = ipaddress.ip_address(_address(n))
+            return (n["NodeID"] != here, addr.version, int(addr), n["NodeID"])
+        except ValueError:
+            return (n["NodeID"] != here, 9, 0, _address(n))
+    return sorted(nodes, key=key)
 
 
 def in_situ(nodes, private) -> List[Place]:
