@@ -374,6 +374,12 @@ def test_analytics_slower_than_the_simulation_stay_within_the_memory_budget(
         env={"CAUDAL_LOAD_WINDOW": str(WINDOW), "CAUDAL_LOAD_SLEEP": "0.003",
              "RAY_OVERRIDE_RESOURCES": json.dumps({"object_store_memory": STORE})})
     assert p.returncode == 0, p.output
+    # caudal run's own account of that budget, printed at the first step:
+    # past Ray's spill threshold, so a warning, and the run goes on.
+    assert "a step is 1.0 MiB over 1 node(s)" in p.output
+    assert "needs up to 67.0 MiB of its 80.0 MiB (84%)" in p.output
+    assert "may fill past 80% (67.0 MiB of 80.0 MiB)" in p.output
+    assert summary["memory"]["error"] is None and summary["memory"]["warning"]
     means, dropped = oracle(prefix, ranks, 2 * ROWS * COLS)
     assert sorted(means) == list(range(steps))
     analysed = set(results["mean"])
@@ -419,6 +425,28 @@ def test_analytics_slower_than_the_simulation_stay_within_the_memory_budget(
     assert b <= a + MAX_PENDING * STEP_BYTES, (a / MiB, b / MiB)
     # No process grows: a leaked step would be 1 MiB, over 500 steps.
     check_nothing_grows(mon, early, late, rss_slack=48 * MiB, ranks=ranks)
+
+
+def test_a_run_that_cannot_fit_the_store_is_refused(tmp_path):
+    """The same 1 MiB steps with a window of 80 steps: (80 + 2*8 + 3) MiB
+    cannot fit an 80 MiB store. caudal run says so with the numbers and
+    what to change once the first step is analysed, stops the simulation
+    long before its end, and exits 3, as for a declaration error."""
+    prefix = str(tmp_path / "sim")
+    steps = 5000
+    p, _, _, _, summary = run_load(
+        tmp_path, [sys.executable, SIM, str(steps), str(ROWS), str(COLS), "--out", prefix],
+        extra=("--max-pending", str(MAX_PENDING)),
+        env={"CAUDAL_LOAD_WINDOW": "80",
+             "RAY_OVERRIDE_RESOURCES": json.dumps({"object_store_memory": STORE})})
+    assert p.returncode == 3, p.output
+    assert "caudal run: the run cannot fit: the object store of node 127.0.0.1 holds " \
+        "80.0 MiB and the run needs up to 99.0 MiB there (steps held per array: field 99)" \
+        in p.output
+    assert "--max-pending" in p.output and "object_store_memory" in p.output
+    assert summary["end"]["exit_code"] == 3 and summary["memory"]["error"]
+    means, _ = oracle(prefix, 2, 2 * ROWS * COLS)
+    assert len(means) < steps  # stopped, not run to its end
 
 
 # ------------------------------------------------------------------ soak

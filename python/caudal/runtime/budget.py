@@ -14,7 +14,7 @@ slow but works: a warning. Past the capacity it cannot work: the run is
 refused (exit code 3) with the numbers and what to change.
 """
 
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Set
 
 SPILL = 0.8  # Ray's object_spilling_threshold
 IN_FLIGHT = 3  # the ingest's reports in flight and the step being put
@@ -31,16 +31,23 @@ def steps_held(window, pending):
 
 
 def check(per_node: Dict[str, Dict[str, int]], windows: Dict[str, int], pending: int,
-          capacity: Dict[str, int], names: Optional[Dict[str, str]] = None) -> Verdict:
+          capacity: Dict[str, int], names: Optional[Dict[str, str]] = None,
+          variable: Set[str] = frozenset()) -> Verdict:
     """`per_node`: node -> array -> bytes of that node's blocks in one step;
     `windows`: array -> the largest window reading it (absent: none does);
-    `capacity`: node -> its store's bytes; `names`: node -> how to call it."""
+    `capacity`: node -> its store's bytes; `names`: node -> how to call it;
+    `variable`: arrays whose bytes are their declared capacity, an upper
+    bound: they can make a warning, never a refusal."""
     names = names or {}
     worst = None  # (fraction, node, need, cap)
+    certain = 0.0  # the largest fraction counting fixed arrays only
     for node, arrays in per_node.items():
         need = sum(b * steps_held(windows.get(a, 0), pending) for a, b in arrays.items())
+        fixed = sum(b * steps_held(windows.get(a, 0), pending) for a, b in arrays.items()
+                    if a not in variable)
         cap = capacity.get(node) or 0
         frac = need / cap if cap else float("inf")
+        certain = max(certain, fixed / cap if cap else float("inf") if fixed else 0.0)
         if worst is None or frac > worst[0]:
             worst = (frac, node, need, cap)
     if worst is None:
@@ -59,15 +66,16 @@ def check(per_node: Dict[str, Dict[str, int]], windows: Dict[str, int], pending:
     fix = ("a smaller window or --max-pending, fewer or smaller arrays, or a larger object "
            "store (ray start --object-store-memory; the embedded Ray: "
            "RAY_OVERRIDE_RESOURCES='{\"object_store_memory\": BYTES}')")
-    if frac > 1:
+    if frac > 1 and certain > 1:
         return Verdict(lines, None, "the object store of node %s holds %s and the run needs up "
                        "to %s there (%s); it cannot fit: %s"
                        % (where, _mib(cap), _mib(need), kept and "steps held per array: " + kept,
                           fix))
     if frac > SPILL:
-        return Verdict(lines, "the store of node %s may fill past %.0f%% (%s of %s), where Ray "
-                       "spills objects to disk, which is slow: %s"
-                       % (where, 100 * SPILL, _mib(need), _mib(cap), fix), None)
+        bound = " (variable-length arrays at their declared capacity)" if variable else ""
+        return Verdict(lines, "the store of node %s may fill past %.0f%% (%s of %s%s), where "
+                       "Ray spills objects to disk, which is slow: %s"
+                       % (where, 100 * SPILL, _mib(need), _mib(cap), bound, fix), None)
     return Verdict(lines, None, None)
 
 

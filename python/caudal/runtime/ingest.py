@@ -69,6 +69,10 @@ class IngestActor:
         self.refused = []  # the first REFUSED_KEPT refusal messages
         self.stats = collections.Counter(connections_refused=0)  # a key even when none
         self.ranks = set()  # the ranks that connected here
+        # array -> [bytes of this node's blocks in one step, variable?], for
+        # the store's budget (runtime/budget.py); a variable array's at its
+        # declared capacity.
+        self.declared = {}
         self.inflight = collections.deque()  # reports the head has not answered
         self.seq = 0  # this ingest's next report number
         self.thread = threading.Thread(target=self._serve, name="caudal-ingest", daemon=True)
@@ -85,6 +89,10 @@ class IngestActor:
         return dict(self.stats, error=self.error, refused_messages=list(self.refused),
                     ranks_connected=_ranges(sorted(self.ranks)),
                     host=ray.util.get_node_ip_address())
+
+    def step_bytes(self):
+        """array -> (bytes of one step of it here, variable-length)."""
+        return {name: tuple(v) for name, v in self.declared.items()}
 
     def watch(self):
         """Returns when the receiving thread ended: None after shutdown, the
@@ -205,7 +213,10 @@ class IngestActor:
             self.ranks.add(ev.rank)
             self._call(self.head.connected, ev.rank, ev.size)
         elif t == "declare":
-            self._call(self.head.declare, Declaration.from_info(ev.rank, ev))
+            d = Declaration.from_info(ev.rank, ev)
+            entry = self.declared.setdefault(d.name, [0, d.variable])
+            entry[0] += int(np.prod(d.count, dtype=np.int64)) * np.dtype(d.dtype).itemsize
+            self._call(self.head.declare, d)
         elif t == "steer":
             # Latest value wins: no need to wait for the reports first.
             self._get(self.head.reported.remote(ev.rank, ev.key, ev.value))

@@ -25,6 +25,7 @@ first of 130/143, 5, 3, 4, 2, 1. One line says why on stderr; tracebacks
 only with --debug (or CAUDAL_DEBUG=1).
 """
 
+import collections
 import json
 import math
 import os
@@ -42,7 +43,7 @@ import traceback
 import warnings
 
 from ..analytics import analyses_in, finishers_in
-from . import placement, slurm
+from . import budget, placement, slurm
 from .private import private_dir, ray_token, remove_stale_dirs, start_guard
 from .simulation import die_with_parent, stop_simulation
 
@@ -197,6 +198,8 @@ class Run:
         self.runtime_error = None  # Caudal's own failure, a line
         self.decl_errors = []
         self.setup_error = None
+        self.budget = None  # the store's budget, once the first step was analysed
+        self.budget_error = None  # it cannot fit: the run is stopped (exit 3)
         self.stopped_by_us = False
         self.analysed_before_loss = None
         self.priv = None
@@ -449,6 +452,10 @@ class Run:
             self.decl_errors = driver.declaration_errors
             if self.decl_errors:
                 return  # stopped for them (in _finish), the simulation with it
+            if self.budget is None and driver.last_step is not None:
+                self._check_budget()
+                if self.budget_error:
+                    return  # stopped (in _finish) before the store fills
             if over:
                 return
             if self.sim.poll() is not None:
@@ -460,6 +467,35 @@ class Run:
                       % (driver.last_step, driver.counts["calls"], driver.counts["failures"]),
                       end="", file=sys.stderr)
                 last_print = time.time()
+
+    def _check_budget(self):
+        """Print what each node's store must hold against what it has, once
+        every array of a step was declared (a step was analysed); stop the
+        run if it cannot fit (runtime/budget.py)."""
+        import ray
+
+        per_ingest = ray.get([i.step_bytes.remote() for i in self.ingests], timeout=60)
+        per_node = collections.defaultdict(lambda: collections.defaultdict(int))
+        variable = set()
+        for place, arrays in zip(self.places, per_ingest):
+            for name, (nbytes, var) in arrays.items():
+                per_node[place.node][name] += nbytes
+                if var:
+                    variable.add(name)
+        windows = {}
+        for a in self.analyses:
+            for name in a.arrays:
+                windows[name] = max(windows.get(name, 0), a.window)
+        capacity = {n["NodeID"]: int(n["Resources"].get("object_store_memory", 0))
+                    for n in ray.nodes() if n["Alive"]}
+        v = budget.check(per_node, windows, self.args.max_pending, capacity,
+                         names={p.node: p.address for p in self.places}, variable=variable)
+        self.budget = {"lines": v.lines, "warning": v.warning, "error": v.error}
+        for line in v.lines:
+            print("caudal run: %s" % line, file=sys.stderr)
+        if v.warning:
+            print("caudal run: warning: %s" % v.warning, file=sys.stderr)
+        self.budget_error = v.error
 
     def _check_ingests(self):
         import ray
@@ -537,7 +573,7 @@ class Run:
         import ray
 
         reason_stop = self.signals.reason
-        stopping = reason_stop or self.decl_errors or (
+        stopping = reason_stop or self.decl_errors or self.budget_error or (
             self.runtime_error and self.sim is not None and self.sim.poll() is None)
         if self.sim is not None:
             if stopping and self.sim.poll() is None:
@@ -554,7 +590,7 @@ class Run:
                 finally:
                     self.signals.armed = False
         run_finishers = self.driver is not None and not (
-            reason_stop or self.decl_errors or self.runtime_error)
+            reason_stop or self.decl_errors or self.budget_error or self.runtime_error)
         if run_finishers:
             self.signals.armed = True
             try:
@@ -579,6 +615,8 @@ class Run:
         if self.driver is not None:
             summary.update(self.driver.summary())
         summary["ingest"] = self._shutdown_ingests()
+        if self.budget is not None:
+            summary["memory"] = self.budget
         if self.driver is not None:
             self.driver.close()
         if not self.decl_errors:  # also those the head finds at the end
@@ -636,6 +674,8 @@ class Run:
                                 "was stopped" % self.args.timeout)
         if self.setup_error:
             found["declaration_error"] = self.setup_error
+        elif self.budget_error:
+            found["declaration_error"] = "the run cannot fit: %s" % self.budget_error
         elif self.decl_errors:
             more = len(self.decl_errors) - 1
             found["declaration_error"] = "declaration error: %s%s" % (
