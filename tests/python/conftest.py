@@ -336,3 +336,16 @@ def local_ray():
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def new_private_dirs(before):
+    """Private directories (/tmp/caudal-PID-*) that appeared since `before`
+    (a listing of /tmp) and whose caudal run is gone: left behind. Those of
+    runs still alive are other runs' (a machine shared with other tests)."""
+    out = []
+    for d in set(os.listdir("/tmp")) - before:
+        parts = d.split("-")
+        if d.startswith("caudal-") and len(parts) > 2 and parts[1].isdigit() \
+                and not os.path.exists("/proc/%s" % parts[1]):
+            out.append(d)
+    return out

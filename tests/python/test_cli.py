@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import caudal
-from conftest import endpoint_for
+from conftest import endpoint_for, new_private_dirs
 
 # libcaudal and its headers are installed beside the extension module.
 PKG = os.path.dirname(os.path.abspath(caudal._caudal.__file__))
@@ -162,7 +162,7 @@ def test_run_flags_for_ending_a_run():
     p = cli("run", "-n", "1", "--analytics", __file__, "--timeout", "0", "--", "true")
     assert p.returncode == 3 and "--timeout must be positive" in p.stderr
     assert "Traceback" not in p.stderr
-    assert not [d for d in set(os.listdir("/tmp")) - before if d.startswith("caudal-")]
+    assert not new_private_dirs(before)
 
 
 def test_an_analytics_script_that_cannot_load_is_a_setup_error(tmp_path):
@@ -188,4 +188,4 @@ def test_an_analytics_script_that_cannot_load_is_a_setup_error(tmp_path):
     assert "import-time failure" in cli("run", "-n", "1", "--analytics",
                                         str(tmp_path / "raises.py"), "--", "true").stderr
     assert not (tmp_path / "run").exists()
-    assert not [d for d in set(os.listdir("/tmp")) - before if d.startswith("caudal-")]
+    assert not new_private_dirs(before)

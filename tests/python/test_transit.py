@@ -21,6 +21,7 @@ import sys
 import pytest
 
 import caudal
+from conftest import new_private_dirs
 from caudal.runtime import placement
 from test_hostile import ERR_AUTH, ERR_PROTOCOL, HeldRun, answer, hello
 from test_load import ANALYTICS as LOAD_ANALYTICS
@@ -222,7 +223,7 @@ def test_transit_wants_between_one_endpoint_and_one_per_rank(tmp_path):
                "of ranks (4)" % n in p.stderr
         assert "Traceback" not in p.stderr
     assert not (tmp_path / "run").exists()  # nothing started
-    assert not [d for d in set(os.listdir("/tmp")) - before if d.startswith("caudal-")]
+    assert not new_private_dirs(before)
 
 
 def test_the_launchers_blocks_of_ranks_are_libcaudals_choice():
