@@ -440,13 +440,14 @@ def test_a_run_that_cannot_fit_the_store_is_refused(tmp_path):
         env={"CAUDAL_LOAD_WINDOW": "80",
              "RAY_OVERRIDE_RESOURCES": json.dumps({"object_store_memory": STORE})})
     assert p.returncode == 3, p.output
-    assert "caudal run: the run cannot fit: the object store of node 127.0.0.1 holds " \
-        "80.0 MiB and the run needs up to 99.0 MiB there (steps held per array: field 99)" \
-        in p.output
+    assert re.search(r"caudal run: the run cannot fit: the object store of node [\d.]+ "
+                     r"holds 80.0 MiB and the run needs up to 99.0 MiB there \(steps held per "
+                     r"array: field 99\); to fit, use a smaller window or --max-pending",
+                     p.output), p.output
     assert "--max-pending" in p.output and "object_store_memory" in p.output
     assert summary["end"]["exit_code"] == 3 and summary["memory"]["error"]
-    means, _ = oracle(prefix, 2, 2 * ROWS * COLS)
-    assert len(means) < steps  # stopped, not run to its end
+    assert summary["returncode"] != 0  # the simulation was stopped, not run to its end
+    assert summary["steps_analysed"] + summary.get("steps_without_call", 0) < steps
 
 
 # ------------------------------------------------------------------ soak

@@ -68,7 +68,7 @@ def check(per_node: Dict[str, Dict[str, int]], windows: Dict[str, int], pending:
            "RAY_OVERRIDE_RESOURCES='{\"object_store_memory\": BYTES}')")
     if frac > 1 and certain > 1:
         return Verdict(lines, None, "the object store of node %s holds %s and the run needs up "
-                       "to %s there (%s); it cannot fit: %s"
+                       "to %s there (%s); to fit, use %s"
                        % (where, _mib(cap), _mib(need), kept and "steps held per array: " + kept,
                           fix))
     if frac > SPILL:
