@@ -329,6 +329,9 @@ def measure(nnodes, args, run_dir, profile=None):
 
     # Streamed: the generators do not wait for the driver.
     first = args.steps + 1
+    gpids = [pid_of(g) for g in gens]
+    n0 = calls_into(head)
+    cpu0 = [cpu_seconds(p) for p in [hpid] + rpids + gpids]
     t0 = time.perf_counter()
     sent = [g.stream.remote(first, args.stream) for g in gens]
     got = 0
@@ -339,6 +342,11 @@ def measure(nnodes, args, run_dir, profile=None):
         got += len(steps)
     ray.get(sent)
     row["streamed"] = (time.perf_counter() - t0) / args.stream
+    cpu1 = [cpu_seconds(p) for p in [hpid] + rpids + gpids]
+    used = [b - a for a, b in zip(cpu0, cpu1)]
+    row["streamed_head_calls"] = (calls_into(head) - n0) / args.stream
+    row["streamed_cpu"] = sum(used) / args.stream  # head, relays and generators
+    row["streamed_relays_cpu"] = sum(used[1:1 + len(rpids)]) / args.stream
     summary = ray.get(head.summary.remote())
     assert not summary["steps_skipped"] and not summary["errors"], summary
     assert driver.summary()["calls"] == args.steps + 1 + args.stream
@@ -353,10 +361,12 @@ COLUMNS = [("nodes", "%6d"), ("ranks", "%6d"), ("baseline", "%9.2f"), ("baseline
            ("head_cpu", "%9.2f"), ("head_busy", "%9.2f"), ("driver_cpu", "%10.2f"),
            ("relay_cpu", "%10.2f"),
            ("head_calls", "%10.0f"), ("resolve", "%8.2f"), ("kernel", "%7.2f"),
-           ("streamed", "%9.2f")]
+           ("streamed", "%9.2f"), ("streamed_cpu", "%13.2f"),
+           ("streamed_relays_cpu", "%20.2f"), ("streamed_head_calls", "%20.1f")]
 
 
-COUNTS = ("nodes", "ranks", "head_calls")  # the other columns are seconds, shown as ms
+# The other columns are seconds, shown as ms.
+COUNTS = ("nodes", "ranks", "head_calls", "streamed_head_calls")
 
 
 def print_table(rows):

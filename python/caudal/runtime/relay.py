@@ -15,13 +15,15 @@ step their handles put as one list object (so each call up carries one
 reference per step). It says something only when it matters:
 
 - when its state (ranks, floor) moved, which is what lets the head decide
-  a step: in lock step, one call per step, once the last child's part of
-  it arrived;
-- when a child waits for an answer (`urgent`): a child marks a call urgent
-  when it is at its limit of calls in flight (IN_FLIGHT), or will wait for
-  the answers before it goes on (an ingest before a goodbye). A relay marks
-  its own call urgent for the same reasons, so nobody waits on a relay that
-  holds back.
+  a step: once the last child's part of a step arrived, so one call per
+  step as long as the nodes keep pace, and at most IN_FLIGHT in flight;
+- when a child waits for the answer (`urgent`): an ingest that has more
+  than IN_FLIGHT reports in flight, or that waits for them before a
+  goodbye (report.Reporter). The relay's call is then urgent too, and its
+  parent does the same: a node ahead of the others is not held back by
+  them, and nobody waits on a relay that holds back. One urgent call at a
+  time: what arrives meanwhile goes with the next one (group commit), so
+  that under load, when every ingest waits, the calls stay few.
 
 A child's call is answered once the parent applied the call that carried it
 (recursively: once the head applied it), so what an ingest does after its
@@ -80,7 +82,8 @@ class Relay:
         self.batch = _Batch()
         self.sent = None  # (ranks, floor) of the last call up
         self.seq = 0  # number of the next call up
-        self.outstanding = 0  # calls up not answered yet
+        self.lazy = 0  # calls up not answered yet, not urgent (the parent may hold them)
+        self.urgent = 0  # urgent ones (0 or 1)
         self.tasks = set()  # the loop holds tasks weakly
 
     async def report(self, child, seq, part, urgent=False):
@@ -100,16 +103,19 @@ class Relay:
 
     def _pump(self):
         """Calls the parent with the batch, if it is due and a call may go."""
-        while (self.batch.calls and self.outstanding < IN_FLIGHT
-               and (self.batch.urgent or self._state() != self.sent)):
+        while self.batch.calls and (
+                not self.urgent if self.batch.urgent else
+                self.lazy < IN_FLIGHT and self._state() != self.sent):
             batch, self.batch = self.batch, _Batch()
             self.sent = self._state()
-            self.outstanding += 1
-            urgent = batch.urgent or self.outstanding == IN_FLIGHT
+            if batch.urgent:
+                self.urgent += 1
+            else:
+                self.lazy += 1
             try:
                 part = Part(self.sent[0], self.sent[1], batch.counts,
                             {step: _one(hs) for step, hs in batch.blocks.items()})
-                call = self.parent.report.remote(self.name, self.seq, part, urgent)
+                call = self.parent.report.remote(self.name, self.seq, part, batch.urgent)
             except Exception as e:  # pragma: no cover - Ray itself failing
                 call = e
             self.seq += 1
@@ -127,7 +133,10 @@ class Relay:
         else:
             batch.done.set_result(None)
         finally:
-            self.outstanding -= 1
+            if batch.urgent:
+                self.urgent -= 1
+            else:
+                self.lazy -= 1
             self._pump()
 
     # Every other call goes on to the parent as it is, answered when the

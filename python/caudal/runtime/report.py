@@ -145,10 +145,10 @@ class Reporter:
     """An ingest's calls to its parent (the head, or the relay of its
     group): its reports in order, up to IN_FLIGHT in flight, and every other
     call after the reports before it, so that a rank's goodbye never
-    overtakes the report of its last steps. A report that this side will
-    wait for before it goes on is marked urgent, so that no relay holds it
-    back (relay.py). wait(ref): its value (ray.get, or one that gives up
-    when the caller is stopped)."""
+    overtakes the report of its last steps. A report after which this side
+    waits for the answers before it goes on is marked urgent, so that no
+    relay holds back what it waits for (relay.py). wait(ref): its value
+    (ray.get, or one that gives up when the caller is stopped)."""
 
     def __init__(self, parent, name, wait=None):
         self.parent = parent
@@ -160,9 +160,10 @@ class Reporter:
         self.lazy = False  # the last report was not urgent: a relay may hold it
 
     def report(self, blocks=(), urgent=False):
-        """The node's part with these blocks (catalog.BlockRef)."""
+        """The node's part with these blocks (catalog.BlockRef); past
+        IN_FLIGHT in flight, wait for the oldest (and say so: urgent)."""
         part = self.ranks.part(blocks)
-        urgent = urgent or len(self.inflight) + 1 >= IN_FLIGHT
+        urgent = urgent or len(self.inflight) >= IN_FLIGHT
         self.inflight.append(self.parent.report.remote(self.name, self.seq, part, urgent))
         self.seq += 1
         self.lazy = not urgent
