@@ -5,6 +5,8 @@
     simulation.py  the simulation's processes (mpiexec in a session of its own)
     ingest.py      the ingest actor, one per node: the receiver's blocks into Ray's store
     transit.py     in transit: where the N ingest endpoints listen, which ranks go to which
+    report.py      what an ingest reports (a Part) and how, and the driver's side of it
+    relay.py       relays: the head's stand-ins for groups of nodes, in a tree
     head.py        the head actor: declarations, step completeness, run counters
     driver.py      the analyses called on windows of complete steps
 
