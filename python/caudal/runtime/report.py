@@ -163,6 +163,8 @@ class Reporter:
         """The node's part with these blocks (catalog.BlockRef); past
         IN_FLIGHT in flight, wait for the oldest (and say so: urgent)."""
         part = self.ranks.part(blocks)
+        while self.inflight and ray.wait([self.inflight[0]], timeout=0)[0]:
+            self.wait(self.inflight.popleft())  # answered already (or failed: raised here)
         urgent = urgent or len(self.inflight) >= IN_FLIGHT
         self.inflight.append(self.parent.report.remote(self.name, self.seq, part, urgent))
         self.seq += 1
