@@ -16,7 +16,7 @@ ray = pytest.importorskip("ray")
 
 from caudal.catalog import BlockRef, Declaration  # noqa: E402
 from caudal.runtime.head import start_head  # noqa: E402
-from caudal.runtime.report import Reporter, StepBlocks  # noqa: E402
+from caudal.runtime.report import Leaf, Ranks, Reporter, StepBlocks, state  # noqa: E402
 
 NODES, PER_NODE, STEPS = 5, 2, 8
 NRANKS = NODES * PER_NODE
@@ -57,6 +57,41 @@ def script(node):
         calls.append(("report", step, blocks, high))
     calls += [("goodbye", r, True, {"steps": STEPS}) for r in ranks if r != LOST]
     return calls
+
+
+def test_a_nodes_part_counts_each_needed_block_once_and_carries_them_all():
+    """What report.Ranks makes of a node's events, without Ray: the blocks a
+    step needs counted once per rank (a fixed array's empty block is not
+    needed, a variable array's empty part is), the blocks packed per object
+    and given back whole by report.StepBlocks, the floor over the ranks
+    still connected."""
+    ranks = Ranks()
+    for r in (0, 1, 2):
+        ranks.connected(r)
+        count = (0, 0) if r == 2 else (1, 4)  # rank 2's block of "a" is empty
+        ranks.declared(Declaration(r, "float64", "C", False, (2, 4), (r, 0), count, "a"))
+        ranks.declared(Declaration(r, "int32", "C", True, (0,), (0,), (8,), "v"))
+    assert ranks.state() == (3, -1) and ranks.changed()
+    one, two = ["step 5, put once"], ["step 5, put early"]
+    blocks = [BlockRef("a", 5, 0, 4, one, 0, "n"), BlockRef("a", 5, 1, 4, one, 1, "n"),
+              BlockRef("a", 5, 0, 4, one, 2, "n"),  # rank 0 again: counted once
+              BlockRef("a", 5, 2, 0, one, 3, "n"),  # empty: not needed
+              BlockRef("v", 5, 0, 0, one, 4, "n"),  # an empty part is a part
+              BlockRef("v", 5, 2, 3, two, 0, "n")]
+    ranks.finished({0: 5, 1: 5, 2: 4})
+    part = ranks.part(blocks)
+    assert (part.ranks, part.floor) == (3, 4) and not ranks.changed()
+    assert part.counts == {("a", 5): 2, ("v", 5): 2}
+    assert [leaf.ref for leaf in part.blocks[5]] == [one, two]
+    assert all(isinstance(leaf, Leaf) and leaf.node == "n" for leaf in part.blocks[5])
+    got = StepBlocks(5, part.blocks[5])
+    assert got.of("a") == {0: blocks[2], 1: blocks[1], 2: blocks[3]}  # the last of rank 0's
+    assert got.of("v") == {0: blocks[4], 2: blocks[5]} and got.of("w") == {}
+    ranks.left(2)  # the floor is now the others'
+    assert ranks.changed() and ranks.state() == (3, 5)
+    ranks.connected(2)  # a rank that left is not live again
+    assert ranks.state() == (3, 5)
+    assert state([(3, 5), (2, None), (4, 2)]) == (9, 2) and state([(1, None)]) == (1, None)
 
 
 @ray.remote(num_cpus=0)
