@@ -16,7 +16,7 @@ real nodes would. The blocks point at one small object per node and step
 (a list of its R blocks, as an ingest puts a node-step), put before the
 step is timed, so the data path costs nothing and only the runtime's own
 work is timed. The runtime is the real one: caudal.runtime.head (start_head,
-what `caudal run` starts, with its tree of relays past 16 nodes) and
+what `caudal run` starts, with its tree of relays past 4 nodes) and
 caudal.runtime.driver.Driver.
 
 Per step, in lock step (one step at a time, so the phases are apart):
