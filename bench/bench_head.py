@@ -8,28 +8,37 @@ of nodes reporting, up to 1,024 nodes, on one machine.
 A local Ray (its temp dir under /tmp) and a load generator: G generator
 actors play N nodes between them, each node with R ranks (a global 2-D
 float64 array tiled by the N*R ranks' 8x8 blocks). They send exactly the
-calls N ingest actors would send: connected and declare once per rank, then
-one report per node and step (catalog.BlockRef per block, the ranks'
-progress), from G processes at once as real nodes would. The blocks point at
-one small object each generator put (a list of its R blocks, as an ingest
-puts a node-step), so the data path costs nothing and only the runtime's own
+calls N ingest actors would send, through the ingest's own
+caudal.runtime.report.Reporter: connected and declare once per rank, then
+one report per node and step (a report.Part made of the blocks'
+catalog.BlockRefs and the ranks' progress), from G processes at once as
+real nodes would. The blocks point at one small object per node and step
+(a list of its R blocks, as an ingest puts a node-step), put before the
+step is timed, so the data path costs nothing and only the runtime's own
 work is timed. The runtime is the real one: caudal.runtime.head (start_head,
-what `caudal run` starts) and caudal.runtime.driver.Driver.
+what `caudal run` starts, with its tree of relays past 4 nodes) and
+caudal.runtime.driver.Driver.
 
 Per step, in lock step (one step at a time, so the phases are apart):
 - reports in: from the first report sent until every report was answered,
   the step being then complete and handed over (in the head's queue);
-- take: the driver's head.take, which brings the CompleteStep over, and
-  head.resolve, which fetches the block lists the relays put;
-- assemble: Driver.analyse on it (the global array and its grid, the
-  window, an analysis that does nothing);
+- take: the driver's head.take, which brings the CompleteStep over;
+- assemble: Driver.analyse on it (the StepArray in the window, an analysis
+  that does nothing with it);
 - end to end: the three together;
+- driver CPU: the CPU time of this process (every thread: Ray's too) over
+  take and assemble;
+- resolve: what reading the array then costs the analysis before any
+  kernel runs: its blocks' references fetched from the step's handles, its
+  grid and its Dask graph made (report.StepBlocks, blocks.step_array);
 - kernel: caudal.stats.moments over that global array (checked once against
   NumPy on the same array), for scale: it is the analysis' cost, not the
   runtime's;
 and the head's CPU time per step (its process's, every thread, from
-/proc), the busiest relay's, and the calls the head took (relays: see
-caudal.runtime.head; one per node and step without them).
+/proc), also less what it spends idle for as long (head busy: Ray's own
+threads cost an idle actor a few ms per second, and a step lasts longer on
+a loaded machine), the busiest relay's, and the calls the head took
+(relays: see caudal.runtime.relay; one per node and step without them).
 
 Baseline, measured in the same run: the same generators sending the same
 calls, with the same arguments, to an actor whose methods do nothing: what
@@ -61,7 +70,8 @@ import caudal
 from caudal.analytics import Analysis
 from caudal.catalog import BlockRef, Declaration
 from caudal.runtime.driver import Driver
-from caudal.runtime.head import resolve, start_head
+from caudal.runtime.head import start_head
+from caudal.runtime.report import Reporter
 
 BLOCK = 8  # each rank's block is BLOCK x BLOCK float64
 ARRAY = "field"
@@ -107,7 +117,7 @@ class Sink:
     async def declare(self, decl):
         pass
 
-    async def report(self, node, seq, blocks, high):
+    async def report(self, node, seq, part, urgent=False):
         pass
 
 
@@ -127,7 +137,7 @@ class Nodes:
         self.data = [block_of(i) for i in range(per_node)]
         self.ref = ray.put(self.data) if shared else None
         self.objects = {}  # step -> node -> its object, put ahead of the step
-        self.targets = {}
+        self.ups = {}  # node -> its Reporter
 
     def prepare(self, step):
         """Put a step's objects before it is timed: the ingest's puts are
@@ -139,13 +149,19 @@ class Nodes:
         return range(node * self.per_node, (node + 1) * self.per_node)
 
     def connect(self, targets):
-        """targets: node -> what its ingest reports to."""
-        self.targets = targets
+        """targets: node -> what its ingest reports to. The ranks' connected
+        and declare calls at once (a real ingest makes them one by one, as
+        its ranks say hello: nothing is in flight before)."""
+        self.ups = {n: Reporter(targets[n], n) for n in self.nodes}
         calls = []
-        for n in self.nodes:
-            t = targets[n]
-            calls += [t.connected.remote(r, self.nranks) for r in self.ranks(n)]
-            calls += [t.declare.remote(decl_of(r, self.nranks)) for r in self.ranks(n)]
+        for n, up in self.ups.items():
+            for r in self.ranks(n):
+                up.ranks.connected(r)
+                calls.append(up.parent.connected.remote(r, self.nranks))
+            for r in self.ranks(n):
+                decl = decl_of(r, self.nranks)
+                up.ranks.declared(decl)
+                calls.append(up.parent.declare.remote(decl))
         ray.get(calls)
 
     def _report(self, node, step):
@@ -158,22 +174,24 @@ class Nodes:
                 del self.objects[step]
         blocks = [BlockRef(ARRAY, step, r, BLOCK * BLOCK, ref, i, self.node_id)
                   for i, r in enumerate(self.ranks(node))]
-        high = {r: step for r in self.ranks(node)}
-        return self.targets[node].report.remote(node, step, blocks, high)
+        up = self.ups[node]
+        up.ranks.finished({r: step for r in self.ranks(node)})
+        up.report(blocks)  # waits, as the ingest, past IN_FLIGHT reports in flight
 
     def send(self, step):
         """One step: every node's report, answered."""
-        ray.get([self._report(n, step) for n in self.nodes])
+        for n in self.nodes:
+            self._report(n, step)
+        for up in self.ups.values():
+            up.answered()
 
-    def stream(self, first, count, in_flight=2):
-        """count steps, at most in_flight reports outstanding per node."""
-        pending = []
+    def stream(self, first, count):
+        """count steps, each node's reports as its ingest sends them."""
         for step in range(first, first + count):
-            pending.append([self._report(n, step) for n in self.nodes])
-            if len(pending) > in_flight:
-                ray.get(pending.pop(0))
-        for refs in pending:
-            ray.get(refs)
+            for n in self.nodes:
+                self._report(n, step)
+        for up in self.ups.values():
+            up.answered()
 
 
 def cpu_seconds(pid):
@@ -189,6 +207,15 @@ def cpu_seconds(pid):
     return total * 1e-9
 
 
+def idle_rate(pid, seconds=1.0):
+    """CPU seconds per second that a process spends without being called
+    (Ray's own threads): a step that lasts longer on a loaded machine costs
+    the head more of it, whatever the head does."""
+    c0 = cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - c0) / seconds
+
+
 def pid_of(actor):
     return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
 
@@ -196,9 +223,21 @@ def pid_of(actor):
 PY_SPY = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
 
 
-def calls_into_head(relays):
-    """Reports the relays sent the head so far."""
-    return sum(ray.get([r.__ray_call__.remote(lambda self: self.seq) for r in relays]))
+def calls_into(head):
+    """Reports the head took so far."""
+    return ray.get(head.__ray_call__.remote(lambda self: self.calls))
+
+
+def relays_of(targets, head):
+    """Every relay of the tree."""
+    def others(actors):  # handles of the same actor compare by its id
+        return list({a._actor_id: a for a in actors if a._actor_id != head._actor_id}.values())
+
+    out, level = [], others(targets.values())
+    while level:
+        out += level
+        level = others(ray.get([r.__ray_call__.remote(lambda self: self.parent) for r in level]))
+    return out
 
 
 def noop(x, ctx):
@@ -236,12 +275,13 @@ def measure(nnodes, args, run_dir, profile=None):
     head, targets = start_head(nranks, max_pending=8, ingests=range(nnodes))
     ray.get([g.connect.remote({n: targets[n] for n in grp}) for g, grp in zip(gens, groups)])
     hpid = pid_of(head)
-    relays = list({id(t): t for t in targets.values() if t is not head}.values())
+    relays = relays_of(targets, head)
     rpids = [pid_of(r) for r in relays]
+    idle = idle_rate(hpid)
     driver = Driver([Analysis(noop, (ARRAY,), name="noop")], head, [], run_dir)
     want = expected(nranks, args.per_node)
-    phases = {k: [] for k in ("reports", "take", "assemble", "e2e", "kernel", "head_cpu",
-                              "relay_cpu", "head_calls")}
+    phases = {k: [] for k in ("reports", "take", "assemble", "e2e", "driver_cpu", "resolve",
+                              "kernel", "head_cpu", "head_busy", "relay_cpu", "head_calls")}
     spy = profile and subprocess.Popen(
         [PY_SPY, "record", "--pid", str(hpid), "--format", "raw", "-o", profile,
          "--rate", "200"] + (["--native"] if args.native else []),
@@ -250,31 +290,37 @@ def measure(nnodes, args, run_dir, profile=None):
         ray.get([g.prepare.remote(step) for g in gens])
         c0 = cpu_seconds(hpid)
         r0 = [cpu_seconds(p) for p in rpids]
-        n0 = calls_into_head(relays)
+        n0 = calls_into(head)
         t0 = time.perf_counter()
         ray.get([g.send.remote(step) for g in gens])
         t1 = time.perf_counter()
-        steps, _, errors = ray.get(head.take.remote(0))
-        steps = resolve(steps)
+        d0 = time.process_time()
+        steps, _ = driver.take(0)
         t2 = time.perf_counter()
-        assert not errors, errors
+        assert not driver.declaration_errors, driver.declaration_errors
         assert [c.step for c in steps] == [step], "step %d not complete: %r" % (step, steps)
         driver.analyse(steps[0])
         t3 = time.perf_counter()
+        d1 = time.process_time()
         c1 = cpu_seconds(hpid)
         r1 = max([cpu_seconds(p) - r for p, r in zip(rpids, r0)], default=0.0)
-        n1 = calls_into_head(relays)
+        n1 = calls_into(head)
         x = driver.windows[ARRAY][-1]
         t4 = time.perf_counter()
-        m = caudal.stats.moments(x)
+        x.blocks, x.data  # noqa: B018 - made on first use: what an analysis pays
         t5 = time.perf_counter()
+        m = caudal.stats.moments(x)
+        t6 = time.perf_counter()
         if step == 0:
             assert x.shape == want.shape
             assert np.isclose(m.mean, want.mean()) and m.max == want.max(), (m, want.mean())
+            assert np.array_equal(x.data.compute(), want)
             continue  # warm-up
         for k, v in (("reports", t1 - t0), ("take", t2 - t1), ("assemble", t3 - t2),
-                     ("e2e", t3 - t0), ("kernel", t5 - t4), ("head_cpu", c1 - c0),
-                     ("relay_cpu", r1), ("head_calls", n1 - n0 if relays else nnodes)):
+                     ("e2e", t3 - t0), ("driver_cpu", d1 - d0), ("resolve", t5 - t4),
+                     ("kernel", t6 - t5), ("head_cpu", c1 - c0),
+                     ("head_busy", c1 - c0 - idle * (t3 - t0)), ("relay_cpu", r1),
+                     ("head_calls", n1 - n0)):
             phases[k].append(v)
     if spy:
         spy.send_signal(signal.SIGINT)
@@ -283,16 +329,24 @@ def measure(nnodes, args, run_dir, profile=None):
 
     # Streamed: the generators do not wait for the driver.
     first = args.steps + 1
+    gpids = [pid_of(g) for g in gens]
+    n0 = calls_into(head)
+    cpu0 = [cpu_seconds(p) for p in [hpid] + rpids + gpids]
     t0 = time.perf_counter()
     sent = [g.stream.remote(first, args.stream) for g in gens]
     got = 0
     while got < args.stream:
-        steps, _, _ = ray.get(head.take.remote(0.05))
-        for c in resolve(steps):
+        steps, _ = driver.take(0.05)
+        for c in steps:
             driver.analyse(c)
         got += len(steps)
     ray.get(sent)
     row["streamed"] = (time.perf_counter() - t0) / args.stream
+    cpu1 = [cpu_seconds(p) for p in [hpid] + rpids + gpids]
+    used = [b - a for a, b in zip(cpu0, cpu1)]
+    row["streamed_head_calls"] = (calls_into(head) - n0) / args.stream
+    row["streamed_cpu"] = sum(used) / args.stream  # head, relays and generators
+    row["streamed_relays_cpu"] = sum(used[1:1 + len(rpids)]) / args.stream
     summary = ray.get(head.summary.remote())
     assert not summary["steps_skipped"] and not summary["errors"], summary
     assert driver.summary()["calls"] == args.steps + 1 + args.stream
@@ -303,14 +357,16 @@ def measure(nnodes, args, run_dir, profile=None):
 
 
 COLUMNS = [("nodes", "%6d"), ("ranks", "%6d"), ("baseline", "%9.2f"), ("baseline_cpu", "%12.2f"),
-           ("reports", "%9.2f"),
-           ("take", "%7.2f"), ("assemble", "%9.2f"), ("e2e", "%8.2f"), ("head_cpu", "%9.2f"),
+           ("reports", "%9.2f"), ("take", "%7.2f"), ("assemble", "%9.2f"), ("e2e", "%8.2f"),
+           ("head_cpu", "%9.2f"), ("head_busy", "%9.2f"), ("driver_cpu", "%10.2f"),
            ("relay_cpu", "%10.2f"),
-           ("head_calls", "%10.0f"),
-           ("kernel", "%7.2f"), ("streamed", "%9.2f")]
+           ("head_calls", "%10.0f"), ("resolve", "%8.2f"), ("kernel", "%7.2f"),
+           ("streamed", "%9.2f"), ("streamed_cpu", "%13.2f"),
+           ("streamed_relays_cpu", "%20.2f"), ("streamed_head_calls", "%20.1f")]
 
 
-COUNTS = ("nodes", "ranks", "head_calls")  # the other columns are seconds, shown as ms
+# The other columns are seconds, shown as ms.
+COUNTS = ("nodes", "ranks", "head_calls", "streamed_head_calls")
 
 
 def print_table(rows):

@@ -30,23 +30,58 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Tuple
 
 
-@dataclass(frozen=True)
 class StepArray:
     """One step of a global array: ``data`` is the Dask array, ``blocks``
     the grid of its blocks with the Ray node each lives on (caudal.blocks),
-    which the kernels (caudal.stats, ...) use to run next to the data."""
+    which the kernels (caudal.stats, ...) use to run next to the data.
 
-    step: int
-    data: Any  # dask.array.Array
-    blocks: Any = field(default=None, repr=False, compare=False)
+    Either may be given made, or as a function that makes it (``make_data``,
+    ``make_blocks``), called once, when it is first asked for: a step of
+    ``caudal run`` costs its blocks' references, its graph and its grid only
+    to an analysis that reads them (each call from any thread)."""
+
+    __slots__ = ("step", "_data", "_blocks", "_make_data", "_make_blocks", "_shape", "_dtype",
+                 "_lock")
+
+    def __init__(self, step, data=None, blocks=None, *, make_data=None, make_blocks=None,
+                 shape=None, dtype=None):
+        import threading
+
+        self.step = step
+        self._data, self._blocks = data, blocks
+        self._make_data, self._make_blocks = make_data, make_blocks
+        self._shape, self._dtype = shape, dtype
+        self._lock = threading.RLock()  # a maker may ask for the other
+
+    @property
+    def data(self):
+        """The Dask array (dask.array.Array) of the step."""
+        if self._data is None and self._make_data is not None:
+            with self._lock:
+                if self._data is None:
+                    self._data, self._make_data = self._make_data(), None
+        return self._data
+
+    @property
+    def blocks(self):
+        """The grid of blocks (caudal.blocks.Grid), or None."""
+        if self._blocks is None and self._make_blocks is not None:
+            with self._lock:
+                if self._blocks is None:
+                    self._blocks, self._make_blocks = self._make_blocks(), None
+        return self._blocks
 
     @property
     def shape(self):
-        return self.data.shape
+        return self._shape if self._shape is not None else self.data.shape
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self._dtype if self._dtype is not None else self.data.dtype
+
+    def __repr__(self):  # without making anything
+        shape = self._shape if self._shape is not None else getattr(self._data, "shape", "?")
+        return "StepArray(step=%r, shape=%s)" % (self.step, shape)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ because a block of extent 1 is both and its neighbours' halos must agree.
 
 import dataclasses
 import math
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -156,10 +158,12 @@ class _Ray:
         return [p for p, b in grid.blocks.items() if b.node == me]
 
     def assemble(self, grid):
-        """A StepArray: a Dask array over the blocks, and the grid."""
-        data = global_array(grid.layout, {b.rank: b.data for b in grid.blocks.values()},
-                            grid.step)
-        return StepArray(grid.step, data, blocks=grid)
+        """A StepArray: the grid, and a Dask array over its blocks made
+        when asked for."""
+        return StepArray(grid.step, blocks=grid, shape=grid.shape, dtype=grid.dtype,
+                         make_data=lambda: global_array(
+                             grid.layout, {b.rank: b.data for b in grid.blocks.values()},
+                             grid.step))
 
     # State kept next to the blocks (caudal.temporal): one keeper per node,
     # an actor there, which the blocks reach without leaving their node.
@@ -478,28 +482,62 @@ def _offsets(sizes):
 # ---------------------------------------------------------------- making grids
 
 
-def step_array(layout, blocks, step):
+def step_array(layout, blocks, step, token=None):
     """The StepArray of one step of an array from `caudal run`: its Dask
-    array and its grid of blocks. blocks: rank -> catalog.BlockRef."""
-    data = global_array(layout, blocks, step)
+    array and its grid of blocks, each made when first asked for.
+    blocks: rank -> catalog.BlockRef, or a function that returns them
+    (called once, by the first of the two made). token: what names the
+    step's blocks in the graph's name, when the caller knows it (else
+    global_array hashes each block's identity)."""
+    if callable(blocks):
+        lock, got = threading.Lock(), []
+
+        def refs():
+            with lock:
+                if not got:
+                    got.append(blocks())
+            return got[0]
+    else:
+        refs = lambda: blocks  # noqa: E731
+    return StepArray(step, shape=None if layout.variable else layout.shape, dtype=layout.dtype,
+                     make_data=lambda: global_array(layout, refs(), step, token=token),
+                     make_blocks=lambda: _step_grid(layout, refs(), step))
+
+
+def _step_grid(layout, blocks, step):
     grid = {}
     if layout.variable:
         ranks = [r for r in range(layout.nranks) if r in blocks and blocks[r].count > 0]
-        sizes = data.chunks[0] if ranks else ()
+        sizes = tuple(blocks[r].count for r in ranks)
         starts = _offsets(sizes)
         for i, r in enumerate(ranks):
             grid[(i,)] = Block((i,), (starts[i],), (sizes[i],), blocks[r])
         shape = (sum(sizes),)
-        chunks = data.chunks
+        chunks = (sizes,) if ranks else ((0,),)
     else:
         shape, chunks = layout.shape, layout.chunks
-        offs = [_offsets(c) for c in chunks]
-        for r, pos in layout.positions.items():
-            start = tuple(offs[d][i] for d, i in enumerate(pos))
-            count = tuple(chunks[d][i] for d, i in enumerate(pos))
+        missing = [r for r in layout.positions if r not in blocks]
+        if missing:  # as global_array says it
+            global_array(layout, blocks, step)
+        for r, (pos, start, count) in _geometry(layout).items():
             grid[pos] = Block(pos, start, count, blocks[r])
-    g = Grid(layout.name, step, shape, layout.dtype, chunks, grid, RAY, layout, layout.order)
-    return StepArray(step, data, blocks=g)
+    return Grid(layout.name, step, shape, layout.dtype, chunks, grid, RAY, layout, layout.order)
+
+
+_geometries = weakref.WeakKeyDictionary()
+
+
+def _geometry(layout):
+    """rank -> (pos, start, count) of each block of a fixed layout, worked
+    out once per layout: every step of the array has the same."""
+    g = _geometries.get(layout)
+    if g is None:
+        offs = [_offsets(c) for c in layout.chunks]
+        g = {r: (pos, tuple(offs[d][i] for d, i in enumerate(pos)),
+                 tuple(layout.chunks[d][i] for d, i in enumerate(pos)))
+             for r, pos in layout.positions.items()}
+        _geometries[layout] = g
+    return g
 
 
 def _dask_grid(x, name=None, step=None):

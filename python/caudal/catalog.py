@@ -420,12 +420,12 @@ def _stored(ident):
     return _kind(ident) == "ray.ObjectRef"
 
 
-def _array(name, layout, step, dsk, chunks, ndim, idents):
+def _array(name, layout, step, dsk, chunks, ndim, ident):
     import dask.array as da
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
-    token = tokenize(layout.name, step, layout.dtype.str, chunks, _digest(idents))
+    token = tokenize(layout.name, step, layout.dtype.str, chunks, ident)
     gname = "%s-step%d-%s" % (layout.name, step, token)
     graph = {(gname,) + key: value for key, value in dsk.items()}
     hlg = HighLevelGraph.from_collections(gname, graph, dependencies=())
@@ -443,7 +443,7 @@ def _check_chunk(layout, step, rank, chunk, shape):
                   % (step, rank, chunk.dtype, chunk.shape, layout.dtype, tuple(shape)))
 
 
-def global_array(layout, chunks, step, counts=None):
+def global_array(layout, chunks, step, counts=None, token=None):
     """A Dask array of one step whose chunks are the ranks' blocks as they
     are (nothing copied, nothing computed), so work runs next to the data.
 
@@ -451,10 +451,13 @@ def global_array(layout, chunks, step, counts=None):
     of ranks that the layout does not need (empty ones) are ignored.
     counts: rank -> elements of the rank's block this step, for a variable
     array whose chunks are ObjectRefs (a BlockRef has its count, a NumPy
-    chunk its length); a rank absent from counts has no elements this step."""
+    chunk its length); a rank absent from counts has no elements this step.
+    token: a string that names these blocks, unique to them, for the
+    graph's name (the driver has one per step); without it each chunk's
+    identity is hashed."""
     step = int(step)
     if layout.variable:
-        return _variable_array(layout, chunks, step, counts)
+        return _variable_array(layout, chunks, step, counts, token)
     ndim = len(layout.shape)
     missing = [r for r in layout.positions if r not in chunks]
     if missing:
@@ -469,11 +472,13 @@ def global_array(layout, chunks, step, counts=None):
         if isinstance(chunk, np.ndarray):  # a stored block cannot be checked here
             _check_chunk(layout, step, r, chunk, [layout.chunks[d][i] for d, i in enumerate(pos)])
         dsk[pos] = _value(chunk)
-        idents.append((r, _identity(chunk)))
-    return _array(layout.name, layout, step, dsk, layout.chunks, ndim, idents)
+        if token is None:
+            idents.append((r, _identity(chunk)))
+    ident = token if token is not None else _digest(idents)
+    return _array(layout.name, layout, step, dsk, layout.chunks, ndim, ident)
 
 
-def _variable_array(layout, chunks, step, counts):
+def _variable_array(layout, chunks, step, counts, token=None):
     if counts is None:
         counts = {}
         for r, c in chunks.items():
@@ -497,10 +502,12 @@ def _variable_array(layout, chunks, step, counts):
     for i, r in enumerate(ranks):
         _check_chunk(layout, step, r, chunks[r], [int(counts[r])])
         dsk[(i,)] = _value(chunks[r])
-        idents.append((r, _identity(chunks[r])))
+        if token is None:
+            idents.append((r, _identity(chunks[r])))
     if ranks:
         sizes = (tuple(int(counts[r]) for r in ranks),)
     else:
         sizes = ((0,),)
         dsk[(0,)] = np.empty(0, dtype=layout.dtype)
-    return _array(layout.name, layout, step, dsk, sizes, 1, idents)
+    ident = token if token is not None else _digest(idents)
+    return _array(layout.name, layout, step, dsk, sizes, 1, ident)

@@ -70,6 +70,34 @@ def test_the_grid_holds_the_ingests_block_refs_as_they_are():
         assert b.stored == refs[b.rank].holding("r%d" % b.rank, "d")
 
 
+def test_a_step_array_makes_its_grid_and_graph_when_first_asked():
+    """The driver hands every analysis the same StepArray of a step: its
+    blocks are fetched (the function called) once, by the first of its grid
+    and its Dask array asked for, and not at all if neither is."""
+    layout = _layout()
+    g = np.arange(24, dtype=np.float64).reshape(4, 6)
+    blocks = {2: (0, 0), 3: (0, 3), 0: (2, 0), 1: (2, 3)}
+    refs = {r: BlockRef("f", 4, r, 6, g[i:i + 2, j:j + 3].copy(), None, "n")
+            for r, (i, j) in blocks.items()}
+    calls = []
+
+    def fetch():
+        calls.append(1)
+        return refs
+
+    sa = step_array(layout, fetch, 4, token="step-4")
+    assert sa.shape == (4, 6) and sa.dtype == np.float64 and sa.step == 4
+    assert calls == []  # a fixed array's shape is its layout's
+    grid = sa.blocks
+    assert calls == [1] and sa.blocks is grid
+    assert sorted(b.rank for b in grid.blocks.values()) == [0, 1, 2, 3]
+    assert np.array_equal(sa.data.compute(scheduler="sync"), g)
+    assert calls == [1] and "step-4" not in repr(sa)
+    # The token names the blocks in the graph: another token, another name.
+    other = step_array(layout, refs, 4, token="other")
+    assert other.data.name != sa.data.name and other.data.name.startswith("f-step4-")
+
+
 def test_a_variable_arrays_chunks_are_the_block_refs_counts():
     decls = {r: Declaration(r, "int32", "C", True, (0,), (0,), (8,)) for r in range(3)}
     layout = build_layout("p", decls, 3)

@@ -1,11 +1,13 @@
-"""The head's relays (runtime.head.Relay): a run's reports sent through
+"""The head's relays (runtime.relay): a run's reports sent through a tree of
 relays give the head the same complete steps, skips, drops and losses as
 the same reports sent to the head directly, in a real local Ray.
 
-Three nodes of two ranks each play a run as ingest actors would (two
-reports in flight per node, any other call after the node's reports were
-answered): two arrays, a rank that drops two steps, a rank that does not
-put one array at one step, a rank lost before the last step."""
+Five nodes of two ranks each play a run through report.Reporter, as ingest
+actors do (two reports in flight per node, any other call after the node's
+reports were answered): two arrays, a rank that drops two steps, a rank
+that does not put one array at one step, a rank lost before the last step.
+The driver's side (report.StepBlocks) gives back every block as the node
+reported it."""
 
 
 import pytest
@@ -13,25 +15,26 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from caudal.catalog import BlockRef, Declaration  # noqa: E402
-from caudal.runtime.head import resolve, start_head  # noqa: E402
+from caudal.runtime.head import start_head  # noqa: E402
+from caudal.runtime.report import Leaf, Ranks, Reporter, StepBlocks, state  # noqa: E402
 
-NODES, PER_NODE, STEPS = 3, 2, 8
+NODES, PER_NODE, STEPS = 5, 2, 8
 NRANKS = NODES * PER_NODE
 LOST = 5  # a rank lost after step 6
 DROPPER = 3  # drops steps 2 and 3
 NO_V_AT = (0, 5)  # rank 0 does not put array "v" at step 5
 
 
-def declarations(rank):
+def declarations(rank, nranks=NRANKS):
     return [Declaration(rank=rank, dtype="float64", order="C", variable=False,
-                        shape=(NRANKS, 4), start=(rank, 0), count=(1, 4), name="a"),
+                        shape=(nranks, 4), start=(rank, 0), count=(1, 4), name="a"),
             Declaration(rank=rank, dtype="int32", order="C", variable=True,
                         shape=(0,), start=(0,), count=(16,), name="v")]
 
 
 def script(node):
-    """The calls node's ingest makes, in order: ("report", step, blocks
-    as (array, rank, count), high) or (method, args...)."""
+    """The events node's ingest turns into calls, in order: ("report", step,
+    blocks as (array, rank, count), the ranks' progress) or (method, args...)."""
     ranks = range(node * PER_NODE, (node + 1) * PER_NODE)
     calls = [("connected", r, NRANKS) for r in ranks]
     calls += [("declare", d) for r in ranks for d in declarations(r)]
@@ -39,7 +42,7 @@ def script(node):
         live = [r for r in ranks if not (r == LOST and step > 6)]
         if step == 7 and LOST in ranks:
             calls.append(("report", step, [], {r: 6 for r in live if r != LOST}))
-            calls.append(("rank_done", LOST, False, "connection reset"))
+            calls.append(("goodbye", LOST, False, "connection reset"))
         if DROPPER in ranks and step in (2, 3):
             if step == 3:
                 calls.append(("dropped", DROPPER, 2, 3, 2))
@@ -52,66 +55,116 @@ def script(node):
         if DROPPER in ranks and step == 2:
             high[DROPPER] = 1  # its step 2 is not finished until the drop
         calls.append(("report", step, blocks, high))
-    calls += [("rank_done", r, True, {"steps": STEPS}) for r in ranks if r != LOST]
+    calls += [("goodbye", r, True, {"steps": STEPS}) for r in ranks if r != LOST]
     return calls
+
+
+def test_a_nodes_part_counts_each_needed_block_once_and_carries_them_all():
+    """What report.Ranks makes of a node's events, without Ray: the blocks a
+    step needs counted once per rank (a fixed array's empty block is not
+    needed, a variable array's empty part is), the blocks packed per object
+    and given back whole by report.StepBlocks, the floor over the ranks
+    still connected."""
+    ranks = Ranks()
+    for r in (0, 1, 2):
+        ranks.connected(r)
+        count = (0, 0) if r == 2 else (1, 4)  # rank 2's block of "a" is empty
+        ranks.declared(Declaration(r, "float64", "C", False, (2, 4), (r, 0), count, "a"))
+        ranks.declared(Declaration(r, "int32", "C", True, (0,), (0,), (8,), "v"))
+    assert ranks.state() == (3, -1) and ranks.changed()
+    one, two = ["step 5, put once"], ["step 5, put early"]
+    blocks = [BlockRef("a", 5, 0, 4, one, 0, "n"), BlockRef("a", 5, 1, 4, one, 1, "n"),
+              BlockRef("a", 5, 0, 4, one, 2, "n"),  # rank 0 again: counted once
+              BlockRef("a", 5, 2, 0, one, 3, "n"),  # empty: not needed
+              BlockRef("v", 5, 0, 0, one, 4, "n"),  # an empty part is a part
+              BlockRef("v", 5, 2, 3, two, 0, "n")]
+    ranks.finished({0: 5, 1: 5, 2: 4})
+    part = ranks.part(blocks)
+    assert (part.ranks, part.floor) == (3, 4) and not ranks.changed()
+    assert part.counts == {("a", 5): 2, ("v", 5): 2}
+    assert [leaf.ref for leaf in part.blocks[5]] == [one, two]
+    assert all(isinstance(leaf, Leaf) and leaf.node == "n" for leaf in part.blocks[5])
+    got = StepBlocks(5, part.blocks[5])
+    assert got.of("a") == {0: blocks[2], 1: blocks[1], 2: blocks[3]}  # the last of rank 0's
+    assert got.of("v") == {0: blocks[4], 2: blocks[5]} and got.of("w") == {}
+    ranks.left(2)  # the floor is now the others'
+    assert ranks.changed() and ranks.state() == (3, 5)
+    ranks.connected(2)  # a rank that left is not live again
+    assert ranks.state() == (3, 5)
+    assert state([(3, 5), (2, None), (4, 2)]) == (9, 2) and state([(1, None)]) == (1, None)
 
 
 @ray.remote(num_cpus=0)
 class Node:
-    """Plays one node's ingest: its reports, two in flight, in order."""
+    """Plays one node's ingest through report.Reporter."""
 
     def __init__(self, node, target):
-        self.node, self.target = node, target
+        self.up = Reporter(target, node)
 
     def run(self, calls):
-        inflight, seq = [], 0
         for call in calls:
             if call[0] == "report":
                 _, step, blocks, high = call
                 ref = ray.put([float(step)] * len(blocks))  # a node-step's object
-                refs = [BlockRef(a, step, r, n, ref, i, None)
-                        for i, (a, r, n) in enumerate(blocks)]
-                inflight.append(self.target.report.remote(self.node, seq, refs, high))
-                seq += 1
-                if len(inflight) > 2:
-                    ray.get(inflight.pop(0))
+                self.up.ranks.finished(high)
+                self.up.report([BlockRef(a, step, r, n, ref, i, "node-%d" % self.up.name)
+                                for i, (a, r, n) in enumerate(blocks)])
             else:
-                ray.get(inflight)
-                inflight = []
-                ray.get(getattr(self.target, call[0]).remote(*call[1:]))
-        ray.get(inflight)
+                getattr(self.up, call[0])(*call[1:])
+        self.up.drain()
 
 
-def play(group):
-    """Run the script through start_head(group=...): the complete steps
-    (resolved) and the head's summary."""
-    head, targets = start_head(NRANKS, max_pending=2, ingests=range(NODES), group=group)
-    relays = {id(t) for t in targets.values() if t is not head}
+def relays_of(targets, head):
+    """Every relay of the tree, the head's children last."""
+    def others(actors):  # handles of the same actor compare by its id
+        return list({a._actor_id: a for a in actors if a._actor_id != head._actor_id}.values())
+
+    out, level = [], others(targets.values())
+    while level:
+        out += level
+        level = others(ray.get([r.__ray_call__.remote(lambda self: self.parent) for r in level]))
+    return out
+
+
+def play(group, head_children):
+    """Run the script through start_head(group=..., head_children=...):
+    the complete steps (resolved) and the head's summary."""
+    head, targets = start_head(NRANKS, max_pending=2, ingests=range(NODES), group=group,
+                               head_children=head_children)
+    relays = relays_of(targets, head)
     nodes = [Node.remote(n, targets[n]) for n in range(NODES)]
     runs = [nd.run.remote(script(n)) for n, nd in enumerate(nodes)]
     got, over = [], False
     while not over:  # taken while the nodes report: max_pending holds them back
-        steps, over, errors = ray.get(head.take.remote(0.1))
+        steps, over, errors, _ = ray.get(head.take.remote(0.1))
         assert not errors
-        for c in resolve(steps):
-            got.append((c.step, {name: sorted((r, b.array, b.step, b.count, b.index)
-                                              for r, b in a.blocks.items())
-                                 for name, a in c.arrays.items()}))
-            for a in c.arrays.values():
-                assert all(isinstance(b, BlockRef) for b in a.blocks.values())
+        ray.get(ray.wait(runs, num_returns=len(runs), timeout=0)[0])  # a node's failure
+        for c in steps:
+            blocks = StepBlocks(c.step, c.blocks)
+            arrays = {name: blocks.of(name) for name in c.arrays}
+            got.append((c.step, {name: sorted((r, b.array, b.step, b.count, b.index, b.node)
+                                              for r, b in a.items())
+                                 for name, a in arrays.items()}))
+            for a in arrays.values():
+                assert all(isinstance(b, BlockRef) for b in a.values())
+                assert all(ray.get(b.ref)[b.index] == c.step for b in a.values())
     ray.get(runs)
     summary = ray.get(head.summary.remote())
     summary.pop("ranks_lost_at")  # a time
+    # What reported to the head: the nodes, or the relays at the top.
+    assert summary.pop("reports_to_head")["from"] == min(NODES, head_children)
     return got, summary, len(relays)
 
 
 def test_reports_through_relays_decide_as_the_head_alone(local_ray):
-    direct, direct_summary, n = play(group=NODES)
-    assert n == 0  # no more nodes than a group: the head alone
-    relayed, relayed_summary, n = play(group=2)
-    assert n == 2  # nodes 0, 1 and node 2 each behind a relay
-    assert relayed == direct
-    assert relayed_summary == direct_summary
+    direct, direct_summary, n = play(group=2, head_children=NODES)
+    assert n == 0  # no more nodes than the head takes: the head alone
+    # 5 nodes -> 2 relays -> head; -> 3 -> 2 -> head; -> 1 -> head
+    for group, head_children, relays in ((3, 2, 2), (2, 2, 3 + 2), (5, 1, 1)):
+        relayed, relayed_summary, n = play(group, head_children)
+        assert n == relays
+        assert relayed == direct
+        assert relayed_summary == direct_summary
 
     # And what they agree on is what the script makes: steps 2 and 3
     # skipped (a rank dropped them), "v" at step 5 (rank 0 did not put it),
@@ -126,4 +179,48 @@ def test_reports_through_relays_decide_as_the_head_alone(local_ray):
     assert direct_summary["steps_left_at_end"] == {}
     step4 = dict(direct)[4]
     assert [r for r, *_ in step4["a"]] == list(range(NRANKS))
-    assert all(count == r for r, _, _, count, _ in step4["v"])  # each block's own count
+    assert all(count == r for r, _, _, count, _, _ in step4["v"])  # each block's own count
+    assert all(node == "node-%d" % (r // PER_NODE) for r, *_, node in step4["a"])
+
+
+@ray.remote(num_cpus=0)
+class LockStep:
+    """A node whose ranks publish one step at a time, every node waiting
+    for the others' answers: a relay's children then all report a step
+    before any reports the next."""
+
+    def __init__(self, node, target, nranks):
+        self.up = Reporter(target, node)
+        self.ranks = range(node * PER_NODE, (node + 1) * PER_NODE)
+        self.nranks = nranks
+
+    def start(self, decls):
+        for r in self.ranks:
+            self.up.connected(r, self.nranks)
+            self.up.declare(decls[r])
+
+    def step(self, step):
+        ref = ray.put([0.0] * PER_NODE)
+        self.up.ranks.finished({r: step for r in self.ranks})
+        self.up.report([BlockRef("a", step, r, 4, ref, i, None) for i, r in enumerate(self.ranks)])
+        self.up.answered()
+
+
+def test_a_relay_speaks_once_a_step_when_its_floor_moves(local_ray):
+    """4 nodes, 2 relays of 2 in lock step: once every node has reported,
+    the head takes one call per relay and step (two at the first step,
+    whose first report also says how many ranks there are), not one per
+    node, and every step is whole."""
+    head, targets = start_head(4 * PER_NODE, ingests=range(4), group=2, head_children=2)
+    nodes = [LockStep.remote(n, targets[n], 4 * PER_NODE) for n in range(4)]
+    ray.get([n.start.remote({r: declarations(r, 4 * PER_NODE)[0] for r in range(4 * PER_NODE)})
+             for n in nodes])
+    steps = 6
+    for s in range(steps):
+        ray.get([n.step.remote(s) for n in nodes])
+    calls = ray.get(head.__ray_call__.remote(lambda self: self.calls))
+    done, _, errors, _ = ray.get(head.take.remote(0))
+    assert not errors
+    assert [c.step for c in done] == list(range(steps))
+    assert all(c.arrays == ("a",) for c in done)
+    assert calls == 2 * (steps + 1)

@@ -145,13 +145,17 @@ def test_block_over_tcp_the_ranks_wait_and_nothing_is_dropped(tmp_path):
     assert waited > 0
 
 
-def test_drop_over_tcp_steps_are_dropped_reported_and_never_analysed(tmp_path):
+@pytest.mark.parametrize("ranks,endpoints", [(3, 2), (5, 5)])
+def test_drop_over_tcp_steps_are_dropped_reported_and_never_analysed(tmp_path, ranks,
+                                                                     endpoints):
     """The same load under drop, 3 ranks on 2 endpoints (ranks 0-1 and 2,
     which do not divide evenly): the ranks drop steps, summary.json reports
     exactly the steps each rank says it dropped, no analysed step lacks a
-    rank's part, and every analysed step's mean is the simulation's."""
-    steps, ranks = 60, 3
-    results, summary, per_rank = run_load(tmp_path, "drop", ranks, steps, 2)
+    rank's part, and every analysed step's mean is the simulation's. With 5
+    endpoints, more than the head takes (head.HEAD), the same holds through
+    the relay that takes their reports (runtime/relay.py)."""
+    steps = 60
+    results, summary, per_rank = run_load(tmp_path, "drop", ranks, steps, endpoints)
     any_dropped = set().union(*per_rank.values())
     assert any_dropped, "the ranks dropped nothing: the test did not load them"
     assert {int(r): steps_of(rs) for r, rs in summary["drops_by_rank"].items()} == \
@@ -169,7 +173,12 @@ def test_drop_over_tcp_steps_are_dropped_reported_and_never_analysed(tmp_path):
     assert summary["steps_left_at_end"] == {} and summary["ranks_lost"] == {}
     # Each endpoint received exactly its ranks' steps that were not dropped.
     ingest = summary["ingest"]
-    assert [i["ranks"] for i in ingest] == [[0, 1], [2, 2]]
+    assert [i["ranks"] for i in ingest] == [list(placement.ranks_of(k, endpoints, ranks))
+                                            for k in range(endpoints)]
+    if endpoints == 2:
+        assert [i["ranks"] for i in ingest] == [[0, 1], [2, 2]]
+    # The endpoints themselves, or the one relay above them, reported to the head.
+    assert summary["reports_to_head"]["from"] == (endpoints if endpoints == 2 else 1)
     for i in ingest:
         first, last = i["ranks"]
         assert i["blocks"] == sum(steps - len(per_rank[r]) for r in range(first, last + 1))

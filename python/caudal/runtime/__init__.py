@@ -6,6 +6,8 @@
     ingest.py      the ingest actor, one per node: the receiver's blocks into Ray's store
     placement.py   where ingest actors listen, which ranks go to which, where ranks run
     slurm.py       inside a Slurm allocation: which nodes do what, Ray on them through srun
+    report.py      what an ingest reports (a Part) and how, and the driver's side of it
+    relay.py       relays: the head's stand-ins for groups of nodes, in a tree
     head.py        the head actor: declarations, step completeness, run counters
     driver.py      the analyses called on windows of complete steps
 

@@ -1,11 +1,14 @@
 """The analytics driver: calls the analyses on windows of complete steps.
 
 It takes complete steps from the head in order (head.CompleteStep), turns
-each array's blocks (catalog.BlockRef) into a StepArray (a Dask array whose
-chunks are the blocks, and the grid of blocks with their nodes for the
-kernels, both run next to them), keeps per array the window the analyses need (older steps are dropped, and
-their objects freed with them), and calls each analysis whose trigger fires.
-An analysis that raises is reported with its step and the others go on.
+each array of a step into a StepArray (a Dask array whose chunks are the
+blocks, and the grid of blocks with their nodes for the kernels, both run
+next to them), keeps per array the window the analyses need (older steps are
+dropped, and their objects freed with them), and calls each analysis whose
+trigger fires. A StepArray is made of the step's handles (report.StepBlocks):
+its blocks' references, its graph and its grid are made when an analysis
+first reads it, so a step costs the driver per block only what an analysis
+asks for. An analysis that raises is reported with its step and the others go on.
 
 Deadlines. Each analysis (and each @caudal.at_end function) runs its calls
 in a thread of its own, one call at a time, and the driver waits for a call
@@ -30,6 +33,7 @@ Other analyses, each in its own thread, and the simulation go on meanwhile.
 """
 
 import collections
+import functools
 import json
 import math
 import queue
@@ -43,7 +47,8 @@ import ray
 
 from ..analytics import Context
 from ..blocks import step_array
-from .head import CompleteStep, resolve
+from .head import CompleteStep
+from .report import StepBlocks
 
 
 def _plain(value):
@@ -147,6 +152,7 @@ class Driver:
             for name in a.arrays:
                 depth[name] = max(depth[name], a.window)
         self.windows = {n: collections.deque(maxlen=d) for n, d in depth.items()}
+        self.layouts = {}  # array -> Layout, as the head built them
         self.results = open(run_dir / "results.jsonl", "w")
         self.failures = open(run_dir / "errors.jsonl", "w")
         self.lock = threading.Lock()  # the two files
@@ -168,18 +174,29 @@ class Driver:
 
     def poll(self, timeout=0.2):
         """Analyse what is complete; True once the run is over."""
-        steps, over, self.declaration_errors = ray.get(self.head.take.remote(timeout))
-        for complete in resolve(steps):
+        steps, over = self.take(timeout)
+        for complete in steps:
             self.analyse(complete)
         return over
+
+    def take(self, timeout=0.2):
+        """The complete steps the head holds (waiting up to timeout for
+        one), and whether the run is over; the layouts of their arrays kept."""
+        steps, over, self.declaration_errors, layouts = ray.get(
+            self.head.take.remote(timeout, len(self.layouts)))
+        self.layouts.update(layouts)
+        return steps, over
 
     def analyse(self, complete: CompleteStep):
         t0 = time.perf_counter()
         step = complete.step
         updated = set()
-        for name, a in complete.arrays.items():
+        blocks = StepBlocks(step, complete.blocks)
+        for name in complete.arrays:
             if name in self.windows:
-                self.windows[name].append(step_array(a.layout, a.blocks, step))
+                self.windows[name].append(step_array(
+                    self.layouts[name], functools.partial(blocks.of, name), step,
+                    token=blocks.token))
                 updated.add(name)
         self.last_step = step
         called = False
@@ -290,7 +307,8 @@ class Driver:
     def summary(self):
         lags = sorted(self.lags)
         # None, not NaN, with no step: summary.json must stay valid JSON.
-        pick = (lambda q: lags[min(len(lags) - 1, int(q * len(lags)))]) if lags else (lambda q: None)
+        pick = ((lambda q: lags[min(len(lags) - 1, int(q * len(lags)))]) if lags
+                else (lambda q: None))
         late = sum(1 for w in self.workers.values() if w.late and not w.busy())
         return {
             "steps_analysed": self.counts["steps"],

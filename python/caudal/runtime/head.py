@@ -13,99 +13,95 @@ and the driver's windows hold what it still needs. At most `max_pending`
 complete steps wait for the driver: past that, reports from the ingest actors
 wait, so the pressure reaches the ranks' rings.
 
-Blocks arrive as catalog.BlockRef, made by the ingest, and leave in a
-CompleteStep as they came.
-
-Past a few dozen nodes the head does not take one call per node and step:
-Ray's own cost of a call into an actor (about 0.3 to 0.8 ms of the actor's
-CPU, whatever the method does; bench/bench_head.py) would make the head's
-step cost grow with the nodes, 1,024 calls a step at 1,024 nodes. Each group
-of GROUP nodes then reports to a `Relay` instead, on the group's first node,
-which merges the reports that arrive while its last call to the head is
-under way into one call (group commit: no timer, no waiting for the other
-nodes of the group), so the head takes a few calls per group and step. The
-relay answers a node's report only once the head applied it, and passes
-every other call on as it is, so what the head sees, and in which order, is
-what the nodes sent: the same completeness, skips and counts.
-
-A relay also keeps the block references away from the head: it puts the
-BlockRefs it merged in the store as one list object and sends the head that
-object's reference with each block's (array, step, rank) (`Merged`). Ray's
-bookkeeping of a reference an actor receives, holds, passes on and drops
-cost the head more than the calls themselves (a third of its time at 1,024
-nodes went to pickling and freeing the references of a step); now it holds
-one per relay call, and the driver fetches the lists (`resolve`).
+What the head holds per step does not grow with the ranks or the nodes: it
+takes a report.Part per call from each of its children (up to HEAD ingests,
+or the top relays of a tree above more: relay.py), and keeps per child the
+number of ranks it saw and its floor (the highest step every rank below it
+still connected finished), per pending step and array the count of the
+blocks that arrived, and per step a handle of its blocks per child, which it
+never looks into. Every rank seen and every floor past a step: the step is
+complete, and an array whole when its count is the number of blocks its
+layout needs. The handles go to the driver in a CompleteStep, which resolves
+them into catalog.BlockRefs only when an analysis reads the array
+(report.StepBlocks). The per-rank calls (connected, declare, rank_done, and
+dropped for a rank's drops) come as they came before, through the relays:
+once per rank in a run, not per step.
 """
 
 import asyncio
 import collections
-import heapq
+import math
 import time
-from typing import Any, Dict, List, NamedTuple
+from typing import Any, NamedTuple, Tuple
 
 import ray
 
-from ..catalog import BlockRef, CatalogError, Declaration, Layout, build_layout
-
-
-class Merged(NamedTuple):
-    """A relay's merged blocks of one step, as the head receives them in
-    a report's list in place of BlockRefs: the list as one object in the
-    store, and what the head needs of each block to decide completeness."""
-
-    ref: Any  # ray.ObjectRef of [BlockRef, ...]
-    keys: List[tuple]  # (array, step, rank) of each, in the list's order
-
-
-class Stored(NamedTuple):
-    """A block the head knows by where its BlockRef is: item `index` of the
-    list a relay put (Merged). The driver's `resolve` turns it into that
-    BlockRef."""
-
-    ref: Any
-    index: int
-
-
-class ArrayBlocks(NamedTuple):
-    """One array's part of a complete step: every block it needs is there."""
-
-    layout: Layout
-    blocks: Dict[int, BlockRef]  # rank -> its block (a Stored until resolve())
+from ..catalog import CatalogError, Declaration, build_layout
+from .relay import Relay
+from .report import state
 
 
 class CompleteStep(NamedTuple):
     """What the head hands the driver: a step that every rank finished,
-    with the arrays of it that are whole (the others were skipped)."""
+    the arrays of it that are whole (the others were skipped), and its
+    blocks, every array's, as handles (report.StepBlocks resolves them)."""
 
     step: int
-    arrays: Dict[str, ArrayBlocks]  # array name -> its blocks
+    arrays: Tuple[str, ...]  # the whole ones; their layouts come with take()
     completed: float  # time.time() when it became complete: the lag starts there
+    blocks: Tuple[Any, ...] = ()  # handles: report.Leaf or the ObjectRef of a relay's list
 
 
-GROUP = 32  # nodes per relay: sqrt(1024), so that neither the head nor a relay takes many calls
+class _Pending:
+    """A step not complete yet: blocks counted per array, and their handles."""
+
+    __slots__ = ("blocks", "counts")
+
+    def __init__(self):
+        self.counts = collections.Counter()
+        self.blocks = []
 
 
-def start_head(nranks, max_pending=8, ingests=(), group=GROUP, where=None):
+GROUP = 16  # children per relay
+HEAD = 4  # children of the head past which relays take over
+
+
+def start_head(nranks, max_pending=8, ingests=(), group=GROUP, where=None, head_children=HEAD):
     """The head of a run, and what each ingest calls: ingest name -> the
-    head itself (up to `group` ingests) or the relay of the ingest's group,
-    which has the head's methods (connected, declare, report, ...).
+    head itself (up to `head_children` ingests) or the relay of the
+    ingest's group, which has the head's methods (connected, declare,
+    report, ...). Past that, relays in a tree: each takes `group` children
+    (ingests, or relays of the level below), and levels are added until
+    `head_children` or fewer report to the head. So no actor takes more
+    than `group` calls a step (relay.py), the head `head_children`.
     ingests: the names the ingest actors report under (in situ, their Ray
     node ids); where: ingest name -> Ray node id, to start each relay on
-    the node of its group's first ingest (None: anywhere, for a load
+    the node of the first ingest below it (None: anywhere, for a load
     generator whose nodes are not Ray's)."""
     from ..blocks import on_node
 
+    if group < 2 or head_children < 1:
+        raise ValueError("a relay takes at least 2 children and the head 1, not %d and %d"
+                         % (group, head_children))
     head = HeadActor.remote(nranks, max_pending)
     ingests = list(ingests)
-    if len(ingests) <= group:
+    sizes = []  # relays per level, bottom up
+    n = len(ingests)
+    while n > head_children:
+        n = -(-n // group)
+        sizes.append(n)
+    above = [head]  # the level above the one made next (top down)
+    for k in reversed(range(len(sizes))):
+        level = []
+        for j in range(sizes[k]):
+            first = ingests[j * group ** (k + 1)]  # the first ingest below it
+            options = on_node(where[first]) if where else {}
+            parent = head if k == len(sizes) - 1 else above[j // group]
+            level.append(Relay.options(**options).remote(parent, "relay-%d-%d" % (k, j)))
+        above = level
+    if not sizes:
         return head, {name: head for name in ingests}
-    targets = {}
-    for i in range(0, len(ingests), group):
-        members = ingests[i:i + group]
-        options = on_node(where[members[0]]) if where else {}
-        relay = Relay.options(**options).remote(head, "relay-%d" % (i // group))
-        targets.update((name, relay) for name in members)
-    return head, targets
+    return head, {name: above[i // group] for i, name in enumerate(ingests)}
 
 
 @ray.remote(num_cpus=0)
@@ -115,16 +111,12 @@ class HeadActor:
         self.max_pending = max_pending
         self.decls = collections.defaultdict(dict)  # array -> rank -> Declaration
         self.layouts = {}
-        self.high = {}  # rank -> highest step finished; absent until it connects
+        self.needed = {}  # array -> number of blocks a step of it needs
+        self.built = []  # (array, layout) in the order they were built: for take()
+        self.children = {}  # child -> (ranks, floor) of its last part
+        self.decided = -1  # every step up to it was decided
         self.done = {}  # rank -> (clean, counters or message)
-        # The floor (lowest high of a rank not done) kept as it changes, so
-        # that a report costs its own ranks, not all of them: high -> number
-        # of ranks not done at it, and a heap of those highs (stale ones
-        # dropped when they reach the top).
-        self.live = collections.Counter()
-        self.live_heap = []
-        # step -> array -> rank -> BlockRef, until the step is complete
-        self.steps = collections.defaultdict(lambda: collections.defaultdict(dict))
+        self.steps = {}  # step -> _Pending, until the step is complete
         self.ready = collections.deque()  # CompleteStep for the driver
         self.values = {}  # (rank, key) -> value the simulation reported
         self.errors = []  # every error, in order: for the summary
@@ -135,16 +127,15 @@ class HeadActor:
         self.lost = {}  # rank -> why it left without goodbye
         self.lost_at = {}  # rank -> when (a launcher ends all ranks when one fails)
         self.changed = asyncio.Condition()
-        self.next_report = collections.defaultdict(int)  # ingest -> number of its next report
+        self.next_report = collections.defaultdict(int)  # child -> number of its next report
+        self.calls = 0  # reports taken, for bench/bench_head.py
 
-    # ---- from the ingest actors ----------------------------------------
+    # ---- from the ingest actors (or the relays) -------------------------
 
     async def connected(self, rank, size):
         if size != self.nranks:
             self._declaration_error("rank %d says the run has %d ranks, caudal run "
                                     "started %d" % (rank, size, self.nranks))
-        if rank not in self.high:
-            self._set_high(rank, -1)
         await self._notify()
 
     async def declare(self, decl: Declaration):
@@ -152,28 +143,33 @@ class HeadActor:
         self.decls[name][decl.rank] = decl
         if len(self.decls[name]) == self.nranks:
             try:
-                self.layouts[name] = build_layout(name, self.decls[name], self.nranks)
+                layout = build_layout(name, self.decls[name], self.nranks)
             except CatalogError as e:
                 self._declaration_error(str(e))
+            else:
+                self.layouts[name] = layout
+                self.needed[name] = len(layout.blocks_needed())
+                self.built.append((name, layout))
         await self._notify()
 
-    async def report(self, ingest, seq, blocks, high):
-        """An ingest's blocks and its ranks' progress; an ingest keeps a few
-        reports in flight, and they are applied in the order it sent them
-        (seq). `ingest` names it: its node in situ, one of several on a node
-        in transit (the blocks name the node they live on)."""
+    async def report(self, child, seq, part, urgent=False):
+        """A child's report.Part; a child keeps a few in flight, and they
+        are applied in the order it sent them (seq). `child` names it: an
+        ingest (its node in situ, one of several on a node in transit) or a
+        relay. `urgent` is for relays (the head applies every part at once)."""
         async with self.changed:
-            await self.changed.wait_for(lambda: self.next_report[ingest] == seq and
+            await self.changed.wait_for(lambda: self.next_report[child] == seq and
                                         len(self.ready) < self.max_pending)
-            self.next_report[ingest] = seq + 1
-            for b in blocks:
-                if isinstance(b, Merged):
-                    for i, (array, step, rank) in enumerate(b.keys):
-                        self.steps[step][array][rank] = Stored(b.ref, i)
-                else:
-                    self.steps[b.step][b.array][b.rank] = b
-            for rank, step in high.items():
-                self._set_high(rank, step)
+            self.next_report[child] = seq + 1
+            self.calls += 1
+            self.children[child] = (part.ranks, part.floor)
+            decided = self.decided
+            for (array, step), n in part.counts.items():
+                if step > decided:  # a step decided already is not reopened
+                    self._pending(step).counts[array] += n
+            for step, handles in part.blocks.items():
+                if step > decided:
+                    self._pending(step).blocks.extend(handles)
             self._advance()
             self.changed.notify_all()
 
@@ -185,15 +181,12 @@ class HeadActor:
         self.values[(rank, key)] = value
 
     async def rank_done(self, rank, clean, info):
-        if rank in self.high and rank not in self.done:
-            self._unlive(self.high[rank])
+        """A rank left; what that decides came before, in its ingest's part."""
         self.done[rank] = (clean, info)
         if not clean:
             self.lost[rank] = str(info)
             self.lost_at[rank] = time.time()
             self.errors.append("rank %d left without goodbye: %s" % (rank, info))
-        self.high.setdefault(rank, -1)
-        self._advance()
         await self._notify()
 
     async def ingest_failed(self, ingest, message):
@@ -202,10 +195,12 @@ class HeadActor:
 
     # ---- for the driver -----------------------------------------------
 
-    async def take(self, timeout):
+    async def take(self, timeout, nlayouts=0):
         """Complete steps in order (CompleteStep), whether the run is over
-        (every rank left and nothing is pending), and the declaration errors
-        so far (caudal run stops the run for them)."""
+        (every rank left and nothing is pending), the declaration errors
+        so far (caudal run stops the run for them), and the layouts built
+        since the first `nlayouts` ((array, Layout) pairs: a step names its
+        arrays, the driver keeps their layouts)."""
         async with self.changed:
             if not self.ready and not self._over():
                 try:
@@ -215,7 +210,7 @@ class HeadActor:
             out = list(self.ready)
             self.ready.clear()
             self.changed.notify_all()
-        return out, self._over(), list(self.declaration_errors)
+        return out, self._over(), list(self.declaration_errors), self.built[nlayouts:]
 
     async def value(self, rank, key):
         return self.values.get((rank, key))
@@ -239,6 +234,9 @@ class HeadActor:
             "steps_incomplete": dict(skipped_count),  # the old name, kept for readers of it
             "steps_left_at_end": self._left(),
             "rank_counters": counters,
+            # What reported to the head (ingests, or the relays above them)
+            # and the calls it took: bounded by head.HEAD and the steps.
+            "reports_to_head": {"from": len(self.children), "calls": self.calls},
             "errors": list(self.errors) + self._undeclared(),
             "declaration_errors": list(self.declaration_errors) + self._undeclared(),
         }
@@ -248,32 +246,19 @@ class HeadActor:
     def _over(self):
         return len(self.done) == self.nranks and not self.steps and not self.ready
 
+    def _pending(self, step):
+        p = self.steps.get(step)
+        if p is None:
+            p = self.steps[step] = _Pending()
+        return p
+
     def _floor(self):
-        if len(self.high) < self.nranks:
-            return -1  # a rank not yet connected may still publish any step
-        heap = self.live_heap
-        while heap and heap[0] not in self.live:
-            heapq.heappop(heap)
-        return heap[0] if heap else float("inf")
-
-    def _set_high(self, rank, step):
-        """A rank finished every step up to `step` (never lowers it)."""
-        old = self.high.get(rank)
-        if old is not None and step <= old:
-            return
-        self.high[rank] = step
-        if rank in self.done:
-            return
-        if old is not None:
-            self._unlive(old)
-        self.live[step] += 1
-        if self.live[step] == 1:
-            heapq.heappush(self.live_heap, step)
-
-    def _unlive(self, high):
-        self.live[high] -= 1
-        if not self.live[high]:
-            del self.live[high]
+        """Every step up to it is complete: -1 while some rank has not been
+        seen (a rank not yet connected may still publish any step)."""
+        ranks, floor = state(self.children.values())
+        if ranks < self.nranks:
+            return -1
+        return math.inf if floor is None else floor
 
     def _declaration_error(self, message):
         """Kept apart from the other errors (ranks lost, an ingest failed):
@@ -286,7 +271,7 @@ class HeadActor:
         yet complete, or complete but not taken by the driver): neither
         analysed nor skipped, so said apart rather than lost from the count."""
         left = collections.defaultdict(list)
-        held = [(s, names) for s, names in self.steps.items()]
+        held = [(s, p.counts) for s, p in self.steps.items()]
         held += [(c.step, c.arrays) for c in self.ready]
         for step, names in sorted(held, key=lambda x: x[0]):
             for name in names:
@@ -310,131 +295,29 @@ class HeadActor:
 
     def _advance(self):
         floor = self._floor()
+        if floor <= self.decided:
+            return
         for step in sorted(s for s in self.steps if s <= floor):
-            arrays = self.steps.pop(step)
-            out = {}
-            for name, blocks in arrays.items():
-                layout = self.layouts.get(name)
+            self.decided = max(self.decided, step)
+            pending = self.steps.pop(step)
+            whole = []
+            for name, n in pending.counts.items():
                 # Every rank's part, for fixed and variable arrays alike: a
                 # variable array analysed with a rank's part missing would be
-                # a silently wrong result (a zero-element part is present).
-                if layout is None or layout.blocks_needed() - set(blocks):
+                # a silently wrong result (a zero-element part is counted).
+                if n != self.needed.get(name):  # no layout: needed is None
                     _add_range(self.skipped[name], step, step)
-                    continue
-                out[name] = ArrayBlocks(layout, blocks)
-            if out:
-                self.ready.append(CompleteStep(step, out, time.time()))
+                else:
+                    whole.append(name)
+            if whole:
+                self.ready.append(CompleteStep(step, tuple(whole), time.time(),
+                                               tuple(pending.blocks)))
+        if floor != math.inf:
+            self.decided = floor
 
     async def _notify(self):
         async with self.changed:
             self.changed.notify_all()
-
-
-@ray.remote(num_cpus=0)
-class Relay:
-    """Stands for the head to a group of nodes: their reports reach the
-    head merged, a few calls per step for the whole group (see the module's
-    docstring). A merged report is what the head would have made of the
-    reports one by one: blocks are only ever added, and a rank's highest
-    step only raised, so applying them together decides the same steps."""
-
-    def __init__(self, head, name):
-        self.head = head
-        self.name = name  # the head orders this relay's reports as a node's
-        self.seq = 0  # number of the next call to the head
-        self.next_report = collections.defaultdict(int)  # node -> number of its next report
-        self.arrived = asyncio.Condition()
-        self.blocks = []  # of the reports waiting for the next call
-        self.high = {}
-        self.batch = None  # future of the next call: set once the head applied it
-        self.sending = False
-        self.sender = None
-
-    async def report(self, node, seq, blocks, high):
-        """Answered once the head applied it: the ingest's order of its calls
-        (a goodbye after the last report) holds at the head."""
-        async with self.arrived:  # a node's reports go in the order it sent them
-            await self.arrived.wait_for(lambda: self.next_report[node] == seq)
-            self.next_report[node] = seq + 1
-            self.arrived.notify_all()
-            self.blocks.extend(blocks)
-            for rank, step in high.items():
-                self.high[rank] = max(self.high.get(rank, -1), step)
-            if self.batch is None:
-                self.batch = asyncio.get_running_loop().create_future()
-            batch = self.batch
-        if not self.sending:
-            self.sending = True
-            self.sender = asyncio.ensure_future(self._send())  # kept: the loop holds tasks weakly
-        await asyncio.shield(batch)  # one report cancelled leaves the others be
-
-    async def _send(self):
-        """Calls the head, one at a time, with whatever arrived meanwhile:
-        under load each call carries more, and the calls stay few."""
-        try:
-            while self.batch is not None:
-                blocks, high, batch = self.blocks, self.high, self.batch
-                self.blocks, self.high, self.batch = [], {}, None
-                try:
-                    blocks = _merge(blocks)
-                    await self.head.report.remote(self.name, self.seq, blocks, high)
-                except Exception as e:  # the head is gone: so is the run
-                    batch.set_exception(e)
-                else:
-                    batch.set_result(None)
-                self.seq += 1
-        finally:
-            self.sending = False
-
-    # Every other call goes on to the head as it is, answered when the head
-    # answered: a node makes them only after its reports were answered.
-
-    async def connected(self, rank, size):
-        return await self.head.connected.remote(rank, size)
-
-    async def declare(self, decl):
-        return await self.head.declare.remote(decl)
-
-    async def dropped(self, rank, first, last, count):
-        return await self.head.dropped.remote(rank, first, last, count)
-
-    async def reported(self, rank, key, value):
-        return await self.head.reported.remote(rank, key, value)
-
-    async def rank_done(self, rank, clean, info):
-        return await self.head.rank_done.remote(rank, clean, info)
-
-    async def ingest_failed(self, node, message):
-        return await self.head.ingest_failed.remote(node, message)
-
-
-def _merge(blocks):
-    """BlockRefs as Merged, one per step: each list is then handed to the
-    driver once, with its step, and freed with it (a list shared by two
-    steps was freed under the driver by Ray's reference counting while the
-    head still held it for the later step)."""
-    by_step = collections.defaultdict(list)
-    for b in blocks:
-        by_step[b.step].append(b)
-    return [Merged(ray.put(bs), [(b.array, b.step, b.rank) for b in bs])
-            for _, bs in sorted(by_step.items())]
-
-
-def resolve(steps):
-    """The complete steps from HeadActor.take with every block a BlockRef:
-    the lists the relays put (Stored blocks), fetched together."""
-    refs = list({b.ref: None for c in steps for a in c.arrays.values()
-                 for b in a.blocks.values() if isinstance(b, Stored)})
-    if not refs:
-        return steps
-    lists = dict(zip(refs, ray.get(refs)))
-    out = []
-    for c in steps:
-        arrays = {name: a._replace(blocks={r: lists[b.ref][b.index] if isinstance(b, Stored)
-                                           else b for r, b in a.blocks.items()})
-                  for name, a in c.arrays.items()}
-        out.append(c._replace(arrays=arrays))
-    return out
 
 
 def _add_range(ranges, first, last):

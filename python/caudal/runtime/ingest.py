@@ -7,13 +7,17 @@ every rank of the node finished a step, so Python works per node-step, not
 per rank, block and frame. The thread copies that step's blocks into the Ray
 object store as one object (a list: a put costs far more than the bytes of a
 small block, 0.7 ms against 1.2 ms for 32 blocks of 8 KiB in one), gives
-their slots back, and reports the blocks (a catalog.BlockRef each: the list,
-the index, this node) and the ranks' progress to the head in one call per
-node and step. Blocks the receiver hands out before their step is complete
-(a rank whose inline blocks of one step pass max_held_bytes) are put at
-once and reported with their step. Up to REPORTS_IN_FLIGHT calls are
-outstanding, so the thread puts the next step's blocks while the head takes
-the last one (the head applies a node's reports in their order).
+their slots back, and reports the step to the head (or its relay) in one
+call per node and step: a report.Part, made by report.Ranks from the blocks
+(a catalog.BlockRef each: the list, the index, this node) and the ranks'
+progress, which says what the head needs in a few numbers and carries the
+blocks packed, so that the head's work does not grow with the ranks. Blocks
+the receiver hands out before their step is complete (a rank whose inline
+blocks of one step pass max_held_bytes) are put at once and reported with
+their step. Up to report.IN_FLIGHT calls are outstanding, so the thread
+puts the next step's blocks while the head takes the last one (the head
+applies a node's reports in their order); a call the thread will wait for
+is marked urgent, so that a relay does not hold it back (relay.py).
 Declarations go to the head as catalog.Declaration. A report waits while the
 head holds its limit of unanalysed steps: the thread then stops giving slots
 back, the ranks' rings fill and their policy applies, so memory is bounded
@@ -39,8 +43,8 @@ import ray
 from .. import _caudal
 from ..catalog import BlockRef, Declaration
 from .head import _add_range
+from .report import Reporter
 
-REPORTS_IN_FLIGHT = 2
 # Per-rank path only: held in slots (or inline buffers) while a step completes
 BATCH_BYTES = 64 << 20
 REFUSED_KEPT = 5  # refusal messages kept (and printed) in full; the rest are counted
@@ -73,8 +77,8 @@ class IngestActor:
         # the store's budget (runtime/budget.py); a variable array's at its
         # declared capacity.
         self.declared = {}
-        self.inflight = collections.deque()  # reports the head has not answered
-        self.seq = 0  # this ingest's next report number
+        # Its calls to the head (or its relay), in order; its ranks and their progress.
+        self.up = Reporter(head, self.name, self._get)
         self.thread = threading.Thread(target=self._serve, name="caudal-ingest", daemon=True)
         self.thread.start()
 
@@ -151,7 +155,7 @@ class IngestActor:
                 self._goodbye(ev)
             else:
                 self._other(ev)
-        self._drain()
+        self.up.drain()
 
     def _next(self):
         """The receiver's next event (None after 50 ms without one), the
@@ -168,8 +172,7 @@ class IngestActor:
         self.stats["blocks"] += len(blocks)
         self.stats["bytes"] += sum(b.nbytes for b in blocks)
         for rank, first, last, count in ev.drops:
-            # Counted by the head in any order; a goodbye waits for them (_call).
-            self.inflight.append(self.head.dropped.remote(rank, first, last, count))
+            self.up.dropped(rank, first, last, count)
         refs = []
         for _, group in itertools.groupby(blocks[:ev.ncomplete], key=lambda b: b.step):
             refs += self._put_blocks(list(group))
@@ -177,10 +180,11 @@ class IngestActor:
             for ref in self._put_blocks(blocks[ev.ncomplete:]):
                 early[ref.step].append(ref)
         progress = ev.progress
+        self.up.ranks.finished(progress)
         floor = min(progress.values()) if progress else None  # None: no rank holds back
         for step in sorted(s for s in early if floor is None or s <= floor):
             refs += early.pop(step)
-        self._send_report(refs, progress)
+        self._send_report(refs)
 
     def _put_blocks(self, blocks):
         """Blocks as one list object in the store (the one copy), their
@@ -193,30 +197,27 @@ class IngestActor:
         self.stats["puts"] += 1
         return [BlockRef.from_event(b, ref, i, self.node) for i, b in enumerate(blocks)]
 
-    def _send_report(self, refs, high):
+    def _send_report(self, refs):
         self.stats["reports"] += 1
-        self.inflight.append(self.head.report.remote(self.name, self.seq, refs, high))
-        self.seq += 1
-        while len(self.inflight) > REPORTS_IN_FLIGHT:
-            self._get(self.inflight.popleft())
+        self.up.report(refs)
 
     def _goodbye(self, ev):
         """A rank left, cleanly (BYE: its counters) or not (its message);
-        after the reports before it, which _call waits for."""
+        after the reports before it (Reporter.goodbye)."""
         bye = ev.type == "bye"
-        self._call(self.head.rank_done, ev.rank, bye, ev.counters if bye else ev.message)
+        self.up.goodbye(ev.rank, bye, ev.counters if bye else ev.message)
 
     def _other(self, ev):
         """Events both paths handle alike."""
         t = ev.type
         if t == "connect":
             self.ranks.add(ev.rank)
-            self._call(self.head.connected, ev.rank, ev.size)
+            self.up.connected(ev.rank, ev.size)
         elif t == "declare":
             d = Declaration.from_info(ev.rank, ev)
             entry = self.declared.setdefault(d.name, [0, d.variable])
             entry[0] += int(np.prod(d.count, dtype=np.int64)) * np.dtype(d.dtype).itemsize
-            self._call(self.head.declare, d)
+            self.up.declare(d)
         elif t == "steer":
             # Latest value wins: no need to wait for the reports first.
             self._get(self.head.reported.remote(ev.rank, ev.key, ev.value))
@@ -235,7 +236,7 @@ class IngestActor:
     def _loop_per_rank(self):
         pending = collections.defaultdict(list)  # step -> [block event, or BlockRef if put]
         held = [0]  # bytes of the block events in pending
-        high = {}  # local rank -> highest step it finished (published or dropped)
+        high = self.up.ranks.high  # connected rank -> highest step finished (published or dropped)
         reported = [None]  # the node's floor at the last report
         while not self.stop.is_set():
             ev = self._next()
@@ -255,22 +256,19 @@ class IngestActor:
                     held[0] += ev.nbytes
                     pending[ev.step].append(ev)
             elif t == "step_end":
-                high[ev.rank] = ev.step
+                self.up.ranks.finished({ev.rank: ev.step})
                 self._report(pending, high, reported, held)
             elif t == "drop":
-                high[ev.rank] = ev.step
-                self._call(self.head.dropped, ev.rank, ev.first_step, ev.step, ev.ndropped)
+                self.up.ranks.finished({ev.rank: ev.step})
+                self.up.call("dropped", ev.rank, ev.first_step, ev.step, ev.ndropped)
                 self._report(pending, high, reported, held)
-            elif t == "connect":
-                high[ev.rank] = -1
-                self._other(ev)
             elif t in ("bye", "disconnect"):
-                high.pop(ev.rank, None)
+                self.up.ranks.left(ev.rank)
                 self._report(pending, high, reported, held, force=True)
                 self._goodbye(ev)
             else:
                 self._other(ev)
-        self._drain()
+        self.up.drain()
 
     def _report(self, pending, high, reported, held, force=False):
         """Once every rank of this node finished a step, put that step's
@@ -283,7 +281,7 @@ class IngestActor:
         steps = [s for s in pending if floor is None or s <= floor]
         blocks = [b for s in sorted(steps) for b in self._put(pending.pop(s), held)]
         reported[0] = floor
-        self._send_report(blocks, dict(high))
+        self._send_report(blocks)
 
     def _put(self, entries, held):
         """A step's block events as one list object in the store (the one
@@ -300,16 +298,6 @@ class IngestActor:
             self.stats["puts"] += 1
             out += [BlockRef.from_event(e, ref, i, self.node) for i, e in enumerate(events)]
         return out
-
-    def _drain(self):
-        while self.inflight:
-            self._get(self.inflight.popleft())
-
-    def _call(self, method, *args):
-        """Any other call to the head, after the reports before it: a rank's
-        goodbye must not overtake the report of its last steps."""
-        self._drain()
-        return self._get(method.remote(*args))
 
     def _get(self, ref):
         """ray.get that gives up once shutdown() is asked: a report may wait

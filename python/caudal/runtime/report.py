@@ -1,0 +1,248 @@
+"""What travels from the ingest actors up to the head, and on to the driver.
+
+Each ingest reports to its parent (the head, or the relay of its group: see
+relay.py) one `Part` per node-step, and a relay merges its children's parts
+into one of the same form, so that what the head takes per call does not
+grow with the ranks or the nodes below it:
+
+- ranks: how many ranks the subtree has seen connect (whether they left
+  since or not), and floor: the highest step that every rank of it still
+  connected has finished (published, skipped or dropped), None when none is
+  connected. Both are the subtree's state now, not a change: a later part
+  replaces them. The head decides a step once the ranks below it are all
+  the run's ranks and every floor reached the step.
+- counts: per (array, step), how many blocks that the step needs arrived in
+  the subtree since its last part. A rank's block is needed when the array
+  is variable-length (an empty part is a part) or the block has elements;
+  so, for declarations that tile the array, the needed blocks of a step are
+  the layout's `blocks_needed()`, and a step of an array is whole when its
+  counts add up to their number. The ingest counts a rank's block once.
+- blocks: per step, the handles of the blocks that arrived since the last
+  part. A handle is a `Leaf` (an object an ingest put: a list of its node's
+  blocks, with their metadata packed as bytes) or the ObjectRef of a list of
+  handles that a relay put, one per step. Nobody between the ingest and the
+  driver looks into them: the head holds a few per step, whatever the ranks.
+
+The driver resolves a complete step's handles into catalog.BlockRefs
+(`StepBlocks`) only once an analysis asks for the blocks, one ray.get per
+level of relays.
+
+`Reporter` is the ingest's side: its calls to its parent, in order, with
+the parts that `Ranks` (its ranks and their progress) makes. The load that
+bench/bench_head.py plays and tests/python/test_head_relay.py go through it
+too, so that what they send is what ingests send.
+"""
+
+import collections
+import pickle
+import threading
+import uuid
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+
+import ray
+
+from ..catalog import BlockRef
+
+IN_FLIGHT = 2  # calls an ingest (or a relay) keeps in flight to its parent
+
+
+class Part(NamedTuple):
+    """A subtree's report: its state (ranks, floor) and what arrived in it
+    since its last part (counts, blocks); see the module's docstring."""
+
+    ranks: int
+    floor: Optional[int]
+    counts: Dict[Tuple[str, int], int]  # (array, step) -> needed blocks
+    blocks: Dict[int, List[Any]]  # step -> handles (Leaf or ObjectRef)
+
+
+class Leaf(NamedTuple):
+    """Blocks of one step that an ingest put as one list object: each is
+    item `index` of `ref` (or `ref` itself, index None)."""
+
+    ref: Any  # ray.ObjectRef
+    node: Optional[str]  # the Ray node whose store holds it
+    meta: bytes  # pickled ((array, rank, count, index), ...), one per block
+
+
+def state(children):
+    """(ranks, floor) of a subtree from its children's (ranks, floor): the
+    ranks they saw, the lowest floor of those with a rank connected."""
+    ranks, floor = 0, None
+    for n, f in children:
+        ranks += n
+        if f is not None and (floor is None or f < floor):
+            floor = f
+    return ranks, floor
+
+
+class Ranks:
+    """A node's ranks as its ingest knows them, and the parts it reports.
+
+    Events come in the receiver's order: a rank connects before it
+    publishes, declares an array before it puts it, and leaves after its
+    last step was reported (the receiver gives what a leaving rank held back
+    before its goodbye)."""
+
+    def __init__(self):
+        self.seen = set()
+        self.high = {}  # rank still connected -> highest step it finished (-1: none)
+        self.variable = {}  # (rank, array) -> declared variable-length
+        self.sent = None  # (ranks, floor) of the last part
+
+    def connected(self, rank):
+        # A rank seen before is not live again: the head decided without it.
+        if rank not in self.seen:
+            self.seen.add(rank)
+            self.high[rank] = -1
+
+    def declared(self, decl):
+        self.variable[(decl.rank, decl.name)] = bool(decl.variable)
+
+    def finished(self, progress):
+        """progress: rank -> highest step it finished (never lowered)."""
+        high = self.high
+        for rank, step in progress.items():
+            if rank in high and step > high[rank]:
+                high[rank] = step
+
+    def left(self, rank):
+        self.high.pop(rank, None)
+
+    def state(self):
+        return len(self.seen), (min(self.high.values()) if self.high else None)
+
+    def changed(self):
+        """Whether the node's state differs from what its last part said."""
+        return self.state() != self.sent
+
+    def part(self, blocks=()):
+        """The node's part: its state and `blocks` (catalog.BlockRef, each
+        item `index` of its list object `ref`), counted and packed."""
+        counts, groups, once = {}, {}, set()
+        variable = self.variable
+        for b in blocks:
+            key = (b.array, b.step)
+            n = counts.get(key, 0)
+            who = (b.array, b.step, b.rank)
+            if who not in once:
+                once.add(who)
+                if b.count > 0 or variable.get((b.rank, b.array), False):
+                    n += 1
+            counts[key] = n
+            g = groups.get((b.step, id(b.ref)))
+            if g is None:
+                g = groups[(b.step, id(b.ref))] = (b.ref, b.node, [])
+            g[2].append((b.array, b.rank, b.count, b.index))
+        steps = collections.defaultdict(list)
+        for (step, _), (ref, node, meta) in groups.items():
+            steps[step].append(Leaf(ref, node, pickle.dumps(tuple(meta), protocol=5)))
+        self.sent = self.state()
+        return Part(self.sent[0], self.sent[1], counts, dict(steps))
+
+
+class Reporter:
+    """An ingest's calls to its parent (the head, or the relay of its
+    group): its reports in order, up to IN_FLIGHT in flight, and every other
+    call after the reports before it, so that a rank's goodbye never
+    overtakes the report of its last steps. A report after which this side
+    waits for the answers before it goes on is marked urgent, so that no
+    relay holds back what it waits for (relay.py). wait(ref): its value
+    (ray.get, or one that gives up when the caller is stopped)."""
+
+    def __init__(self, parent, name, wait=None):
+        self.parent = parent
+        self.name = name  # the parent orders this side's reports by it
+        self.wait = wait or ray.get
+        self.ranks = Ranks()
+        self.inflight = collections.deque()  # calls not answered yet
+        self.seq = 0  # number of the next report
+        self.lazy = False  # the last report was not urgent: a relay may hold it
+
+    def report(self, blocks=(), urgent=False):
+        """The node's part with these blocks (catalog.BlockRef); past
+        IN_FLIGHT in flight, wait for the oldest (and say so: urgent)."""
+        part = self.ranks.part(blocks)
+        while self.inflight and ray.wait([self.inflight[0]], timeout=0)[0]:
+            self.wait(self.inflight.popleft())  # answered already (or failed: raised here)
+        urgent = urgent or len(self.inflight) >= IN_FLIGHT
+        self.inflight.append(self.parent.report.remote(self.name, self.seq, part, urgent))
+        self.seq += 1
+        self.lazy = not urgent
+        while len(self.inflight) > IN_FLIGHT:
+            self.wait(self.inflight.popleft())
+
+    def dropped(self, rank, first, last, count):
+        """Counted by the head in any order; a goodbye waits for it."""
+        self.inflight.append(self.parent.dropped.remote(rank, first, last, count))
+
+    def drain(self):
+        """Wait for every call in flight; reports a relay may hold back are
+        made urgent first (an empty report that says so)."""
+        if self.lazy and self.inflight:
+            self.report(urgent=True)
+        while self.inflight:
+            self.wait(self.inflight.popleft())
+
+    def answered(self):
+        """Wait for the calls in flight without making them urgent: a relay
+        answers them once its floor moved (a node in lock step with the
+        others: bench/bench_head.py)."""
+        while self.inflight:
+            self.wait(self.inflight.popleft())
+
+    def call(self, method, *args):
+        """Any other call to the parent, after the calls before it."""
+        self.drain()
+        return self.wait(getattr(self.parent, method).remote(*args))
+
+    def connected(self, rank, size):
+        self.ranks.connected(rank)
+        return self.call("connected", rank, size)
+
+    def declare(self, decl):
+        self.ranks.declared(decl)
+        return self.call("declare", decl)
+
+    def goodbye(self, rank, clean, info):
+        """A rank left: the node's floor without it first, then the goodbye."""
+        self.ranks.left(rank)
+        if self.ranks.changed():
+            self.report(urgent=True)
+        return self.call("rank_done", rank, clean, info)
+
+
+class StepBlocks:
+    """The blocks of a complete step, from its handles: resolved into
+    catalog.BlockRefs once, when an analysis first asks for an array's
+    blocks (from any of the driver's analysis threads)."""
+
+    def __init__(self, step, handles):
+        self.step = step
+        self.token = uuid.uuid4().hex  # names its arrays' graphs: unique, whatever the blocks
+        self.handles = list(handles)
+        self.lock = threading.Lock()
+        self.arrays = None  # array -> rank -> BlockRef, once resolved
+
+    def of(self, array) -> Dict[int, BlockRef]:
+        with self.lock:
+            if self.arrays is None:
+                self.arrays = self._resolve()
+                self.handles = None  # the BlockRefs hold the blocks now
+        return self.arrays.get(array, {})
+
+    def _resolve(self):
+        leaves, refs = [], []
+        level = self.handles
+        while level:
+            for h in level:
+                (leaves if isinstance(h, Leaf) else refs).append(h)
+            level = [h for hs in ray.get(refs) for h in hs] if refs else []
+            refs = []
+        out = collections.defaultdict(dict)
+        step = self.step
+        for leaf in leaves:
+            ref, node = leaf.ref, leaf.node
+            for array, rank, count, index in pickle.loads(leaf.meta):
+                out[array][rank] = BlockRef(array, step, rank, count, ref, index, node)
+        return out
