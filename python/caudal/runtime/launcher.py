@@ -198,6 +198,7 @@ class Run:
         self.runtime_error = None  # Caudal's own failure, a line
         self.decl_errors = []
         self.setup_error = None
+        self.capacity = {}  # Ray node -> its object store's bytes
         self.budget = None  # the store's budget, once the first step was analysed
         self.budget_error = None  # it cannot fit: the run is stopped (exit 3)
         self.stopped_by_us = False
@@ -352,6 +353,9 @@ class Run:
         else:  # Ray's order changes from call to call: this node first, then by address
             alive = placement.ordered(alive, ray.get_runtime_context().get_node_id())
         nodes = [n["NodeID"] for n in alive]
+        # Each node's object store, for the budget (_check_budget).
+        self.capacity = {n["NodeID"]: int(n["Resources"].get("object_store_memory", 0))
+                         for n in alive}
         if args.transit:
             places = placement.in_transit(alive, args.transit)
         else:  # one per node, each rank to its own node's
@@ -486,9 +490,7 @@ class Run:
         for a in self.analyses:
             for name in a.arrays:
                 windows[name] = max(windows.get(name, 0), a.window)
-        capacity = {n["NodeID"]: int(n["Resources"].get("object_store_memory", 0))
-                    for n in ray.nodes() if n["Alive"]}
-        v = budget.check(per_node, windows, self.args.max_pending, capacity,
+        v = budget.check(per_node, windows, self.args.max_pending, self.capacity,
                          names={p.node: p.address for p in self.places}, variable=variable)
         self.budget = {"lines": v.lines, "warning": v.warning, "error": v.error}
         for line in v.lines:

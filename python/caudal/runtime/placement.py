@@ -160,9 +160,4 @@ def rank_counts(nnodes, nranks):
 def rank_hosts(places, nranks):
     """In situ: (address, ranks) per node, node k taking ranks_of(k); nodes
     left without a rank (fewer ranks than nodes) are left out."""
-    out = []
-    for k, p in enumerate(places):
-        first, last = ranks_of(k, len(places), nranks)
-        if last >= first:
-            out.append((p.address, last - first + 1))
-    return out
+    return [(p.address, k) for p, k in zip(places, rank_counts(len(places), nranks)) if k]
