@@ -71,6 +71,7 @@ from caudal.analytics import Analysis
 from caudal.catalog import BlockRef, Declaration
 from caudal.runtime.driver import Driver
 from caudal.runtime.head import start_head
+from caudal.runtime.relay import relays_of
 from caudal.runtime.report import Reporter
 
 BLOCK = 8  # each rank's block is BLOCK x BLOCK float64
@@ -226,18 +227,6 @@ PY_SPY = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy
 def calls_into(head):
     """Reports the head took so far."""
     return ray.get(head.__ray_call__.remote(lambda self: self.calls))
-
-
-def relays_of(targets, head):
-    """Every relay of the tree."""
-    def others(actors):  # handles of the same actor compare by its id
-        return list({a._actor_id: a for a in actors if a._actor_id != head._actor_id}.values())
-
-    out, level = [], others(targets.values())
-    while level:
-        out += level
-        level = others(ray.get([r.__ray_call__.remote(lambda self: self.parent) for r in level]))
-    return out
 
 
 def noop(x, ctx):

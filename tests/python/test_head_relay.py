@@ -16,6 +16,7 @@ ray = pytest.importorskip("ray")
 
 from caudal.catalog import BlockRef, Declaration  # noqa: E402
 from caudal.runtime.head import start_head  # noqa: E402
+from caudal.runtime.relay import relays_of  # noqa: E402
 from caudal.runtime.report import Leaf, Ranks, Reporter, StepBlocks, state  # noqa: E402
 
 NODES, PER_NODE, STEPS = 5, 2, 8
@@ -112,18 +113,6 @@ class Node:
             else:
                 getattr(self.up, call[0])(*call[1:])
         self.up.drain()
-
-
-def relays_of(targets, head):
-    """Every relay of the tree, the head's children last."""
-    def others(actors):  # handles of the same actor compare by its id
-        return list({a._actor_id: a for a in actors if a._actor_id != head._actor_id}.values())
-
-    out, level = [], others(targets.values())
-    while level:
-        out += level
-        level = others(ray.get([r.__ray_call__.remote(lambda self: self.parent) for r in level]))
-    return out
 
 
 def play(group, head_children):

@@ -159,3 +159,17 @@ class Relay:
 
     async def ingest_failed(self, node, message):
         return await self.parent.ingest_failed.remote(node, message)
+
+
+def relays_of(targets, head):
+    """Every relay of the tree start_head built (`targets`: what it returned,
+    each ingest's parent), the head's children last: for the tests and
+    bench_head, which look at each relay's counters."""
+    def others(actors):  # handles of the same actor compare by its id
+        return list({a._actor_id: a for a in actors if a._actor_id != head._actor_id}.values())
+
+    out, level = [], others(targets.values())
+    while level:
+        out += level
+        level = others(ray.get([r.__ray_call__.remote(lambda self: self.parent) for r in level]))
+    return out
