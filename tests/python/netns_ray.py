@@ -8,12 +8,13 @@ SIGTERM), never with `ray stop`, which would stop every Ray on the machine.
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from caudal.runtime.simulation import kill_until_gone
 
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 PORT = 6391
@@ -117,16 +118,7 @@ class RayCluster:
         return out
 
     def down(self):
-        for _ in range(3):
-            pids = self.pids()
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            time.sleep(0.5)
+        kill_until_gone(self.pids, rounds=3, pause=0.5)
         for p in self.procs:
             try:
                 p.wait(5)

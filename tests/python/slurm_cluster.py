@@ -24,13 +24,13 @@ What it took to run Slurm in namespaces (slurm-wlm 22.05, Debian):
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 
 import netns_hosts
+from caudal.runtime.simulation import kill_until_gone
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "srun", "sbatch")
 
@@ -120,16 +120,7 @@ def kill_in_hosts(hosts, rounds=20):
     """SIGKILL whatever runs in the hosts until nothing does; returns what
     was found at first ({pid: host}), for the tests to complain about."""
     found = processes_in(hosts)
-    for _ in range(rounds):
-        left = processes_in(hosts)
-        if not left:
-            break
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        time.sleep(0.1)
+    kill_until_gone(lambda: processes_in(hosts), rounds, pause=0.1)
     return found
 
 

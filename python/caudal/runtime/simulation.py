@@ -1,10 +1,13 @@
 """The simulation's processes: mpiexec in a session of its own that dies
-with `caudal run`, and stopped in order (SIGTERM, then SIGKILL)."""
+with `caudal run`, and stopped in order (SIGTERM, then SIGKILL); and
+killing what a finder names until it names nothing (Ray's agents ignore
+SIGTERM, and a process may fork while the first ones die)."""
 
 import ctypes
 import os
 import signal
 import subprocess
+import time
 
 GRACE_SECONDS = 5  # between SIGTERM and SIGKILL of the simulation
 
@@ -40,3 +43,20 @@ def stop_simulation(proc, grace=GRACE_SECONDS):
             pass
     _signal_group(proc, signal.SIGKILL)  # stragglers of the group too
     return proc.wait()
+
+
+def kill_until_gone(find, rounds=10, pause=0.2):
+    """SIGKILL every pid that find() returns until it returns none, at most
+    `rounds` times, `pause` seconds apart; returns what find() still names
+    after that (nothing, unless unkillable)."""
+    for _ in range(rounds):
+        pids = find()
+        if not pids:
+            return []
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(pause)
+    return list(find())

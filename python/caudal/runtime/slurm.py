@@ -35,6 +35,7 @@ import time
 from typing import Dict, List, NamedTuple, Optional
 
 from .placement import rank_counts
+from .simulation import kill_until_gone
 
 # Ports of a job: a block of PORTS_PER_JOB from PORT_BASE, chosen by the job
 # id, the same on every node of the job. Below Linux's ephemeral ports
@@ -459,7 +460,7 @@ def node_main(ray_args):
         rc = _serve(priv, token, ray_args, procs)
     finally:
         for ray in procs:
-            left = _kill_session(ray.pid)
+            left = kill_until_gone(lambda: _session(ray.pid))
             ray.wait()
             if left:
                 print("caudal slurm node: %d process(es) of Ray would not die: %s"
@@ -509,23 +510,6 @@ def _serve(priv, token, ray_args, procs):
     except subprocess.TimeoutExpired:
         pass
     return 0
-
-
-def _kill_session(sid, rounds=10):
-    """SIGKILL every process of session `sid` until none is left; returns
-    the pids still there after `rounds` tries (none, unless unkillable)."""
-    pids = []
-    for _ in range(rounds):
-        pids = _session(sid)
-        if not pids:
-            return []
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        time.sleep(0.2)
-    return _session(sid)
 
 
 def _session(sid):
