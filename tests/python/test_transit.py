@@ -248,3 +248,22 @@ def test_the_launchers_blocks_of_ranks_are_libcaudals_choice():
                 assert all(placement.endpoint_of(r, n, size) == i for r in range(first, last + 1))
                 seen += range(first, last + 1)
             assert seen == list(range(size)), (size, n)
+
+
+def test_placing_ranks_on_nodes_speaks_the_launchers_syntax_or_says_it_cannot():
+    """In situ on several nodes caudal run tells mpiexec where ranks go:
+    MPICH's -hosts here; a launcher given with hosts of its own is left
+    alone; one that is neither MPICH's nor Open MPI's is refused by name."""
+    hosts = placement.rank_hosts(
+        [placement.Place("a", "a", "unix:/x", "10.0.0.1"),
+         placement.Place("b", "b", "unix:/y", "10.0.0.2"),
+         placement.Place("c", "c", "unix:/z", "10.0.0.3")], 2)
+    assert hosts == [("10.0.0.1", 1), ("10.0.0.2", 1)]  # node c has no rank
+    assert placement.mpiexec_command("mpiexec", 2, hosts, ["./sim"]) == \
+        ["mpiexec", "-n", "2", "-hosts", "10.0.0.1:1,10.0.0.2:1", "./sim"]
+    assert placement.mpiexec_command("mpiexec -f my.hosts", 2, hosts, ["./sim"]) == \
+        ["mpiexec", "-f", "my.hosts", "-n", "2", "./sim"]
+    with pytest.raises(ValueError) as e:
+        placement.mpiexec_command("true", 2, hosts, ["./sim"])
+    assert str(e.value) == "true is neither MPICH's nor Open MPI's mpiexec: caudal run " \
+        "cannot tell it to place 2 ranks on 2 nodes (10.0.0.1:1,10.0.0.2:1)"
