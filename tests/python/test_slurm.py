@@ -291,6 +291,22 @@ def test_a_failing_simulation_tears_ray_down_on_every_node(cluster, tmp_path):
         k for h in seen.seen.values() for k in h.values())))
 
 
+def submit_until_results(cluster, script_sh, nodes, out, run_dir):
+    """sbatch --wait of `script_sh` on `nodes` nodes, 2 tasks each, returned
+    (the sbatch process, the job id) once the run recorded 5 results."""
+    env = dict(cluster.env, PATH=os.path.dirname(sys.executable) + ":" + os.environ["PATH"])
+    p = subprocess.Popen(["sbatch", "--wait", "--parsable", "--nodes=%d" % nodes,
+                          "--ntasks-per-node=2", "--time=4", "--output=%s" % out,
+                          str(script_sh)], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    job = p.stdout.readline().strip().split(";")[0]
+    results = run_dir / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while not (results.exists() and len(results.read_text().splitlines()) >= 5):
+        assert p.poll() is None and time.monotonic() < deadline, out.read_text()
+        time.sleep(0.2)
+    return p, job
+
+
 def test_sigterm_to_the_batch_script_ends_the_run_in_order(cluster, tmp_path):
     """In transit, the batch script (caudal run on node1, which ran itself
     again on node3) gets SIGTERM alone (scancel --batch), as from a user or
@@ -306,18 +322,8 @@ def test_sigterm_to_the_batch_script_ends_the_run_in_order(cluster, tmp_path):
     script_sh.write_text("#!/bin/bash\nexec caudal run -n 4 --transit 2 --analytics %s "
                          "--run-dir %s -- %s %s 400 --oracle %s --sleep 0.05\n"
                          % (script, run_dir, sys.executable, FAULTY, means))
-    env = dict(cluster.env, PATH=os.path.dirname(sys.executable) + ":" + os.environ["PATH"])
     with Sampler(cluster.hosts) as seen:
-        p = subprocess.Popen(["sbatch", "--wait", "--parsable", "--nodes=3",
-                              "--ntasks-per-node=2", "--time=4", "--output=%s" % out,
-                              str(script_sh)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                             text=True)
-        job = p.stdout.readline().strip().split(";")[0]
-        results = run_dir / "results.jsonl"
-        deadline = time.monotonic() + 120
-        while not (results.exists() and len(results.read_text().splitlines()) >= 5):
-            assert p.poll() is None and time.monotonic() < deadline, out.read_text()
-            time.sleep(0.2)
+        p, job = submit_until_results(cluster, script_sh, 3, out, run_dir)
         cluster.run(["scancel", "--batch", "--signal=TERM", job], check=True)
         p.wait(120)
     text = out.read_text()
@@ -402,18 +408,8 @@ def test_a_cancelled_job_leaves_nothing(cluster, tmp_path):
     script_sh = tmp_path / "job.sh"
     script_sh.write_text("#!/bin/bash\nexec caudal run -n 4 --analytics %s --run-dir %s -- "
                          "%s %s 400 --sleep 0.05\n" % (script, run_dir, sys.executable, FAULTY))
-    env = dict(cluster.env, PATH=os.path.dirname(sys.executable) + ":" + os.environ["PATH"])
     with Sampler(cluster.hosts) as seen:
-        p = subprocess.Popen(["sbatch", "--wait", "--parsable", "--nodes=2",
-                              "--ntasks-per-node=2", "--time=4", "--output=%s" % out,
-                              str(script_sh)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                             text=True)
-        job = p.stdout.readline().strip().split(";")[0]
-        results = run_dir / "results.jsonl"
-        deadline = time.monotonic() + 120
-        while not (results.exists() and len(results.read_text().splitlines()) >= 5):
-            assert p.poll() is None and time.monotonic() < deadline, out.read_text()
-            time.sleep(0.2)
+        p, job = submit_until_results(cluster, script_sh, 2, out, run_dir)
         cluster.run(["scancel", job], check=True)
         p.wait(120)
         # sbatch --wait returns once the job is cancelled, while its
