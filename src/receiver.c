@@ -3,12 +3,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -50,6 +50,7 @@ struct caudal_block {
 struct conn {
     caudal_receiver *r;
     int fd;
+    uint32_t armed; /* the epoll events it is registered for; 0: not in the set */
     int is_unix;
     uint64_t id;
     int rank, size;
@@ -91,6 +92,14 @@ struct conn {
 
 struct caudal_receiver {
     int lfd, wake_fd;
+    /* epoll, not poll: a wake costs what is ready, not every connection
+     * (with 128 ranks, poll's scan of every socket was most of the
+     * receiver's time). A connection is in the set while it wants
+     * something (conn.armed). */
+    int epfd;
+    uint32_t lfd_armed;
+    struct epoll_event *ready;
+    size_t ready_cap;
     char endpoint[400];
     char unix_path[CDL_MAX_PATH];
     char token[CDL_MAX_TOKEN + 1]; /* zero-padded: compared in full */
@@ -270,6 +279,7 @@ static void receiver_free(caudal_receiver *r)
     cdl_store_free(&r->steer);
     free(r->steer_str);
     free(r->conns);
+    free(r->ready);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -990,6 +1000,21 @@ static void conn_read(conn *cn)
                  strerror(err_no));
 }
 
+/* Register `fd` for `want` (EPOLLIN, EPOLLOUT; 0: out of the set) if that
+ * is not what *armed says already. Fails only for lack of memory (the
+ * kernel's ENOMEM or ENOSPC), which the caller reports. */
+static int arm(caudal_receiver *r, int fd, uint32_t *armed, uint32_t want, void *who)
+{
+    if (want == *armed || fd < 0)
+        return 0;
+    struct epoll_event e = {.events = want, .data.ptr = who};
+    int op = !*armed ? EPOLL_CTL_ADD : want ? EPOLL_CTL_MOD : EPOLL_CTL_DEL;
+    if (epoll_ctl(r->epfd, op, fd, &e) < 0)
+        return -1;
+    *armed = want;
+    return 0;
+}
+
 /* Remove connections whose last event was given; held blocks keep them. */
 static void reap(caudal_receiver *r)
 {
@@ -997,6 +1022,7 @@ static void reap(caudal_receiver *r)
     for (size_t i = 0; i < r->nconns; i++) {
         conn *cn = r->conns[i];
         if (cn->reported && !cn->stashed) {
+            arm(r, cn->fd, &cn->armed, 0, cn);
             close(cn->fd);
             cn->fd = -1;
             conn_unref(cn);
@@ -1015,8 +1041,6 @@ int caudal_receiver_next(caudal_receiver *r, caudal_event *ev, int timeout_ms)
         return rfail(r, CAUDAL_ERR_INVALID, "caudal_receiver_next: event is NULL");
     uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
                                        : cdl_now_ns() + (uint64_t)timeout_ms * 1000000u;
-    struct pollfd *pf = NULL;
-    size_t pf_cap = 0;
     int rc;
     for (;;) {
         process_released(r);
@@ -1034,58 +1058,67 @@ int caudal_receiver_next(caudal_receiver *r, caudal_event *ev, int timeout_ms)
             }
         }
         reap(r);
-        if (pf_cap < r->nconns + 2) {
-            free(pf);
-            pf_cap = r->nconns + 16;
-            if (!(pf = malloc(pf_cap * sizeof *pf))) {
-                rc = rfail(r, CAUDAL_ERR_NOMEM, "out of memory");
-                goto out;
-            }
-        }
         int accepting = cdl_now_ns() >= r->accept_paused_until;
         if (!accepting && r->accept_paused_until < wake)
             wake = r->accept_paused_until;
         if (deadline < wake)
             wake = deadline;
-        pf[0] = (struct pollfd){accepting ? r->lfd : -1, POLLIN, 0};
-        pf[1] = (struct pollfd){r->wake_fd, POLLIN, 0};
-        for (size_t i = 0; i < r->nconns; i++) {
+        int bad = arm(r, r->lfd, &r->lfd_armed, accepting ? EPOLLIN : 0, &r->lfd);
+        for (size_t i = 0; i < r->nconns && !bad; i++) {
             conn *cn = r->conns[i];
             /* Over the held limit, leave the bytes in the socket: TCP flow
              * control then holds the rank's slots, and its policy applies. */
-            short in = cn->held_inline < r->max_held && !cn->held_wait ? POLLIN : 0;
-            short want = cn->dead ? 0 : (short)(in | (cn->out.count ? POLLOUT : 0));
-            pf[i + 2] = (struct pollfd){want ? cn->fd : -1, want, 0};
+            uint32_t in = cn->held_inline < r->max_held && !cn->held_wait ? EPOLLIN : 0;
+            uint32_t want = cn->dead ? 0 : in | (cn->out.count ? EPOLLOUT : 0);
+            bad = arm(r, cn->fd, &cn->armed, want, cn);
         }
-        int n = poll(pf, r->nconns + 2, cdl_poll_timeout(wake));
+        if (bad) {
+            rc = rfail(r, CAUDAL_ERR_SYSTEM, "epoll_ctl failed: %s", strerror(errno));
+            goto out;
+        }
+        size_t cap = r->nconns + 2;
+        if (r->ready_cap < cap) {
+            struct epoll_event *nr = realloc(r->ready, (cap + 16) * sizeof *nr);
+            if (!nr) {
+                rc = rfail(r, CAUDAL_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            r->ready = nr;
+            r->ready_cap = cap + 16;
+        }
+        int n = epoll_wait(r->epfd, r->ready, (int)r->ready_cap, cdl_poll_timeout(wake));
         if (n < 0 && errno != EINTR) {
-            rc = rfail(r, CAUDAL_ERR_SYSTEM, "poll failed: %s", strerror(errno));
+            rc = rfail(r, CAUDAL_ERR_SYSTEM, "epoll_wait failed: %s", strerror(errno));
             goto out;
         }
         if (n == 0 && (deadline == UINT64_MAX ? 0 : cdl_now_ns() >= deadline)) {
             rc = CAUDAL_ERR_TIMEOUT;
             goto out;
         }
-        if (n <= 0)
-            continue; /* a handshake deadline or the accept pause is due */
-        size_t polled = r->nconns;
-        for (size_t i = 0; i < polled; i++) {
-            conn *cn = r->conns[i];
-            short re = pf[i + 2].revents;
-            if (re & POLLOUT) {
+        int accept_due = 0;
+        for (int i = 0; i < n; i++) {
+            void *who = r->ready[i].data.ptr;
+            uint32_t re = r->ready[i].events;
+            if (who == &r->lfd) {
+                accept_due = 1;
+                continue;
+            }
+            if (who == &r->wake_fd)
+                continue; /* process_released drains it */
+            conn *cn = who;
+            if (re & EPOLLOUT) {
                 int err_no = 0;
                 if (cdl_outq_flush(&cn->out, cn->fd, &err_no) != CAUDAL_OK)
                     conn_end(cn, CAUDAL_ERR_IO, "rank %d: connection lost: %s", cn->rank,
                              strerror(err_no));
             }
-            if (re & (POLLIN | POLLHUP | POLLERR))
+            if (re & (EPOLLIN | EPOLLHUP | EPOLLERR))
                 conn_read(cn);
         }
-        if (pf[0].revents & POLLIN)
+        if (accept_due)
             accept_all(r);
     }
 out:
-    free(pf);
     return rc;
 }
 
@@ -1199,14 +1232,23 @@ int caudal_receiver_open(caudal_receiver **out, const caudal_receiver_options *o
     cdl_gather_init(&r->g);
     pthread_mutex_init(&r->mu, NULL);
     r->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (r->wake_fd < 0) {
-        snprintf(errbuf, errlen, "eventfd: %s", strerror(errno));
+    r->epfd = epoll_create1(EPOLL_CLOEXEC);
+    uint32_t wake_armed = 0;
+    if (r->wake_fd < 0 || r->epfd < 0 ||
+        arm(r, r->wake_fd, &wake_armed, EPOLLIN, &r->wake_fd) < 0) {
+        snprintf(errbuf, errlen, "%s: %s", r->wake_fd < 0 ? "eventfd" : "epoll",
+                 strerror(errno));
+        if (r->wake_fd >= 0)
+            close(r->wake_fd);
+        if (r->epfd >= 0)
+            close(r->epfd);
         receiver_free(r);
         return CAUDAL_ERR_SYSTEM;
     }
     rc = cdl_listen(&ep, &r->lfd, r->endpoint, sizeof r->endpoint, errbuf, errlen);
     if (rc != CAUDAL_OK) {
         close(r->wake_fd);
+        close(r->epfd);
         receiver_free(r);
         return rc;
     }
@@ -1265,6 +1307,7 @@ int caudal_receiver_close(caudal_receiver **rp)
     }
     close(r->lfd);
     close(r->wake_fd);
+    close(r->epfd);
     /* Remove our socket, not what may have replaced it since. */
     struct stat st;
     if (r->unix_path[0] && lstat(r->unix_path, &st) == 0 && S_ISSOCK(st.st_mode) &&
