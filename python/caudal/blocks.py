@@ -378,7 +378,10 @@ class Grid:
                 for p in mine:
                     b = self.blocks[p]
                     obj, *at = b.args()
-                    local[p] = _checked(fn, b.where(self), got[obj], *at, *args)
+                    try:  # b.where only on failure: its text costs more than a small block
+                        local[p] = fn(*resolve((got[obj], *at, *args)))
+                    except (ValueError, TypeError, MemoryError) as e:
+                        raise KernelError("%s: %s" % (b.where(self), e)) from None
         out = {pos: self.backend.submit(_checked, (fn, b.where(self)) + b.args() + args,
                                         b.node, num_returns)
                for pos, b in self.blocks.items() if pos not in local}

@@ -33,7 +33,8 @@ from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
-__all__ = ["BlockRef", "CatalogError", "Declaration", "Layout", "build_layout", "global_array"]
+__all__ = ["BlockRef", "CatalogError", "Declaration", "Layout", "Packed", "build_layout",
+           "global_array"]
 
 
 class CatalogError(ValueError):
@@ -77,9 +78,10 @@ class BlockRef(NamedTuple):
     step: int
     rank: int
     count: int  # elements in the block (a variable array's length this step)
-    # The ingest puts a node's blocks of a step as one list object, since a
-    # put costs far more than the bytes of a small block: `ref` is then that
-    # list and the block its item `index`; index None: ref is the block.
+    # The ingest puts a node's blocks of a step as one object (a Packed, or
+    # a list of arrays when they are large), since a put costs far more than
+    # the bytes of a small block: `ref` is then that object and the block its
+    # item `index`; index None: ref is the block.
     ref: Any  # ray.ObjectRef (the result of a task on the block: any object)
     index: Optional[int] = None
     node: Optional[str] = None  # the Ray node whose store holds it
@@ -95,6 +97,32 @@ class BlockRef(NamedTuple):
         """The same rank's block, for `array`, held whole by another object
         on the same node: the result of a task run on this block."""
         return self._replace(array=array, ref=ref, index=None)
+
+
+class Packed:
+    """A node's small blocks of one step in one buffer, as the ingest puts
+    them (caudal.pack_blocks): item i is block i, a read-only view. One
+    NumPy buffer pickles out of band, so putting it costs one copy and a
+    fixed cost (0.65 ms for 128 blocks of 8 KiB here, against 1.6 ms for the
+    list of 128 arrays), and getting it maps the store's memory."""
+
+    __slots__ = ("buf", "layout")
+
+    def __init__(self, buf, layout):
+        self.buf = buf  # uint8 NumPy array
+        self.layout = layout  # ((offset, dtype, shape, order), ...), one per block
+
+    def __len__(self):
+        return len(self.layout)
+
+    def __getitem__(self, i):
+        offset, dtype, shape, order = self.layout[i]
+        a = np.ndarray(shape, dtype, buffer=self.buf, offset=offset, order=order)
+        a.flags.writeable = False  # as Ray's store gives it, wherever it was unpickled
+        return a
+
+    def __reduce__(self):
+        return Packed, (self.buf, self.layout)
 
 
 @dataclass(frozen=True)

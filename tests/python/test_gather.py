@@ -1,9 +1,13 @@
 """Receiver(gather=True) from Python: a node's steps as 'steps' events whose
 blocks are zero-copy Blocks that know their array, rank, step and count."""
 
+import pickle
+
 import numpy as np
+import pytest
 
 import caudal
+from caudal.catalog import Packed
 from _client_worker import block_of, make_global, make_var
 from conftest import endpoint_for, run_jobs
 
@@ -92,3 +96,59 @@ def test_block_events_say_whose(pool):
     with caudal.Receiver(endpoint_for("unix")) as r:
         results, _ = run_jobs(pool, r, jobs_for(r.endpoint)[:1], handle)
     assert results[0]["ok"] and seen and all(seen)
+
+
+def test_pack_blocks(pool, transport):
+    """pack_blocks copies a step's blocks into one buffer at 64-byte aligned
+    offsets and gives every slot back; catalog.Packed reads each block back
+    as it was, after pickling (as Ray stores it), in C and Fortran order,
+    and a variable array's empty parts included."""
+    jobs = jobs_for(endpoint_for(transport))
+    for rank, job in enumerate(jobs):
+        job["arrays"].append(dict(name="g", dtype="float64", order="F", shape=[3, NRANKS * 2],
+                                  start=[0, rank * 2], count=[3, 2], seed=50))
+    got = {}
+    refused = []
+
+    def handle(ev):
+        if ev.type != "steps" or not ev.blocks:
+            return
+        blocks = ev.blocks
+        # A block with a view exported: refused, and nothing packed or released.
+        view = np.asarray(blocks[-1])
+        try:
+            caudal._caudal.pack_blocks(blocks)
+        except BufferError as e:
+            refused.append(str(e))
+        assert not any(b.released for b in blocks)
+        del view
+        buf, layout = caudal._caudal.pack_blocks(blocks)
+        assert all(b.released for b in blocks) and len(layout) == len(blocks)
+        assert all(offset % 64 == 0 for offset, *_ in layout)
+        packed = pickle.loads(pickle.dumps(Packed(np.frombuffer(buf, np.uint8), layout),
+                                           protocol=5))
+        for i, b in enumerate(blocks):
+            a = packed[i]
+            if b.name == "g":
+                want = block_of(make_global(50 + b.step, "float64", [3, NRANKS * 2]),
+                                [0, b.rank * 2], [3, 2], "F")
+                assert a.flags.f_contiguous
+            else:
+                want = expected(b.name, b.rank, b.step)
+            assert a.dtype == want.dtype and not a.flags.writeable
+            np.testing.assert_array_equal(a, want)
+            got[(b.name, b.rank, b.step)] = True
+        # Released blocks cannot be packed again.
+        with pytest.raises(caudal.CaudalError, match="was released"):
+            caudal._caudal.pack_blocks(blocks[:1])
+
+    with caudal.Receiver(endpoint_for(transport), gather=True) as r:
+        results, _ = run_jobs(pool, r, jobs_for_endpoint(jobs, r.endpoint), handle)
+    assert all(res["ok"] for res in results), results
+    assert got.keys() == {(name, rank, step) for name in "fpg" for rank in range(NRANKS)
+                          for step in STEPS}
+    assert refused and "exported buffer" in refused[0] and "step" in refused[0]
+
+
+def jobs_for_endpoint(jobs, endpoint):
+    return [dict(job, endpoint=endpoint) for job in jobs]

@@ -5,8 +5,8 @@ the actor's event loop), in its gathering mode: the receiver itself keeps
 each rank's blocks and progress, and hands Python one 'steps' event once
 every rank of the node finished a step, so Python works per node-step, not
 per rank, block and frame. The thread copies that step's blocks into the Ray
-object store as one object (a list: a put costs far more than the bytes of a
-small block, 0.7 ms against 1.2 ms for 32 blocks of 8 KiB in one), gives
+object store as one object (a put costs far more than the bytes of a small
+block: small blocks are packed into one buffer, catalog.Packed), gives
 their slots back, and reports the step to the head (or its relay) in one
 call per node and step: a report.Part, made by report.Ranks from the blocks
 (a catalog.BlockRef each: the list, the index, this node) and the ranks'
@@ -41,10 +41,13 @@ import numpy as np
 import ray
 
 from .. import _caudal
-from ..catalog import BlockRef, Declaration
+from ..catalog import BlockRef, Declaration, Packed
 from .head import _add_range
 from .report import Reporter
 
+# A step's blocks are packed into one buffer when they are this small on
+# average: copying 64 KiB costs about what Ray spends per array of a list.
+PACK_MAX_MEAN = 64 << 10
 # Per-rank path only: held in slots (or inline buffers) while a step completes
 BATCH_BYTES = 64 << 20
 REFUSED_KEPT = 5  # refusal messages kept (and printed) in full; the rest are counted
@@ -187,12 +190,18 @@ class IngestActor:
         self._send_report(refs)
 
     def _put_blocks(self, blocks):
-        """Blocks as one list object in the store (the one copy), their
-        slots given back."""
+        """Blocks as one object in the store, their slots given back: small
+        ones packed into one buffer (a catalog.Packed: one more copy, of
+        little, against Ray's cost per array), large ones as a list of
+        arrays (the one copy)."""
         t0 = time.perf_counter()
-        ref = ray.put([np.asarray(b) for b in blocks])
-        for b in blocks:
-            b.release()
+        if sum(b.nbytes for b in blocks) <= PACK_MAX_MEAN * len(blocks):
+            buf, layout = _caudal.pack_blocks(blocks)
+            ref = ray.put(Packed(np.frombuffer(buf, np.uint8), layout))
+        else:
+            ref = ray.put([np.asarray(b) for b in blocks])
+            for b in blocks:
+                b.release()
         self.stats["put_seconds"] += time.perf_counter() - t0
         self.stats["puts"] += 1
         return [BlockRef.from_event(b, ref, i, self.node) for i, b in enumerate(blocks)]

@@ -67,6 +67,9 @@ PyObject *raise_closed(const char *what);
 PyObject *handle_with(PyObject *self, int open, const char *what);
 PyObject *handle_exit(PyObject *closed, PyObject *exit_args);
 
+/* block.c: pack_blocks(blocks) -> (bytearray, layout), module-level. */
+PyObject *mod_pack_blocks(PyObject *m, PyObject *arg);
+
 /* dtypes.c */
 int dtype_from_object(PyObject *obj); /* a caudal_dtype; 0 with CaudalError */
 const char *dtype_format(int dtype);  /* buffer-protocol format; NULL if none */

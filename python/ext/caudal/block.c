@@ -347,3 +347,91 @@ PyTypeObject Block_Type = {
     .tp_getset = Block_getset,
     .tp_new = Block_new,
 };
+
+/* ---------------------------------------------------------- pack_blocks */
+
+#define PACK_ALIGN 64 /* each block's offset: views stay as aligned as in a slot */
+
+static int block_check(PyObject *o, Py_ssize_t i)
+{
+    if (!PyObject_TypeCheck(o, &Block_Type)) {
+        PyErr_Format(PyExc_TypeError, "pack_blocks: item %zd is a %.80s, not a caudal.Block",
+                     i, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    BlockObject *b = (BlockObject *)o;
+    if (!b->blk) {
+        raise_fmt(CAUDAL_ERR_CLOSED, "pack_blocks: rank %d's block of '%.64s', step %llu, "
+                  "was released", b->rank, PyUnicode_AsUTF8(b->name), b->step);
+        return -1;
+    }
+    if (b->exports > 0) {
+        PyErr_Format(PyExc_BufferError, "pack_blocks: rank %d's block of '%.64s', step "
+                     "%llu, has %zd exported buffer(s)", b->rank, PyUnicode_AsUTF8(b->name),
+                     b->step, b->exports);
+        return -1;
+    }
+    return 0;
+}
+
+/* (offset, dtype, shape, order) of one packed block. */
+static PyObject *pack_entry(const BlockObject *b, Py_ssize_t offset)
+{
+    PyObject *shape = ssize_tuple(b->shape, b->ndim);
+    if (!shape)
+        return NULL;
+    PyObject *t = Py_BuildValue("(nsNs)", offset, caudal_dtype_name(b->dtype), shape,
+                                b->order == CAUDAL_ORDER_F ? "F" : "C");
+    return t;
+}
+
+PyObject *mod_pack_blocks(PyObject *m, PyObject *arg)
+{
+    (void)m;
+    PyObject *seq = PySequence_Fast(arg, "pack_blocks: expected a sequence of caudal.Block");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (block_check(items[i], i) < 0)
+            goto fail;
+        Py_ssize_t nb = ((BlockObject *)items[i])->nbytes;
+        if (total > PY_SSIZE_T_MAX - nb - PACK_ALIGN) {
+            PyErr_SetString(PyExc_OverflowError, "pack_blocks: blocks too large");
+            goto fail;
+        }
+        total += (nb + PACK_ALIGN - 1) / PACK_ALIGN * PACK_ALIGN;
+    }
+    PyObject *buf = PyByteArray_FromStringAndSize(NULL, total);
+    PyObject *layout = buf ? PyTuple_New(n) : NULL;
+    if (!layout) {
+        Py_XDECREF(buf);
+        goto fail;
+    }
+    char *dst = PyByteArray_AS_STRING(buf);
+    Py_ssize_t off = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        BlockObject *b = (BlockObject *)items[i];
+        PyObject *e = pack_entry(b, off);
+        if (!e) {
+            Py_DECREF(buf);
+            Py_DECREF(layout);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(layout, i, e);
+        memcpy(dst + off, b->data, (size_t)b->nbytes);
+        Py_ssize_t pad = (b->nbytes + PACK_ALIGN - 1) / PACK_ALIGN * PACK_ALIGN - b->nbytes;
+        memset(dst + off + b->nbytes, 0, (size_t)pad); /* no stale heap bytes in the store */
+        off += b->nbytes + pad;
+    }
+    /* Copied: every slot goes back to its rank at once. */
+    for (Py_ssize_t i = 0; i < n; i++)
+        block_do_release((BlockObject *)items[i]);
+    Py_DECREF(seq);
+    return Py_BuildValue("(NN)", buf, layout);
+fail:
+    Py_DECREF(seq);
+    return NULL;
+}

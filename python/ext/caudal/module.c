@@ -47,6 +47,12 @@ static PyMethodDef module_methods[] = {
      "dtype_name(dtype) -> str\n\n"
      "The caudal name ('float64') of a name, a NumPy type string or dtype, or a\n"
      "NumPy scalar type; raises CaudalError (ERR_DTYPE) for anything else."},
+    {"pack_blocks", mod_pack_blocks, METH_O,
+     "pack_blocks(blocks) -> (bytearray, layout)\n\n"
+     "The blocks' data copied into one buffer, each at an offset aligned to 64\n"
+     "bytes, and every block released (their slots go back to the ranks).\n"
+     "layout[i] is (offset, dtype, shape, order) of blocks[i]. Raises, packing\n"
+     "and releasing nothing, if a block was released or has views exported."},
     {"library_version", mod_library_version, METH_NOARGS,
      "library_version() -> (major, minor, patch)\n\n"
      "The version of the libcaudal loaded, which may be newer than the header\n"
