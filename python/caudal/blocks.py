@@ -137,7 +137,18 @@ class _Ray:
     """Blocks in Ray's object store, each on a known node: work runs in
     tasks and actors pinned there."""
 
+    def __init__(self):
+        # node -> an actor there whose run(fn, *args) does per-block work in
+        # its own process: caudal run's ingest actors, which put the blocks
+        # in the first place. A call to an actor that is already up costs
+        # no worker process (80 MiB each, one per core, kept up for tasks)
+        # and no scheduling; nodes without one get tasks pinned there.
+        self.executors = {}
+
     def submit(self, fn, args, node=None, num_returns=1):
+        executor = self.executors.get(node) if node is not None else None
+        if executor is not None:
+            return executor.run.options(num_returns=num_returns).remote(fn, *args)
         return _remote(fn).options(**on_node(node, num_returns=num_returns)).remote(*args)
 
     def fetch(self, objs):

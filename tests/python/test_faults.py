@@ -131,8 +131,12 @@ class Run:
         self.err = open(tmp_path / ("%s.err" % name), "w+")
         self.shm_before = set(os.listdir("/dev/shm"))
         self.p = subprocess.Popen(
+            # Its analysis is Dask's mean: workers started up front, so
+            # that the first steps do not wait for them (under drop, they
+            # would be dropped while the ranks wait).
             [sys.executable, "-m", "caudal", "run", "-n", str(ranks), "--analytics",
-             str(script), "--run-dir", str(self.run_dir), *extra, "--", *sim],
+             str(script), "--run-dir", str(self.run_dir), "--workers", "2", *extra, "--",
+             *sim],
             stdout=self.out, stderr=self.err, start_new_session=True)
         self.procs = {}
 

@@ -296,3 +296,70 @@ def test_an_analysis_of_an_array_no_rank_declared_fails_the_run(tmp_path, heat2d
     assert summary["end"]["reason"] == "analysis_failed"
     assert summary["arrays_never_declared"] == [["f", "temprature"]]
     assert not results
+
+
+WHERE_KERNELS_RUN = '''
+import os
+
+import numpy as np
+
+import caudal
+
+
+def _title(pid):
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        return f.read().split(b"\\0")[0].decode(errors="replace")
+
+
+def _ray_processes():
+    """Titles of this run's Ray processes: the descendants of caudal run."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open("/proc/%s/stat" % d).read()
+                children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(d))
+            except OSError:
+                pass
+    out, todo = set(), [os.getpid()]
+    while todo:
+        for k in children.get(todo.pop(), []):
+            todo.append(k)
+            try:
+                out.add(_title(k))
+            except OSError:
+                pass
+    return sorted(t for t in out if t.startswith("ray::"))
+
+
+@caudal.analysis("temperature")
+def where(temperature, ctx):
+    t = temperature[-1]
+    ran = caudal.blocks.map_blocks(
+        lambda b: (os.getpid(), _title(os.getpid()), float(np.asarray(b).sum())), t)
+    ctx.record("ran", ran)
+    ctx.record("processes", _ray_processes())
+'''
+
+
+def test_kernels_run_in_the_ingest_actor_and_no_ray_worker_starts(tmp_path, heat2d):
+    """Per-block work runs in the ingest actor of the block's node (the
+    process that put the block), so the run starts no Ray worker process;
+    each block's sum equals the simulation's dump."""
+    import numpy as np
+
+    script = tmp_path / "where.py"
+    script.write_text(WHERE_KERNELS_RUN)
+    dump = tmp_path / "dump"
+    p, results, _ = caudal_run(tmp_path, script, [heat2d, "32", "16", "6", "--dump-every", "1",
+                                                  "--dump", str(dump)])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert sorted(results["ran"]) == list(range(6))
+    for step, ran in results["ran"].items():
+        field = np.fromfile("%s-%d.bin" % (dump, step), dtype=np.float64)
+        assert len(ran) == 4 and len({pid for pid, _, _ in ran}) == 1  # one node, one ingest
+        assert all(title.startswith("ray::IngestActor") for _, title, _ in ran), ran
+        assert np.isclose(sum(s for _, _, s in ran), field.sum(), rtol=1e-12)
+    seen = {t for titles in results["processes"].values() for t in titles}
+    assert any(t.startswith("ray::IngestActor") for t in seen), seen
+    assert not [t for t in seen if t.startswith("ray::IDLE") or "_checked" in t], seen

@@ -57,8 +57,12 @@ class _Stopped(Exception):
     """shutdown() was asked while the thread waited on the head."""
 
 
-# max_concurrency: watch() holds one thread for the whole run.
-@ray.remote(num_cpus=0, max_concurrency=6)
+# max_concurrency: watch() holds one thread for the whole run; caudal run
+# adds a thread per core of the node for run() (the kernels).
+CONTROL_THREADS = 6
+
+
+@ray.remote(num_cpus=0, max_concurrency=CONTROL_THREADS)
 class IngestActor:
     def __init__(self, endpoint, token, head, node, name=None):
         self.per_rank = os.environ.get("CAUDAL_INGEST_PER_RANK") == "1"
@@ -87,6 +91,13 @@ class IngestActor:
 
     def endpoint(self):
         return self.receiver.endpoint
+
+    def run(self, fn, *args):
+        """fn(*args) here, next to the blocks this actor put: the kernels'
+        per-block work (blocks.RAY.executors), on the actor's threads (the
+        C kernels release the GIL), so that no Ray worker process is needed
+        for them."""
+        return fn(*args)
 
     def steer(self, rank, key, value):
         """Queued for the receiving thread, which owns the receiver."""

@@ -90,6 +90,12 @@ def add_parser(sub):
     r.add_argument("--analysis-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="default deadline of one analysis call (default 300); "
                         "@caudal.analysis(..., timeout=) overrides it")
+    r.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="Ray worker processes to start on each Ray node before the "
+                        "simulation starts, for Dask graphs (StepArray.data) and your own "
+                        "Ray tasks; Caudal's kernels need none. Default 0: started when "
+                        "first needed, which delays that step by about a second "
+                        "(about 80 MiB each)")
     r.add_argument("--debug", action="store_true",
                    help="print tracebacks of internal errors (also CAUDAL_DEBUG=1)")
     r.add_argument("command", nargs="+", help="the simulation, after --")
@@ -334,10 +340,10 @@ class Run:
         import ray
         from ray.util.dask import enable_dask_on_ray
 
-        from ..blocks import on_node
+        from ..blocks import RAY, on_node
         from .driver import Driver
         from .head import start_head
-        from .ingest import IngestActor
+        from .ingest import CONTROL_THREADS, IngestActor
 
         args = self.args
         token = secrets.token_hex(16)
@@ -369,8 +375,14 @@ class Run:
         # Each on its node: it listens there, and the blocks it puts are born
         # in that node's store.
         self.places = places
-        self.ingests = [IngestActor.options(**on_node(p.node)).remote(
-            p.listen, token, targets[p.name], p.node, p.name) for p in places]
+        cpus = {n["NodeID"]: int(n["Resources"].get("CPU", 1)) for n in alive}
+        self.ingests = [IngestActor.options(
+            max_concurrency=CONTROL_THREADS + max(1, cpus.get(p.node, 1)), **on_node(p.node)
+        ).remote(p.listen, token, targets[p.name], p.node, p.name) for p in places]
+        # The kernels run in them (blocks.RAY.executors): one per node.
+        RAY.executors = {}
+        for p, ingest in zip(places, self.ingests):
+            RAY.executors.setdefault(p.node, ingest)
         # Listening before the ranks start; in transit, on ports of their own.
         self.endpoints = ray.get([i.endpoint.remote() for i in self.ingests])
         if args.transit:
@@ -388,7 +400,7 @@ class Run:
                     raise SetupError(str(e)) from e
         endpoint = placement.endpoint_list(places, self.endpoints, args.transit)
         self.watches = {i.watch.remote(): label for i, label in zip(self.ingests, self.labels)}
-        _warm_up()
+        _warm_up(self.ingests, nodes, args.workers)
         env = dict(slurm.step_env() if self.alloc else os.environ, CAUDAL_ENDPOINT=endpoint,
                    CAUDAL_TOKEN=token, CAUDAL_POLICY=args.policy)
         if self.alloc:
@@ -801,14 +813,33 @@ def _ranks_text(ranks, shown=8):
     return text if len(ranks) <= shown else "%s, ... (%d in all)" % (text, len(ranks))
 
 
-def _warm_up():
-    """Start Ray's workers and import Dask in them before the simulation
-    runs, so that the first steps do not wait for that (and fill the rings)."""
-    import dask.array as da
+def _warm_up(ingests, nodes, workers):
+    """Import the kernels in the ingest actors, which run them, and start
+    `workers` Ray workers on each node with Dask imported, before the
+    simulation runs, so that the first steps do not wait for that (and fill
+    the rings). Workers are started only when asked: each costs 80 MiB, and
+    only Dask graphs and the user's own tasks need them (the first such
+    computation waits for them once)."""
     import ray
 
-    n = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    da.ones((n, 1), chunks=(1, 1)).sum().compute()
+    from ..blocks import on_node
+
+    calls = [i.run.remote(_import_kernels) for i in ingests]
+    if workers > 0:
+        hold = ray.remote(num_cpus=1)(_hold_worker)
+        calls += [hold.options(**on_node(n)).remote() for n in nodes for _ in range(workers)]
+    ray.get(calls)
+
+
+def _import_kernels():
+    from .. import features, stats, stencil, temporal  # noqa: F401
+
+
+def _hold_worker():
+    """Held a moment, so that the calls at once each take a worker of their own."""
+    import dask.array  # noqa: F401
+
+    time.sleep(0.5)
 
 
 def _print_refused(ingest):
