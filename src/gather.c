@@ -197,14 +197,19 @@ int cdl_gather_event(cdl_gather *g, caudal_event *ev, int forced, uint64_t early
             g->held[kept++] = *h;
     }
     g->nheld = kept;
-    qsort(g->sorted, ncomplete, sizeof *g->sorted, by_step_rank);
-    qsort(g->sorted + ncomplete, nearly, sizeof *g->sorted, by_step_rank);
+    /* qsort wants a valid pointer even for none: sorted is NULL until a
+     * block was ever held (a node whose ranks all leave before publishing). */
+    if (ncomplete)
+        qsort(g->sorted, ncomplete, sizeof *g->sorted, by_step_rank);
+    if (nearly)
+        qsort(g->sorted + ncomplete, nearly, sizeof *g->sorted, by_step_rank);
     for (size_t i = 0; i < ncomplete + nearly; i++)
         g->out[i] = g->sorted[i].b;
     for (size_t i = 0; i < g->nmembers; i++)
         g->progress[i] = (caudal_rank_progress){
             g->members[i].rank, g->members[i].has_high ? (int64_t)g->members[i].high : -1};
-    qsort(g->progress, g->nmembers, sizeof *g->progress, by_rank);
+    if (g->nmembers)
+        qsort(g->progress, g->nmembers, sizeof *g->progress, by_rank);
     /* The drops handed out live in their own buffer until the next event. */
     caudal_rank_drop *d = g->drops_out;
     size_t dcap = g->drops_out_cap;

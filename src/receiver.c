@@ -57,6 +57,7 @@ struct conn {
     int hello, bye;
     uint64_t hello_deadline; /* ns; before HELLO only */
     int dead;     /* socket ended or cut: DISCONNECT (or nothing after BYE) due */
+    uint64_t end_seq; /* when it went dead, in the receiver's order of finding out */
     int rejected; /* cut for a protocol error: frames still buffered are ignored */
     int reported; /* the last event of this connection was given */
     int status;
@@ -115,6 +116,7 @@ struct caudal_receiver {
     char notice[300];
     conn **conns;
     size_t nconns, conns_cap, rr;
+    uint64_t ends; /* connections found ended so far (conn.end_seq) */
     uint64_t next_id;
     cdl_store steer;  /* set by the analytics: rank or -1 for all */
     char steer_key[CAUDAL_MAX_NAME + 1]; /* a STEER event's key and string, */
@@ -174,6 +176,7 @@ static void conn_end(conn *cn, int status, const char *fmt, ...)
     if (cn->dead)
         return;
     cn->dead = 1;
+    cn->end_seq = ++cn->r->ends;
     cn->status = status;
     va_list ap;
     va_start(ap, fmt);
@@ -1049,8 +1052,21 @@ int caudal_receiver_next(caudal_receiver *r, caudal_event *ev, int timeout_ms)
             rc = CAUDAL_OK;
             goto out;
         }
+        /* Connections in turn, from the one that ended first when some did:
+         * when a launcher ends every rank because one failed, the failed
+         * one's DISCONNECT comes first, whatever their places in the list. */
+        size_t from = r->rr;
+        uint64_t first_end = UINT64_MAX;
+        for (size_t i = 0; i < r->nconns; i++) {
+            const conn *cn = r->conns[i];
+            /* stashed: its DISCONNECT waits behind the STEPS it released */
+            if (cn->dead && (!cn->reported || cn->stashed) && cn->end_seq < first_end) {
+                first_end = cn->end_seq;
+                from = i;
+            }
+        }
         for (size_t k = 0; k < r->nconns; k++) {
-            size_t i = (r->rr + k) % r->nconns;
+            size_t i = (from + k) % r->nconns;
             if (conn_event(r, r->conns[i], ev)) {
                 r->rr = i + 1;
                 rc = CAUDAL_OK;

@@ -450,6 +450,72 @@ static void close_holding(int tcp)
     CHECK(wait_exit(p1) == 0);
 }
 
+/* Ranks that end while the receiver is not looking (a launcher killing the
+ * others after one died) are reported in the order they ended, so that the
+ * first DISCONNECT names the rank that failed, whatever their order in the
+ * receiver's list. */
+#define ENDS_RANKS 4
+#define ENDS_FIRST 2
+static char ends_ep[128];
+static int ends_go[2];
+
+static int ends_rank(void *arg)
+{
+    int rank = *(int *)arg;
+    close(ends_go[1]);
+    caudal_client *c = open_client(ends_ep, "tok-gather", rank, ENDS_RANKS, NULL);
+    char b;
+    CHECK(read(ends_go[0], &b, 1) == 0); /* killed before this returns */
+    caudal_close(&c);
+    return 0;
+}
+
+static void ends_in_order(void)
+{
+    caudal_receiver_options ro;
+    caudal_receiver_options_init(&ro);
+    char ep[128];
+    unix_endpoint(ep, sizeof ep, "gather-ends");
+    ro.endpoint = ep;
+    ro.token = "tok-gather";
+    ro.gather = 1;
+    caudal_receiver *r = open_receiver_with(&ro);
+    snprintf(ends_ep, sizeof ends_ep, "%s", caudal_receiver_endpoint(r));
+    CHECK(pipe(ends_go) == 0);
+    int ranks[ENDS_RANKS];
+    pid_t pids[ENDS_RANKS];
+    caudal_event ev;
+    for (int k = 0; k < ENDS_RANKS; k++) { /* connected in rank order */
+        ranks[k] = k;
+        pids[k] = spawn(ends_rank, &ranks[k]);
+        do
+            CHECK_RC(caudal_receiver_next(r, &ev, WAIT_MS), CAUDAL_OK);
+        while (ev.type != CAUDAL_EVENT_CONNECT);
+        CHECK(ev.rank == k);
+    }
+    /* Idle, as between steps: what it had to read is read. */
+    CHECK_RC(caudal_receiver_next(r, &ev, 50), CAUDAL_ERR_TIMEOUT);
+    /* ENDS_FIRST dies, then the others, all before the receiver looks. */
+    CHECK(kill(pids[ENDS_FIRST], SIGKILL) == 0);
+    CHECK(wait_exit(pids[ENDS_FIRST]) == 128 + SIGKILL);
+    for (int k = 0; k < ENDS_RANKS; k++)
+        if (k != ENDS_FIRST) {
+            CHECK(kill(pids[k], SIGKILL) == 0);
+            CHECK(wait_exit(pids[k]) == 128 + SIGKILL);
+        }
+    int order[ENDS_RANKS], n = 0;
+    while (n < ENDS_RANKS) {
+        CHECK_RC(caudal_receiver_next(r, &ev, WAIT_MS), CAUDAL_OK);
+        CHECK(ev.type == CAUDAL_EVENT_DISCONNECT || ev.type == CAUDAL_EVENT_STEPS);
+        if (ev.type == CAUDAL_EVENT_DISCONNECT)
+            order[n++] = ev.rank;
+    }
+    CHECK(order[0] == ENDS_FIRST);
+    CHECK_RC(caudal_receiver_close(&r), CAUDAL_OK);
+    close(ends_go[0]);
+    close(ends_go[1]);
+}
+
 int main(void)
 {
     mixed(0);
@@ -457,7 +523,8 @@ int main(void)
     early();
     close_holding(0);
     close_holding(1);
+    ends_in_order();
     printf("gather: out-of-step, dropping, leaving and dying ranks over unix and tcp; "
-           "early blocks; close while holding\n");
+           "early blocks; close while holding; ends reported in the order they came\n");
     return 0;
 }
