@@ -144,8 +144,6 @@ class _Ray:
         # no worker process (80 MiB each, one per core, kept up for tasks)
         # and no scheduling; nodes without one get tasks pinned there.
         self.executors = {}
-        self.lock = threading.Lock()
-        self.dask_on_ray = False  # made Dask's scheduler in this process
 
     def submit(self, fn, args, node=None, num_returns=1):
         executor = self.executors.get(node) if node is not None else None
@@ -174,26 +172,9 @@ class _Ray:
         """A StepArray: the grid, and a Dask array over its blocks made
         when asked for."""
         return StepArray(grid.step, blocks=grid, shape=grid.shape, dtype=grid.dtype,
-                         make_data=lambda: self.dask_array(
+                         make_data=lambda: global_array(
                              grid.layout, {b.rank: b.data for b in grid.blocks.values()},
                              grid.step))
-
-    def dask_array(self, layout, refs, step, token=None):
-        """catalog.global_array of blocks in the store, with Dask-on-Ray made
-        Dask's scheduler first: only once an analysis asks for a Dask array,
-        since ray.util.dask imports pandas and pyarrow (80 MiB more in the
-        driver)."""
-        with self.lock:
-            if not self.dask_on_ray:
-                import warnings
-
-                from ray.util.dask import enable_dask_on_ray
-
-                with warnings.catch_warnings():  # Ray sets a Dask key Dask has renamed
-                    warnings.simplefilter("ignore", FutureWarning)
-                    enable_dask_on_ray()
-                self.dask_on_ray = True
-        return global_array(layout, refs, step, token=token)
 
     # State kept next to the blocks (caudal.temporal): one keeper per node,
     # an actor there, which the blocks reach without leaving their node.
@@ -533,7 +514,7 @@ def step_array(layout, blocks, step, token=None):
     else:
         refs = lambda: blocks  # noqa: E731
     return StepArray(step, shape=None if layout.variable else layout.shape, dtype=layout.dtype,
-                     make_data=lambda: RAY.dask_array(layout, refs(), step, token=token),
+                     make_data=lambda: global_array(layout, refs(), step, token=token),
                      make_blocks=lambda: _step_grid(layout, refs(), step))
 
 

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 
 from ..analytics import analyses_in, finishers_in
 from . import budget, placement, slurm
@@ -337,6 +338,7 @@ class Run:
 
     def _start(self, analyses, finishers):
         import ray
+        from ray.util.dask import enable_dask_on_ray
 
         from ..blocks import RAY, on_node
         from .driver import Driver
@@ -347,8 +349,9 @@ class Run:
         token = secrets.token_hex(16)
         self._start_ray(args.address)
         self.signals.install()  # ray.init sets a SIGTERM handler of its own
-        # Dask-on-Ray becomes Dask's scheduler when an analysis first asks
-        # for a Dask array (blocks.RAY._dask_array), not before.
+        with warnings.catch_warnings():  # Ray sets a Dask key Dask has renamed
+            warnings.simplefilter("ignore", FutureWarning)
+            enable_dask_on_ray()
         alive = [n for n in ray.nodes() if n["Alive"]]
         if self.node_names:  # in the allocation's order, not Ray's
             order = {name: i for i, name in enumerate(self.ray_nodes)}
