@@ -90,12 +90,13 @@ def add_parser(sub):
     r.add_argument("--analysis-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="default deadline of one analysis call (default 300); "
                         "@caudal.analysis(..., timeout=) overrides it")
-    r.add_argument("--workers", type=int, default=0, metavar="N",
+    r.add_argument("--workers", type=int, default=1, metavar="N",
                    help="Ray worker processes to start on each Ray node before the "
-                        "simulation starts, for Dask graphs (StepArray.data) and your own "
-                        "Ray tasks; Caudal's kernels need none. Default 0: started when "
-                        "first needed, which delays that step by about a second "
-                        "(about 80 MiB each)")
+                        "simulation starts (about 80 MiB each), for Dask graphs "
+                        "(StepArray.data) and your own Ray tasks; Caudal's kernels need "
+                        "none. Default 1: a Dask graph's first tasks start at once, and "
+                        "Ray starts more as they are needed; 0: none until the first "
+                        "Dask graph, which then waits about a second")
     r.add_argument("--debug", action="store_true",
                    help="print tracebacks of internal errors (also CAUDAL_DEBUG=1)")
     r.add_argument("command", nargs="+", help="the simulation, after --")
