@@ -344,7 +344,8 @@ def where(temperature, ctx):
 
 def test_kernels_run_in_the_ingest_actor_and_no_ray_worker_starts(tmp_path, heat2d):
     """Per-block work runs in the ingest actor of the block's node (the
-    process that put the block), so the run starts no Ray worker process;
+    process that put the block), so with --workers 0 no Ray worker process
+    starts;
     each block's sum equals the simulation's dump."""
     import numpy as np
 
@@ -352,7 +353,7 @@ def test_kernels_run_in_the_ingest_actor_and_no_ray_worker_starts(tmp_path, heat
     script.write_text(WHERE_KERNELS_RUN)
     dump = tmp_path / "dump"
     p, results, _ = caudal_run(tmp_path, script, [heat2d, "32", "16", "6", "--dump-every", "1",
-                                                  "--dump", str(dump)])
+                                                  "--dump", str(dump)], extra=("--workers", "0"))
     assert p.returncode == 0, p.stdout + p.stderr
     assert sorted(results["ran"]) == list(range(6))
     for step, ran in results["ran"].items():
