@@ -233,23 +233,35 @@ static int receive(caudal_receiver *r, seen *s, int nranks)
     return lost;
 }
 
+/* A gathering receiver, over tcp or a unix socket named by `tag`, with
+ * max_held_bytes `max_held` (0: the default); its endpoint (the port
+ * chosen) into ep. */
+static caudal_receiver *open_gathering(int tcp, const char *tag, uint64_t max_held, char *ep,
+                                       size_t n)
+{
+    char want[128];
+    if (tcp)
+        snprintf(want, sizeof want, "tcp:127.0.0.1:0");
+    else
+        unix_endpoint(want, sizeof want, tag);
+    caudal_receiver_options ro;
+    caudal_receiver_options_init(&ro);
+    ro.endpoint = want;
+    ro.token = "tok-gather";
+    ro.gather = 1;
+    ro.max_held_bytes = max_held;
+    caudal_receiver *r = open_receiver_with(&ro);
+    snprintf(ep, n, "%s", caudal_receiver_endpoint(r));
+    return r;
+}
+
 static void mixed(int tcp)
 {
     run rn;
     memset(&rn, 0, sizeof rn);
     rn.tcp = tcp;
     CHECK(pipe(rn.pipe_fd) == 0 && pipe(rn.hello_fd) == 0);
-    if (tcp)
-        snprintf(rn.endpoint, sizeof rn.endpoint, "tcp:127.0.0.1:0");
-    else
-        unix_endpoint(rn.endpoint, sizeof rn.endpoint, "gather");
-    caudal_receiver_options ro;
-    caudal_receiver_options_init(&ro);
-    ro.endpoint = rn.endpoint;
-    ro.token = "tok-gather";
-    ro.gather = 1;
-    caudal_receiver *r = open_receiver_with(&ro);
-    snprintf(rn.endpoint, sizeof rn.endpoint, "%s", caudal_receiver_endpoint(r));
+    caudal_receiver *r = open_gathering(tcp, "gather", 0, rn.endpoint, sizeof rn.endpoint);
     for (int i = 0; i < NRANKS; i++)
         rn.roles[i] = (role){.depth = 4, .policy = CAUDAL_POLICY_BLOCK, .last_k = NSTEPS - 1,
                              .wait_fd = -1, .tell_fd = -1, .hello_fd = -1, .after_fd = -1};
@@ -310,7 +322,7 @@ static void mixed(int tcp)
 
 #define BIG (32u << 10)
 
-static const char *early_ep;
+static char early_ep[128];
 
 /* Rank 0: three inline blocks of 32 KiB per step, against a receiver that
  * holds at most 64 KiB of them per connection; rank 1: one small block. */
@@ -342,14 +354,7 @@ static int early_rank(void *arg)
 
 static void early(void)
 {
-    caudal_receiver_options ro;
-    caudal_receiver_options_init(&ro);
-    ro.endpoint = "tcp:127.0.0.1:0";
-    ro.token = "tok-gather";
-    ro.gather = 1;
-    ro.max_held_bytes = 2 * BIG;
-    caudal_receiver *r = open_receiver_with(&ro);
-    early_ep = caudal_receiver_endpoint(r);
+    caudal_receiver *r = open_gathering(1, NULL, 2 * BIG, early_ep, sizeof early_ep);
     int ranks[2] = {0, 1};
     pid_t pids[2] = {spawn(early_rank, &ranks[0]), spawn(early_rank, &ranks[1])};
     int got[2][4][3] = {{{0}}}, byes = 0, early_blocks = 0;
@@ -415,18 +420,7 @@ static int close_rank(void *arg)
 
 static void close_holding(int tcp)
 {
-    caudal_receiver_options ro;
-    caudal_receiver_options_init(&ro);
-    char ep[128];
-    if (tcp)
-        snprintf(ep, sizeof ep, "tcp:127.0.0.1:0");
-    else
-        unix_endpoint(ep, sizeof ep, "gather-close");
-    ro.endpoint = ep;
-    ro.token = "tok-gather";
-    ro.gather = 1;
-    caudal_receiver *r = open_receiver_with(&ro);
-    snprintf(close_ep, sizeof close_ep, "%s", caudal_receiver_endpoint(r));
+    caudal_receiver *r = open_gathering(tcp, "gather-close", 0, close_ep, sizeof close_ep);
     CHECK(pipe(close_go) == 0);
     int ranks[2] = {0, 1};
     pid_t p1 = spawn(close_rank, &ranks[1]);
@@ -472,15 +466,7 @@ static int ends_rank(void *arg)
 
 static void ends_in_order(void)
 {
-    caudal_receiver_options ro;
-    caudal_receiver_options_init(&ro);
-    char ep[128];
-    unix_endpoint(ep, sizeof ep, "gather-ends");
-    ro.endpoint = ep;
-    ro.token = "tok-gather";
-    ro.gather = 1;
-    caudal_receiver *r = open_receiver_with(&ro);
-    snprintf(ends_ep, sizeof ends_ep, "%s", caudal_receiver_endpoint(r));
+    caudal_receiver *r = open_gathering(0, "gather-ends", 0, ends_ep, sizeof ends_ep);
     CHECK(pipe(ends_go) == 0);
     int ranks[ENDS_RANKS];
     pid_t pids[ENDS_RANKS];
