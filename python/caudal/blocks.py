@@ -23,6 +23,7 @@ because a block of extent 1 is both and its neighbours' halos must agree.
 """
 
 import dataclasses
+import functools
 import math
 import threading
 import weakref
@@ -310,11 +311,13 @@ def resolve(args):
 
 
 def _checked(fn, where, *args):
-    """Run a per-block function; a refusal names the block it came from."""
+    """Run a per-block function; a refusal names the block it came from.
+    where: its description, or a function that makes it (only on failure:
+    the text costs more than a small block's kernel)."""
     try:
         return fn(*resolve(args))
     except (ValueError, TypeError, MemoryError) as e:
-        raise KernelError("%s: %s" % (where, e)) from None
+        raise KernelError("%s: %s" % (where() if callable(where) else where, e)) from None
 
 
 # ---------------------------------------------------------------- grids
@@ -389,10 +392,8 @@ class Grid:
                 for p in mine:
                     b = self.blocks[p]
                     obj, *at = b.args()
-                    try:  # b.where only on failure: its text costs more than a small block
-                        local[p] = fn(*resolve((got[obj], *at, *args)))
-                    except (ValueError, TypeError, MemoryError) as e:
-                        raise KernelError("%s: %s" % (b.where(self), e)) from None
+                    local[p] = _checked(fn, functools.partial(b.where, self), got[obj], *at,
+                                        *args)
         out = {pos: self.backend.submit(_checked, (fn, b.where(self)) + b.args() + args,
                                         b.node, num_returns)
                for pos, b in self.blocks.items() if pos not in local}

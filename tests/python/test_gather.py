@@ -103,10 +103,6 @@ def test_pack_blocks(pool, transport):
     offsets and gives every slot back; catalog.Packed reads each block back
     as it was, after pickling (as Ray stores it), in C and Fortran order,
     and a variable array's empty parts included."""
-    jobs = jobs_for(endpoint_for(transport))
-    for rank, job in enumerate(jobs):
-        job["arrays"].append(dict(name="g", dtype="float64", order="F", shape=[3, NRANKS * 2],
-                                  start=[0, rank * 2], count=[3, 2], seed=50))
     got = {}
     refused = []
 
@@ -143,12 +139,13 @@ def test_pack_blocks(pool, transport):
             caudal._caudal.pack_blocks(blocks[:1])
 
     with caudal.Receiver(endpoint_for(transport), gather=True) as r:
-        results, _ = run_jobs(pool, r, jobs_for_endpoint(jobs, r.endpoint), handle)
+        jobs = jobs_for(r.endpoint)
+        for rank, job in enumerate(jobs):
+            job["arrays"].append(dict(name="g", dtype="float64", order="F",
+                                      shape=[3, NRANKS * 2], start=[0, rank * 2], count=[3, 2],
+                                      seed=50))
+        results, _ = run_jobs(pool, r, jobs, handle)
     assert all(res["ok"] for res in results), results
     assert got.keys() == {(name, rank, step) for name in "fpg" for rank in range(NRANKS)
                           for step in STEPS}
     assert refused and "exported buffer" in refused[0] and "step" in refused[0]
-
-
-def jobs_for_endpoint(jobs, endpoint):
-    return [dict(job, endpoint=endpoint) for job in jobs]

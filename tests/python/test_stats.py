@@ -205,3 +205,19 @@ def test_bad_input_is_a_clear_error(local_ray):
                                          name="temperature", step=12), 0.5)
     with pytest.raises(KernelError, match="scalar"):
         caudal.stats.moments(np.float64(3))
+
+
+def test_a_blocks_refusal_names_the_block_here_and_in_a_task(local_ray):
+    """A per-block function that refuses its block: the error names the
+    array, step, rank and region, whether it ran here (blocks small enough
+    for the driver's node) or in a task next to the block."""
+    sa = distribute(local_ray, np.ones((4, 5)), ((2,), ()), name="temperature", step=12)
+    g = sa.blocks
+
+    def refuse(block):
+        raise ValueError("no thanks")
+
+    for small_here in (True, False):
+        with pytest.raises(KernelError, match=r"array 'temperature', step 12, rank \d+'s block "
+                                              r"\[[02]:[24], 0:5\]: no thanks"):
+            g.fetch(list(g.map(refuse, small_here=small_here).values()))

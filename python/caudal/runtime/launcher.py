@@ -828,7 +828,9 @@ def _warm_up(ingests, nodes, workers):
     calls = [i.run.remote(_import_kernels) for i in ingests]
     if workers > 0:
         hold = ray.remote(num_cpus=1)(_hold_worker)
-        calls += [hold.options(**on_node(n)).remote() for n in nodes for _ in range(workers)]
+        seconds = 0.5 if workers > 1 else 0.0  # one call per node needs no overlap
+        calls += [hold.options(**on_node(n)).remote(seconds) for n in nodes
+                  for _ in range(workers)]
     ray.get(calls)
 
 
@@ -836,11 +838,12 @@ def _import_kernels():
     from .. import features, stats, stencil, temporal  # noqa: F401
 
 
-def _hold_worker():
-    """Held a moment, so that the calls at once each take a worker of their own."""
+def _hold_worker(seconds):
+    """Held `seconds`, so that calls made at once each take a worker of
+    their own."""
     import dask.array  # noqa: F401
 
-    time.sleep(0.5)
+    time.sleep(seconds)
 
 
 def _print_refused(ingest):

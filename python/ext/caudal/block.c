@@ -352,6 +352,11 @@ PyTypeObject Block_Type = {
 
 #define PACK_ALIGN 64 /* each block's offset: views stay as aligned as in a slot */
 
+static Py_ssize_t padded(Py_ssize_t nbytes)
+{
+    return (nbytes + PACK_ALIGN - 1) / PACK_ALIGN * PACK_ALIGN;
+}
+
 static int block_check(PyObject *o, Py_ssize_t i)
 {
     if (!PyObject_TypeCheck(o, &Block_Type)) {
@@ -402,7 +407,7 @@ PyObject *mod_pack_blocks(PyObject *m, PyObject *arg)
             PyErr_SetString(PyExc_OverflowError, "pack_blocks: blocks too large");
             goto fail;
         }
-        total += (nb + PACK_ALIGN - 1) / PACK_ALIGN * PACK_ALIGN;
+        total += padded(nb);
     }
     PyObject *buf = PyByteArray_FromStringAndSize(NULL, total);
     PyObject *layout = buf ? PyTuple_New(n) : NULL;
@@ -422,9 +427,9 @@ PyObject *mod_pack_blocks(PyObject *m, PyObject *arg)
         }
         PyTuple_SET_ITEM(layout, i, e);
         memcpy(dst + off, b->data, (size_t)b->nbytes);
-        Py_ssize_t pad = (b->nbytes + PACK_ALIGN - 1) / PACK_ALIGN * PACK_ALIGN - b->nbytes;
-        memset(dst + off + b->nbytes, 0, (size_t)pad); /* no stale heap bytes in the store */
-        off += b->nbytes + pad;
+        /* no stale heap bytes in the store */
+        memset(dst + off + b->nbytes, 0, (size_t)(padded(b->nbytes) - b->nbytes));
+        off += padded(b->nbytes);
     }
     /* Copied: every slot goes back to its rank at once. */
     for (Py_ssize_t i = 0; i < n; i++)
