@@ -162,6 +162,10 @@ def test_run_flags_for_ending_a_run():
     p = cli("run", "-n", "1", "--analytics", __file__, "--timeout", "0", "--", "true")
     assert p.returncode == 3 and "--timeout must be positive" in p.stderr
     assert "Traceback" not in p.stderr
+    p = cli("run", "-n", "1", "--analytics", __file__, "--workers", "-1", "--", "true")
+    assert p.returncode == 3 and "--workers -1: the Ray workers to start per node must be 0 " \
+        "or more" in p.stderr
+    assert "Traceback" not in p.stderr
     assert not new_private_dirs(before)
 
 

@@ -134,9 +134,11 @@ def test_pack_blocks(pool, transport):
             assert a.dtype == want.dtype and not a.flags.writeable
             np.testing.assert_array_equal(a, want)
             got[(b.name, b.rank, b.step)] = True
-        # Released blocks cannot be packed again.
+        # Released blocks cannot be packed again, nor what is not a Block.
         with pytest.raises(caudal.CaudalError, match="was released"):
             caudal._caudal.pack_blocks(blocks[:1])
+        with pytest.raises(TypeError, match="item 0 is a bytes, not a caudal.Block"):
+            caudal._caudal.pack_blocks([b"data"])
 
     with caudal.Receiver(endpoint_for(transport), gather=True) as r:
         jobs = jobs_for(r.endpoint)

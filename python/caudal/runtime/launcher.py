@@ -228,6 +228,9 @@ class Run:
             raise SetupError("--timeout must be positive")
         if args.ranks < 1:
             raise SetupError("-n must be at least 1")
+        if args.workers < 0:
+            raise SetupError("--workers %d: the Ray workers to start per node must be 0 or "
+                             "more" % args.workers)
         if args.transit < 0 or args.transit > args.ranks:
             raise SetupError("--transit %d: the number of ingest endpoints must be from 1 to "
                              "the number of ranks (%d)" % (args.transit, args.ranks))
