@@ -34,6 +34,11 @@ Per step, in lock step (one step at a time, so the phases are apart):
 - kernel: caudal.stats.moments over that global array (checked once against
   NumPy on the same array), for scale: it is the analysis' cost, not the
   runtime's;
+- tree, tree_cpu: the same moments before anything resolved the step's
+  blocks, sent down the relays instead (blocks.TreeStep, report.Tree: each
+  relay's leaves go to the actor that put them, here a generator): the
+  wall time and this process's CPU time. No reference per node reaches the
+  driver, and the result is the grid's to the last bit (checked each step);
 and the head's CPU time per step (its process's, every thread, from
 /proc), also less what it spends idle for as long (head busy: Ray's own
 threads cost an idle actor a few ms per second, and a step lasts longer on
@@ -71,7 +76,7 @@ from caudal.analytics import Analysis
 from caudal.catalog import BlockRef, Declaration
 from caudal.runtime.driver import Driver
 from caudal.runtime.head import start_head
-from caudal.runtime.relay import relays_of
+from caudal.runtime.relay import relays_of, tree_of
 from caudal.runtime.report import Reporter
 
 BLOCK = 8  # each rank's block is BLOCK x BLOCK float64
@@ -148,6 +153,10 @@ class Nodes:
 
     def ranks(self, node):
         return range(node * self.per_node, (node + 1) * self.per_node)
+
+    def run(self, fn, *args):
+        """Per-block work, as an ingest actor runs it (report.Tree)."""
+        return fn(*args)
 
     def connect(self, targets):
         """targets: node -> what its ingest reports to. The ranks' connected
@@ -267,10 +276,13 @@ def measure(nnodes, args, run_dir, profile=None):
     relays = relays_of(targets, head)
     rpids = [pid_of(r) for r in relays]
     idle = idle_rate(hpid)
-    driver = Driver([Analysis(noop, (ARRAY,), name="noop")], head, [], run_dir)
+    # Every block is on this one Ray node: its work goes to one generator.
+    tree = tree_of(targets, head, {node_id: gens[0]})
+    driver = Driver([Analysis(noop, (ARRAY,), name="noop")], head, [], run_dir, tree=tree)
     want = expected(nranks, args.per_node)
     phases = {k: [] for k in ("reports", "take", "assemble", "e2e", "driver_cpu", "resolve",
-                              "kernel", "head_cpu", "head_busy", "relay_cpu", "head_calls")}
+                              "kernel", "tree", "tree_cpu", "head_cpu", "head_busy", "relay_cpu",
+                              "head_calls")}
     spy = profile and subprocess.Popen(
         [PY_SPY, "record", "--pid", str(hpid), "--format", "raw", "-o", profile,
          "--rate", "200"] + (["--native"] if args.native else []),
@@ -295,11 +307,16 @@ def measure(nnodes, args, run_dir, profile=None):
         r1 = max([cpu_seconds(p) - r for p, r in zip(rpids, r0)], default=0.0)
         n1 = calls_into(head)
         x = driver.windows[ARRAY][-1]
+        down = x.tree() is not None  # relays merged the nodes' parts (past HEAD nodes)
+        p0, t7 = time.process_time(), time.perf_counter()
+        by_tree = caudal.stats.moments(x) if down else None
+        p1, t8 = time.process_time(), time.perf_counter()
         t4 = time.perf_counter()
         x.blocks, x.data  # noqa: B018 - made on first use: what an analysis pays
         t5 = time.perf_counter()
         m = caudal.stats.moments(x)
         t6 = time.perf_counter()
+        assert by_tree is None or repr(by_tree) == repr(m), (by_tree, m)
         if step == 0:
             assert x.shape == want.shape
             assert np.isclose(m.mean, want.mean()) and m.max == want.max(), (m, want.mean())
@@ -307,14 +324,17 @@ def measure(nnodes, args, run_dir, profile=None):
             continue  # warm-up
         for k, v in (("reports", t1 - t0), ("take", t2 - t1), ("assemble", t3 - t2),
                      ("e2e", t3 - t0), ("driver_cpu", d1 - d0), ("resolve", t5 - t4),
-                     ("kernel", t6 - t5), ("head_cpu", c1 - c0),
+                     ("kernel", t6 - t5), ("tree", t8 - t7 if down else math.nan),
+                     ("tree_cpu", p1 - p0 if down else math.nan), ("head_cpu", c1 - c0),
                      ("head_busy", c1 - c0 - idle * (t3 - t0)), ("relay_cpu", r1),
                      ("head_calls", n1 - n0)):
             phases[k].append(v)
     if spy:
         spy.send_signal(signal.SIGINT)
         spy.wait()
-    row.update({k: statistics.median(v) for k, v in phases.items()})
+    # tree: only the steps that came through relays (NaN: none did)
+    row.update({k: statistics.median([x for x in v if x == x] or [math.nan])
+                for k, v in phases.items()})
 
     # Streamed: the generators do not wait for the driver.
     first = args.steps + 1
@@ -350,6 +370,7 @@ COLUMNS = [("nodes", "%6d"), ("ranks", "%6d"), ("baseline", "%9.2f"), ("baseline
            ("head_cpu", "%9.2f"), ("head_busy", "%9.2f"), ("driver_cpu", "%10.2f"),
            ("relay_cpu", "%10.2f"),
            ("head_calls", "%10.0f"), ("resolve", "%8.2f"), ("kernel", "%7.2f"),
+           ("tree", "%7.2f"), ("tree_cpu", "%8.2f"),
            ("streamed", "%9.2f"), ("streamed_cpu", "%13.2f"),
            ("streamed_relays_cpu", "%20.2f"), ("streamed_head_calls", "%20.1f")]
 

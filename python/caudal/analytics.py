@@ -41,13 +41,14 @@ class StepArray:
     to an analysis that reads them (each call from any thread)."""
 
     __slots__ = ("step", "_data", "_blocks", "_make_data", "_make_blocks", "_shape", "_dtype",
-                 "_lock")
+                 "_lock", "_tree")
 
     def __init__(self, step, data=None, blocks=None, *, make_data=None, make_blocks=None,
-                 shape=None, dtype=None):
+                 shape=None, dtype=None, tree=None):
         import threading
 
         self.step = step
+        self._tree = tree  # (layout, run) for reductions down caudal run's relays
         self._data, self._blocks = data, blocks
         self._make_data, self._make_blocks = make_data, make_blocks
         self._shape, self._dtype = shape, dtype
@@ -70,6 +71,14 @@ class StepArray:
                 if self._blocks is None:
                     self._blocks, self._make_blocks = self._make_blocks(), None
         return self._blocks
+
+    def tree(self):
+        """(layout, run) while neither the Dask array nor the grid was made
+        and the blocks came through caudal run's relays (caudal.blocks.
+        TreeStep), else None."""
+        if self._tree is None or self._blocks is not None or self._data is not None:
+            return None
+        return self._tree
 
     @property
     def shape(self):

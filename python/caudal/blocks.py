@@ -145,6 +145,9 @@ class _Ray:
         # no worker process (80 MiB each, one per core, kept up for tasks)
         # and no scheduling; nodes without one get tasks pinned there.
         self.executors = {}
+        # relay name -> relay (runtime.relay): reductions over steps that
+        # came through relays go down their tree (report.Tree).
+        self.relays = {}
 
     def submit(self, fn, args, node=None, num_returns=1):
         executor = self.executors.get(node) if node is not None else None
@@ -418,20 +421,14 @@ class Grid:
         level = [(parts[p], self.blocks[p].node) for p in sorted(parts)]
         if not level:
             raise KernelError("%s: no blocks to merge" % self.describe())
-        while len(level) > FAN_IN:
-            nxt = []
-            for i in range(0, len(level), FAN_IN):
-                group = level[i:i + FAN_IN]
-                if len(group) == 1:
-                    nxt.append(group[0])
-                    continue
-                objs = tuple(o for o, _ in group)
-                if all(_is_value(o) for o in objs):  # computed here: merge here
-                    nxt.append((merge(*objs), group[0][1]))
-                else:
-                    nxt.append((self.backend.submit(merge, objs, group[0][1]), group[0][1]))
-            level = nxt
-        return merge(*self.fetch([o for o, _ in level]))
+        return _merged(merge, level, self.backend.submit, self.fetch)
+
+    def map_reduce(self, fn, merge, *args):
+        """merge of fn(block, *args) over every block (map, then reduce),
+        None when the grid has no block."""
+        if not self.blocks:
+            return None
+        return self.reduce(merge, self.map(fn, *args, small_here=True))
 
     def fetch(self, objs):
         return self.backend.fetch(objs)
@@ -476,6 +473,27 @@ class Grid:
         return self.backend.assemble(self)
 
 
+def _merged(merge, level, submit=None, fetch=list):
+    """The states of `level` ((state or reference, node), in block order)
+    merged FAN_IN at a time, in the same groups whatever holds them (so
+    that the result is the same to the last bit): a group of values
+    here, any other in a task next to its first (submit)."""
+    while len(level) > FAN_IN:
+        nxt = []
+        for i in range(0, len(level), FAN_IN):
+            group = level[i:i + FAN_IN]
+            if len(group) == 1:
+                nxt.append(group[0])
+                continue
+            objs = tuple(o for o, _ in group)
+            if all(_is_value(o) for o in objs):  # computed here: merge here
+                nxt.append((merge(*objs), group[0][1]))
+            else:
+                nxt.append((submit(merge, objs, group[0][1]), group[0][1]))
+        level = nxt
+    return merge(*fetch([o for o, _ in level]))
+
+
 def _is_value(obj):
     import sys
 
@@ -497,13 +515,15 @@ def _offsets(sizes):
 # ---------------------------------------------------------------- making grids
 
 
-def step_array(layout, blocks, step, token=None):
+def step_array(layout, blocks, step, token=None, tree=None):
     """The StepArray of one step of an array from `caudal run`: its Dask
     array and its grid of blocks, each made when first asked for.
     blocks: rank -> catalog.BlockRef, or a function that returns them
     (called once, by the first of the two made). token: what names the
     step's blocks in the graph's name, when the caller knows it (else
-    global_array hashes each block's identity)."""
+    global_array hashes each block's identity). tree: the function that
+    runs per-block work down the report tree (report.StepBlocks.tree), for
+    reductions (TreeStep) while neither is made."""
     if callable(blocks):
         lock, got = threading.Lock(), []
 
@@ -516,7 +536,8 @@ def step_array(layout, blocks, step, token=None):
         refs = lambda: blocks  # noqa: E731
     return StepArray(step, shape=None if layout.variable else layout.shape, dtype=layout.dtype,
                      make_data=lambda: global_array(layout, refs(), step, token=token),
-                     make_blocks=lambda: _step_grid(layout, refs(), step))
+                     make_blocks=lambda: _step_grid(layout, refs(), step),
+                     tree=None if tree is None else (layout, tree))
 
 
 def _step_grid(layout, blocks, step):
@@ -570,11 +591,76 @@ def _dask_grid(x, name=None, step=None):
     return Grid(name, step, x.shape, x.dtype, x.chunks, blocks, DASK)
 
 
+class TreeStep:
+    """One step of an array from caudal run whose blocks came through the
+    head's relays and were not resolved in this process: a reduction over
+    it runs down the report tree (runtime.report.Tree), and only the blocks'
+    partial states come here, where a Grid would first fetch a reference per
+    node. It has what the reductions ask of a Grid: the checks and
+    map_reduce, whose result is the Grid's to the last bit (the states are
+    merged in block order, in the same groups)."""
+
+    def __init__(self, x, layout, run):
+        self.x, self.run = x, run
+        self.layout = layout
+        self.name, self.step = self.layout.name, x.step
+        self.dtype = np.dtype(self.layout.dtype)
+        self.needs = None  # the kernel that needs elements (require_elements)
+
+    describe, fail, require_real = Grid.describe, Grid.fail, Grid.require_real
+
+    def require_elements(self, kernel):
+        """Known only once the blocks' sizes are, for a variable-length
+        array: map_reduce checks it then."""
+        self.needs = kernel
+        if not self.layout.variable:
+            Grid.require_elements(self, kernel)
+
+    @property
+    def size(self):
+        return math.prod(self.layout.shape)
+
+    @property
+    def shape(self):
+        return self.layout.shape
+
+    def map_reduce(self, fn, merge, *args):
+        got = self.run(fn, args)
+        if got is None:  # the grid was made meanwhile: it is cheaper now
+            return as_grid(self.x).map_reduce(fn, merge, *args)
+        layout = self.layout
+        if layout.variable:
+            states = [s for _, count, s in sorted(got, key=lambda g: g[0]) if count > 0]
+            if not states and self.needs:
+                self.fail("%s needs elements; the array's shape is (0,)" % self.needs)
+        else:
+            where = _geometry(layout)
+            states = [s for _, s in sorted(((where[r][0], s) for r, _, s in got if r in where),
+                                           key=lambda p: p[0])]
+        if not states:
+            return None
+        return _merged(merge, [(s, None) for s in states])
+
+
+def as_reducible(x, name=None):
+    """What a reduction (Grid.map_reduce) runs on: a TreeStep for a step
+    whose blocks the report tree holds, else as_grid(x, name)."""
+    if isinstance(x, (Grid, TreeStep)):
+        return x
+    if isinstance(x, StepArray):
+        tree = x.tree()
+        if tree is not None:
+            return TreeStep(x, *tree)
+    return as_grid(x, name)
+
+
 def as_grid(x, name=None):
     """The grid of blocks of x: a StepArray, a Dask array, a NumPy array
     (one block), or a Grid."""
     if isinstance(x, Grid):
         return x
+    if isinstance(x, TreeStep):
+        x = x.x
     if isinstance(x, StepArray):
         if x.blocks is not None:
             return x.blocks

@@ -1,7 +1,9 @@
 """Statistics of a global array: moments, histograms, quantiles.
 
-Each is one call over a StepArray (per-block work as Ray tasks on the blocks'
-nodes, merged in a tree of tasks), a Dask array or a NumPy array:
+Each is one call over a StepArray (per-block work next to the blocks, in
+the ingest actor of their node, or sent down caudal run's relays past a few
+nodes: caudal.blocks.TreeStep; partial states merged in a tree), a Dask
+array or a NumPy array:
 
     m = caudal.stats.moments(temperature[-1])
     m.mean, m.var, m.skewness, m.kurtosis, m.min, m.max, m.count, m.nans
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _kernels
-from .blocks import KernelError, as_grid, flat_view
+from .blocks import KernelError, as_reducible, flat_view
 
 __all__ = ["Histogram", "Moments", "Sketch", "describe", "histogram", "moments", "quantile",
            "sketch"]
@@ -159,11 +161,10 @@ def _sketch_merge(*sketches):
 def moments(x):
     """Count, mean, variance, skewness, kurtosis, min and max of x (a
     StepArray, Dask or NumPy array), merged with Pébay's stable formulas."""
-    g = as_grid(x)
+    g = as_reducible(x)
     g.require_real("moments")
     g.require_elements("moments")
-    parts = g.map(_moments_block, small_here=True)
-    return Moments.from_state(g.reduce(_moments_merge, parts))
+    return Moments.from_state(g.map_reduce(_moments_block, _moments_merge))
 
 
 def _bins(g, bins, range, kernel):
@@ -202,24 +203,23 @@ def histogram(x, bins=10, range=None):
     """Counts of x in `bins` (a number of equal bins over `range`, by default
     the data's min and max, or the edges themselves), as numpy.histogram
     counts the values as float64; NaN values are counted apart."""
-    g = as_grid(x)
+    g = as_reducible(x)
     g.require_real("histogram")
     spec, edges, nbins = _bins(g, bins, range, "histogram")
-    if not g.blocks:
-        return _histogram(np.zeros(nbins + 3, dtype=np.int64), edges, nbins)
-    parts = g.map(_hist_block, spec, small_here=True)
-    return _histogram(g.reduce(_sum, parts), edges, nbins)
+    counts = g.map_reduce(_hist_block, _sum, spec)
+    if counts is None:  # no blocks
+        counts = np.zeros(nbins + 3, dtype=np.int64)
+    return _histogram(counts, edges, nbins)
 
 
 def describe(x, bins=10, range=None):
     """moments(x) and histogram(x, bins, range) from one pass over each
     block (two when the range is left out): (Moments, Histogram)."""
-    g = as_grid(x)
+    g = as_reducible(x)
     g.require_real("describe")
     g.require_elements("describe")
     spec, edges, nbins = _bins(g, bins, range, "describe")
-    parts = g.map(_describe_block, spec, small_here=True)
-    state, counts = g.reduce(_describe_merge, parts)
+    state, counts = g.map_reduce(_describe_block, _describe_merge, spec)
     return Moments.from_state(state), _histogram(counts, edges, nbins)
 
 
@@ -227,13 +227,12 @@ def sketch(x, k=DEFAULT_K):
     """A quantile sketch of x's values: merge it with other steps' sketches
     to follow quantiles over a whole run without keeping any step.
     ``s.rank_error`` bounds how far (in ranks) an answer can be."""
-    g = as_grid(x)
+    g = as_reducible(x)
     g.require_real("sketch")
     if not isinstance(k, int) or k < 8 or k % 2:
         g.fail("a sketch's k must be an even integer of at least 8, not %r" % (k,))
-    if not g.blocks:
-        return Sketch(k)
-    return g.reduce(_sketch_merge, g.map(_sketch_block, k, small_here=True))
+    s = g.map_reduce(_sketch_block, _sketch_merge, k)
+    return Sketch(k) if s is None else s
 
 
 def quantile(x, q, k=DEFAULT_K):
@@ -247,7 +246,7 @@ def quantile(x, q, k=DEFAULT_K):
     if isinstance(x, Sketch):
         s, where = x, "the sketch"
     else:
-        g = as_grid(x)
+        g = as_reducible(x)
         s, where = sketch(g, k), g.describe()
     if s.n == 0:
         raise KernelError("%s: quantile needs values that are not NaN" % where)

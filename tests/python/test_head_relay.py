@@ -10,6 +10,10 @@ The driver's side (report.StepBlocks) gives back every block as the node
 reported it."""
 
 
+import functools
+import os
+
+import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -17,7 +21,7 @@ ray = pytest.importorskip("ray")
 from caudal.catalog import BlockRef, Declaration  # noqa: E402
 from caudal.runtime.head import start_head  # noqa: E402
 from caudal.runtime.relay import relays_of  # noqa: E402
-from caudal.runtime.report import Leaf, Ranks, Reporter, StepBlocks, state  # noqa: E402
+from caudal.runtime.report import Branch, Leaf, Ranks, Reporter, StepBlocks, state  # noqa: E402
 
 NODES, PER_NODE, STEPS = 5, 2, 8
 NRANKS = NODES * PER_NODE
@@ -213,3 +217,136 @@ def test_a_relay_speaks_once_a_step_when_its_floor_moves(local_ray):
     assert [c.step for c in done] == list(range(steps))
     assert all(c.arrays == ("a",) for c in done)
     assert calls == 2 * (steps + 1)
+
+
+# ------------------------------------------- reductions down the relays
+
+
+@ray.remote(num_cpus=0)
+class DataNode:
+    """A node that puts its ranks' blocks of two arrays as one object per
+    step, reports them through the relays, and runs per-block work as an
+    ingest actor does (run: blocks.RAY.executors).
+
+    "f": a fixed float64 array of 4x6 blocks, one row of blocks per rank,
+    with a NaN at rank 3 and step 1; "v": a variable-length int32 array,
+    rank r's part 3r long (rank 0's empty)."""
+
+    def __init__(self, node, target, nranks):
+        self.up = Reporter(target, node)
+        self.node = "node-%d" % node
+        self.ranks = range(node * PER_NODE, (node + 1) * PER_NODE)
+        self.nranks = nranks
+
+    def start(self):
+        for r in self.ranks:
+            self.up.connected(r, self.nranks)
+            self.up.declare(Declaration(
+                rank=r, dtype="float64", order="C", variable=False, shape=(4 * self.nranks, 6),
+                start=(4 * r, 0), count=(4, 6), name="f"))
+            self.up.declare(Declaration(rank=r, dtype="int32", order="C", variable=True,
+                                        shape=(0,), start=(0,), count=(3 * r,), name="v"))
+        return os.getpid()
+
+    def data(self, step):
+        """rank -> [its block of "f", its part of "v"] at step."""
+        out = {}
+        for r in self.ranks:
+            f = np.random.default_rng(100 * step + r).normal(size=(4, 6))
+            if (r, step) == (3, 1):
+                f[0, 0] = np.nan
+            out[r] = [f, (np.arange(3 * r, dtype=np.int32) - r) * (step + 1)]
+        return out
+
+    def step(self, step):
+        data = [b for blocks in self.data(step).values() for b in blocks]
+        ref = ray.put(data)
+        self.up.ranks.finished({r: step for r in self.ranks})
+        self.up.report([BlockRef(name, step, r, data[2 * k + i].size, ref, 2 * k + i, self.node)
+                        for k, r in enumerate(self.ranks) for i, name in enumerate("fv")])
+        self.up.answered()
+
+    def run(self, fn, *args):
+        return fn(*args)
+
+
+def test_reductions_go_down_the_relays_and_equal_the_grid(local_ray):
+    """5 nodes of 2 ranks under 3 levels of relays (start_head with groups
+    of 2, one child of the head). A step's moments, histogram, describe and
+    quantiles over a fixed and a variable-length array (with an empty part)
+    run down the tree (blocks.TreeStep: the step's blocks never resolved
+    here), equal NumPy's on the global array, and equal the same step
+    reduced through its resolved grid to the last bit. Each block's work
+    ran in the actor of the node that put it, and a block's refusal comes
+    back as the KernelError that names its array, step and rank."""
+    from caudal import stats
+    from caudal.blocks import KernelError, TreeStep, as_reducible, step_array
+    from caudal.runtime.relay import tree_of
+
+    nranks = NODES * PER_NODE
+    head, targets = start_head(nranks, ingests=range(NODES), group=2, head_children=1)
+    nodes = [DataNode.remote(n, targets[n], nranks) for n in range(NODES)]
+    pids = ray.get([n.start.remote() for n in nodes])
+    tree = tree_of(targets, head, {"node-%d" % n: a for n, a in enumerate(nodes)})
+    assert len(tree.relays) == 3 + 2 + 1
+    layouts, done = {}, []
+    for step in range(3):
+        ray.get([n.step.remote(step) for n in nodes])
+        got, _, errors, built = ray.get(head.take.remote(5, len(layouts)))
+        assert not errors
+        layouts.update(built)
+        done += got
+    assert [c.step for c in done] == [0, 1, 2]
+
+    # Once in lock step, a relay merges its children's leaves into a branch
+    # (at step 0 each node's first part may go up alone: each says new ranks).
+    for c in done[1:]:
+        handles = StepBlocks(c.step, c.blocks)
+        assert any(isinstance(h, Branch) for h in c.blocks)
+        for name in ("f", "v"):
+            x = step_array(layouts[name], functools.partial(handles.of, name), c.step,
+                           tree=handles.tree(name, tree))
+            assert isinstance(as_reducible(x), TreeStep)
+            by_tree = (stats.moments(x), stats.histogram(x, bins=7),
+                       stats.describe(x, bins=5, range=(-3, 3)),
+                       list(stats.quantile(x, [0.1, 0.5, 0.9])))
+            assert x.tree() is not None and handles.arrays is None  # nothing resolved here
+
+            # The same blocks on this real Ray node (the grid pins tasks there).
+            me = ray.get_runtime_context().get_node_id()
+            here = {r: b._replace(node=me)
+                    for r, b in StepBlocks(c.step, c.blocks).of(name).items()}
+            y = step_array(layouts[name], here, c.step)
+            assert not isinstance(as_reducible(y), TreeStep)
+            by_grid = (stats.moments(y), stats.histogram(y, bins=7),
+                       stats.describe(y, bins=5, range=(-3, 3)),
+                       list(stats.quantile(y, [0.1, 0.5, 0.9])))
+            assert repr(by_tree) == repr(by_grid), (name, c.step)  # to the last bit
+
+            data = {r: b for n in nodes for r, b in ray.get(n.data.remote(c.step)).items()}
+            want = np.concatenate([data[r]["fv".index(name)].ravel()
+                                   for r in range(nranks)]).astype(np.float64)
+            m = by_tree[0]
+            ok = want[~np.isnan(want)]
+            assert m.count == ok.size and m.nans == want.size - ok.size
+            assert m.mean == pytest.approx(ok.mean(), rel=1e-12)
+            assert m.var == pytest.approx(ok.var(), rel=1e-12)
+            assert (m.min, m.max) == (ok.min(), ok.max())
+            counts, edges = by_tree[1]
+            assert counts.tolist() == np.histogram(ok, bins=7)[0].tolist()
+
+    # Where each block's work ran: the actor of its rank's node.
+    c = done[-1]
+    run = StepBlocks(c.step, c.blocks).tree("v", tree)
+    ran = run(lambda block: (os.getpid(), len(block)), ())
+    assert sorted((r, n) for r, n, _ in ran) == [(r, 3 * r) for r in range(nranks)]
+    assert all(pid == pids[r // PER_NODE] and size == 3 * r for r, _, (pid, size) in ran)
+
+    def refuses(block):
+        if block.size and block[0] == -7 * (c.step + 1):  # rank 7's first value
+            raise ValueError("not this one")
+        return 0
+
+    with pytest.raises(KernelError) as e:
+        StepBlocks(c.step, c.blocks).tree("v", tree)(refuses, ())
+    assert str(e.value) == "array 'v', step 2, rank 7's block: not this one"

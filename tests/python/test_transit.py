@@ -100,6 +100,43 @@ def test_four_ranks_on_two_endpoints_give_the_in_situ_results(tmp_path, heat2d):
     assert summary["steps_analysed"] == steps and summary["rank_steps_dropped"] == 0
 
 
+TREE_MEAN = """
+import caudal
+
+
+@caudal.analysis("temperature")
+def mean(temperature, ctx):
+    x = temperature[-1]
+    down_the_tree = x.tree() is not None  # before anything resolved its blocks
+    ctx.record("mean", caudal.stats.moments(x).mean)
+    ctx.record("tree", down_the_tree and x.tree() is not None)  # and after: still not
+"""
+
+
+def test_six_endpoints_report_through_a_relay_and_reduce_down_it(tmp_path, heat2d):
+    """Past head.HEAD ingests the reports go through a relay: 6 ranks on 6
+    endpoints. The steps' means, computed down the relay (the driver sends
+    the moments kernel to the relay, which sends it to the ingest holding
+    the blocks: blocks.TreeStep), are the simulation's own."""
+    steps = 12
+    analytics = tmp_path / "tree_mean.py"
+    analytics.write_text(TREE_MEAN)
+    means = tmp_path / "mean.txt"
+    p, results, run_dir = caudal_run(tmp_path, analytics,
+                                     [heat2d, "48", "36", str(steps), "--mean", str(means)],
+                                     ranks=6, extra=("--transit", "6"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["reports_to_head"]["from"] == 1  # the relay, not the 6 ingests
+    want = oracle(means)
+    assert sorted(results["mean"]) == sorted(want) == list(range(steps))
+    for step, m in want.items():
+        assert abs(results["mean"][step] - m) <= 1e-12 * abs(m)
+    # Once the relay merges its ingests' parts, every step's moments went
+    # down it (at step 0 each ingest's first part may go up alone).
+    assert all(results["tree"][s] for s in range(1, steps)), results["tree"]
+
+
 # ------------------------------------------------------ ring policies
 
 

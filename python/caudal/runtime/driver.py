@@ -46,9 +46,9 @@ import numpy as np
 import ray
 
 from ..analytics import Context
-from ..blocks import step_array
+from ..blocks import RAY, step_array
 from .head import CompleteStep
-from .report import StepBlocks
+from .report import StepBlocks, Tree
 
 
 def _plain(value):
@@ -138,10 +138,13 @@ class Driver:
 
     LAG_SAMPLES = 4096  # lags kept for the quantiles: a uniform sample past that
 
-    def __init__(self, analyses, head, ingests, run_dir, finishers=(), analysis_timeout=300.0):
+    def __init__(self, analyses, head, ingests, run_dir, finishers=(), analysis_timeout=300.0,
+                 tree=None):
         from ..analytics import check_timeout
 
         self.analyses = analyses
+        # Where reductions over a step that came through relays go.
+        self.tree = tree if tree is not None else Tree(RAY.executors, RAY.relays)
         self.finishers = list(finishers)
         self.head = head
         self.ingests = ingests
@@ -196,7 +199,7 @@ class Driver:
             if name in self.windows:
                 self.windows[name].append(step_array(
                     self.layouts[name], functools.partial(blocks.of, name), step,
-                    token=blocks.token))
+                    token=blocks.token, tree=blocks.tree(name, self.tree)))
                 updated.add(name)
         self.last_step = step
         called = False

@@ -49,7 +49,7 @@ class CompleteStep(NamedTuple):
     step: int
     arrays: Tuple[str, ...]  # the whole ones; their layouts come with take()
     completed: float  # time.time() when it became complete: the lag starts there
-    blocks: Tuple[Any, ...] = ()  # handles: report.Leaf or the ObjectRef of a relay's list
+    blocks: Tuple[Any, ...] = ()  # handles: report.Leaf or report.Branch
 
 
 class _Pending:

@@ -348,6 +348,7 @@ class Run:
         from .driver import Driver
         from .head import start_head
         from .ingest import CONTROL_THREADS, IngestActor
+        from .relay import tree_of
 
         args = self.args
         token = secrets.token_hex(16)
@@ -383,10 +384,12 @@ class Run:
         self.ingests = [IngestActor.options(
             max_concurrency=CONTROL_THREADS + max(1, cpus.get(p.node, 1)), **on_node(p.node)
         ).remote(p.listen, token, targets[p.name], p.node, p.name) for p in places]
-        # The kernels run in them (blocks.RAY.executors): one per node.
+        # The kernels run in them (blocks.RAY.executors): one per node;
+        # reductions over many nodes go down the relays (report.Tree).
         RAY.executors = {}
         for p, ingest in zip(places, self.ingests):
             RAY.executors.setdefault(p.node, ingest)
+        RAY.relays = tree_of(targets, self.head, RAY.executors).relays
         # Listening before the ranks start; in transit, on ports of their own.
         self.endpoints = ray.get([i.endpoint.remote() for i in self.ingests])
         if args.transit:

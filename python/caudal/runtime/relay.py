@@ -12,7 +12,8 @@ calls per step, the head at most HEAD.
 A relay merges its children's parts (report.Part) into one of the same form:
 their ranks added, the lowest of their floors, their counts added, and per
 step their handles put as one list object (so each call up carries one
-reference per step). It says something only when it matters:
+reference per step: a report.Branch). It says something only when it
+matters:
 
 - when its state (ranks, floor) moved, which is what lets the head decide
   a step: once the last child's part of a step arrived, so one call per
@@ -30,6 +31,11 @@ A child's call is answered once the parent applied the call that carried it
 reports were answered (a goodbye) reaches the head after them, and the head's
 back-pressure (max_pending) reaches the ingests. The other calls (connected,
 declare, dropped, ...) go on to the parent as they are.
+
+Work goes down the same tree: `map` runs per-block work on the blocks below
+one of the relay's branches (report.Tree), so that a reduction over a
+thousand nodes costs the driver a call per handle the head gave it (at
+most HEAD), not a call per block.
 """
 
 import asyncio
@@ -37,7 +43,7 @@ import collections
 
 import ray
 
-from .report import IN_FLIGHT, Part, state
+from .report import IN_FLIGHT, Branch, Part, Tree, cause_of, state
 
 
 class _Batch:
@@ -62,10 +68,10 @@ class _Batch:
             self.blocks[step].extend(handles)
 
 
-def _one(handles):
+def _one(name, handles):
     """A step's handles as one: a list object in the store, unless there is
     only one."""
-    return handles if len(handles) == 1 else [ray.put(handles)]
+    return handles if len(handles) == 1 else [Branch(name, ray.put(handles))]
 
 
 @ray.remote(num_cpus=0)
@@ -85,6 +91,21 @@ class Relay:
         self.lazy = 0  # calls up not answered yet, not urgent (the parent may hold them)
         self.urgent = 0  # urgent ones (0 or 1)
         self.tasks = set()  # the loop holds tasks weakly
+        self.tree = Tree()  # where work on the blocks below goes (know)
+
+    def know(self, tree):
+        """The executors and relays that work on the blocks goes to."""
+        self.tree = tree
+
+    async def map(self, handles, array, step, fn, args):
+        """fn(block, *args) on every block of `array` below these handles
+        (one of this relay's branches: Ray gives its list): [(rank, count,
+        state), ...] from every child at once."""
+        try:
+            parts = await asyncio.gather(*self.tree.calls(handles, array, step, fn, args))
+        except ray.exceptions.RayTaskError as e:
+            raise cause_of(e) from None  # the block's own KernelError, not Ray's wrapping
+        return [x for part in parts for x in part]
 
     async def report(self, child, seq, part, urgent=False):
         """A child's part, answered once the head applied it."""
@@ -114,7 +135,7 @@ class Relay:
                 self.lazy += 1
             try:
                 part = Part(self.sent[0], self.sent[1], batch.counts,
-                            {step: _one(hs) for step, hs in batch.blocks.items()})
+                            {step: _one(self.name, hs) for step, hs in batch.blocks.items()})
                 call = self.parent.report.remote(self.name, self.seq, part, batch.urgent)
             except Exception as e:  # pragma: no cover - Ray itself failing
                 call = e
@@ -173,3 +194,13 @@ def relays_of(targets, head):
         out += level
         level = others(ray.get([r.__ray_call__.remote(lambda self: self.parent) for r in level]))
     return out
+
+
+def tree_of(targets, head, executors):
+    """The report.Tree of the tree start_head built (`targets`, as for
+    relays_of), every relay told it: where work on the blocks goes."""
+    relays = relays_of(targets, head)
+    names = ray.get([r.__ray_call__.remote(lambda self: self.name) for r in relays])
+    tree = Tree(executors, dict(zip(names, relays)))
+    ray.get([r.know.remote(tree) for r in relays])
+    return tree

@@ -19,13 +19,19 @@ grow with the ranks or the nodes below it:
   counts add up to their number. The ingest counts a rank's block once.
 - blocks: per step, the handles of the blocks that arrived since the last
   part. A handle is a `Leaf` (an object an ingest put: a list of its node's
-  blocks, with their metadata packed as bytes) or the ObjectRef of a list of
-  handles that a relay put, one per step. Nobody between the ingest and the
+  blocks, with their metadata packed as bytes) or a `Branch` (a list of
+  handles that a relay put, one per step). Nobody between the ingest and the
   driver looks into them: the head holds a few per step, whatever the ranks.
 
 The driver resolves a complete step's handles into catalog.BlockRefs
 (`StepBlocks`) only once an analysis asks for the blocks, one ray.get per
-level of relays.
+level of relays. A reduction need not resolve them: `StepBlocks.tree`
+sends the per-block work down the same tree (`Tree.calls`), each relay to
+its children and each node's leaves to the actor that put them, and only
+the blocks' partial states come back up. Then the driver makes a call per
+top handle, not a call per block, and never holds a reference per node:
+past a few hundred nodes, holding them costs more than the step lasts
+(bench/bench_head.py).
 
 `Reporter` is the ingest's side: its calls to its parent, in order, with
 the parts that `Ranks` (its ranks and their progress) makes. The load that
@@ -63,6 +69,13 @@ class Leaf(NamedTuple):
     ref: Any  # ray.ObjectRef
     node: Optional[str]  # the Ray node whose store holds it
     meta: bytes  # pickled ((array, rank, count, index), ...), one per block
+
+
+class Branch(NamedTuple):
+    """Handles a relay merged and put as one list object, one per step."""
+
+    relay: str  # the relay's name: Tree.relays has its actor
+    ref: Any  # ray.ObjectRef of the list of handles
 
 
 def state(children):
@@ -231,12 +244,35 @@ class StepBlocks:
                 self.handles = None  # the BlockRefs hold the blocks now
         return self.arrays.get(array, {})
 
+    def tree(self, array, tree):
+        """A function that runs per-block work on every block of `array`
+        where it lies, through `tree` (see the module's docstring), when the
+        step's blocks came through relays; else None (a few nodes: their
+        handles cost little to resolve)."""
+        handles = self.handles
+        if all(isinstance(h, Leaf) for h in handles):
+            return None
+        step = self.step
+
+        def run(fn, args):
+            """[(rank, count, fn(block, *args)), ...] for every block of the
+            array; a refusal raises the KernelError that names the block."""
+            with self.lock:
+                if self.arrays is not None:  # resolved meanwhile: no tree
+                    return None
+            return _unwrapped(ray.get, tree.calls(handles, array, step, fn, args))
+
+        return run
+
     def _resolve(self):
         leaves, refs = [], []
         level = self.handles
         while level:
             for h in level:
-                (leaves if isinstance(h, Leaf) else refs).append(h)
+                if isinstance(h, Leaf):
+                    leaves.append(h)
+                else:
+                    refs.append(h.ref)
             level = [h for hs in ray.get(refs) for h in hs] if refs else []
             refs = []
         out = collections.defaultdict(dict)
@@ -246,3 +282,70 @@ class StepBlocks:
             for array, rank, count, index in pickle.loads(leaf.meta):
                 out[array][rank] = BlockRef(array, step, rank, count, ref, index, node)
         return out
+
+
+class Tree:
+    """Where per-block work on handles goes: node -> the actor there that
+    runs it (the ingest that put the blocks: blocks.RAY.executors), relay
+    name -> relay. caudal run gives one to the driver and every relay."""
+
+    def __init__(self, executors=None, relays=None):
+        self.executors = {} if executors is None else executors
+        self.relays = {} if relays is None else relays
+
+    def calls(self, handles, array, step, fn, args):
+        """The calls that run fn(block, *args) on every block of `array`
+        below `handles`: each node's leaves in one call to its executor
+        (a task pinned there if it has none), each branch in one call to
+        its relay. Each call's value is a list of (rank, count, state)."""
+        from ..blocks import _remote, on_node
+
+        leaves, out = collections.defaultdict(list), []
+        for h in handles:
+            if isinstance(h, Leaf):
+                leaves[h.node].append(h)
+            else:
+                out.append(self.relays[h.relay].map.remote(h.ref, array, step, fn, args))
+        for node, group in leaves.items():
+            executor = self.executors.get(node)
+            if executor is not None:
+                out.append(executor.run.remote(map_leaves, group, array, step, fn, args))
+            else:
+                out.append(_remote(map_leaves).options(**on_node(node)).remote(
+                    group, array, step, fn, args))
+        return out
+
+
+def map_leaves(leaves, array, step, fn, args):
+    """fn(block, *args) on each block of `array` in these leaves, where they
+    were put: [(rank, count, state), ...]."""
+    from ..blocks import _checked
+
+    out = []
+    for leaf, obj in zip(leaves, ray.get([leaf.ref for leaf in leaves])):
+        for name, rank, count, index in pickle.loads(leaf.meta):
+            if name != array:
+                continue
+            block = obj if index is None else obj[index]
+            where = lambda r=rank: "array %r, step %d, rank %d's block" % (array, step, r)  # noqa: E731
+            out.append((rank, count, _checked(fn, where, block, *args)))
+    return out
+
+
+def _unwrapped(get, calls):
+    """The calls' lists joined; a failure as the error it began as (a
+    KernelError that names the block), not as Ray's wrapping of it at
+    every level of the tree."""
+    try:
+        return [x for part in get(calls) for x in part]
+    except ray.exceptions.RayTaskError as e:
+        raise cause_of(e) from None
+
+
+def cause_of(error):
+    """What a Ray task's error began as, through every level that passed
+    it on."""
+    cause = error
+    while isinstance(cause, ray.exceptions.RayTaskError) and cause.cause is not None:
+        cause = cause.cause
+    return cause
