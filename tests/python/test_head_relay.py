@@ -350,3 +350,31 @@ def test_reductions_go_down_the_relays_and_equal_the_grid(local_ray):
     with pytest.raises(KernelError) as e:
         StepBlocks(c.step, c.blocks).tree("v", tree)(refuses, ())
     assert str(e.value) == "array 'v', step 2, rank 7's block: not this one"
+
+
+def test_a_reduction_down_the_tree_over_empty_parts_is_refused_or_empty():
+    """A variable-length array whose parts are all empty at a step: down
+    the tree as through the grid, moments refuses it naming the array and
+    step, and a histogram of it is all zeros (the tree's answer given here
+    as the ranks' (rank, count, state) would come back)."""
+    from caudal import stats
+    from caudal.blocks import KernelError, TreeStep, as_reducible, step_array
+    from caudal.catalog import build_layout
+
+    decls = {r: Declaration(rank=r, dtype="float32", order="C", variable=True, shape=(0,),
+                            start=(0,), count=(0,), name="p") for r in range(3)}
+    layout = build_layout("p", decls, 3)
+    asked = []
+
+    def run(fn, args):
+        asked.append(fn)
+        return [(r, 0, fn(np.zeros(0, np.float32), *args)) for r in (2, 0, 1)]
+
+    x = step_array(layout, {}, 9, tree=run)
+    assert isinstance(as_reducible(x), TreeStep)
+    with pytest.raises(KernelError) as e:
+        stats.moments(x)
+    assert str(e.value) == "array 'p', step 9: moments needs elements; the array's shape is (0,)"
+    h = stats.histogram(x, bins=4, range=(0, 1))
+    assert h.counts.tolist() == [0, 0, 0, 0] and (h.below, h.above, h.nans) == (0, 0, 0)
+    assert len(asked) == 2  # both went down the tree
