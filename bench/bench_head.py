@@ -9,7 +9,7 @@ A local Ray (its temp dir under /tmp) and a load generator: G generator
 actors play N nodes between them, each node with R ranks (a global 2-D
 float64 array tiled by the N*R ranks' 8x8 blocks). They send exactly the
 calls N ingest actors would send, through the ingest's own
-caudal.runtime.report.Reporter: connected and declare once per rank, then
+caudal.runtime.report.Reporter: the ranks' introductions once per node, then
 one report per node and step (a report.Part made of the blocks'
 catalog.BlockRefs and the ranks' progress), from G processes at once as
 real nodes would. The blocks point at one small object per node and step
@@ -117,10 +117,7 @@ def expected(nranks, per_node):
 class Sink:
     """The baseline: takes the head's calls and does nothing."""
 
-    async def connected(self, rank, size):
-        pass
-
-    async def declare(self, decl):
+    async def introduce(self, said):
         pass
 
     async def report(self, node, seq, part, urgent=False):
@@ -159,19 +156,17 @@ class Nodes:
         return fn(*args)
 
     def connect(self, targets):
-        """targets: node -> what its ingest reports to. The ranks' connected
-        and declare calls at once (a real ingest makes them one by one, as
-        its ranks say hello: nothing is in flight before)."""
+        """targets: node -> what its ingest reports to. Each node's ranks
+        introduced in one call, the nodes' calls at once (a real ingest
+        sends what its ranks said when no event waits: report.Reporter)."""
         self.ups = {n: Reporter(targets[n], n) for n in self.nodes}
         calls = []
         for n, up in self.ups.items():
             for r in self.ranks(n):
-                up.ranks.connected(r)
-                calls.append(up.parent.connected.remote(r, self.nranks))
+                up.connected(r, self.nranks)
             for r in self.ranks(n):
-                decl = decl_of(r, self.nranks)
-                up.ranks.declared(decl)
-                calls.append(up.parent.declare.remote(decl))
+                up.declare(decl_of(r, self.nranks))
+            calls.append(up.flush(wait=False))
         ray.get(calls)
 
     def _report(self, node, step):

@@ -144,8 +144,12 @@ def play(group, head_children):
     ray.get(runs)
     summary = ray.get(head.summary.remote())
     summary.pop("ranks_lost_at")  # a time
-    # What reported to the head: the nodes, or the relays at the top.
-    assert summary.pop("reports_to_head")["from"] == min(NODES, head_children)
+    # What reported to the head: the nodes, or the relays at the top; and
+    # each node's ranks introduced themselves in one call, through them, and
+    # said goodbye in one (the node of the lost rank in two: it left first).
+    to_head = summary.pop("reports_to_head")
+    assert to_head["from"] == min(NODES, head_children)
+    assert (to_head["introductions"], to_head["goodbyes"]) == (NODES, NODES + 1)
     return got, summary, len(relays)
 
 

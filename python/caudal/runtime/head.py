@@ -23,9 +23,10 @@ never looks into. Every rank seen and every floor past a step: the step is
 complete, and an array whole when its count is the number of blocks its
 layout needs. The handles go to the driver in a CompleteStep, which resolves
 them into catalog.BlockRefs only when an analysis reads the array
-(report.StepBlocks). The per-rank calls (connected, declare, rank_done, and
-dropped for a rank's drops) come as they came before, through the relays:
-once per rank in a run, not per step.
+(report.StepBlocks). The ranks' introductions (connected, declare) come a
+batch per ingest (`introduce`: the ranks of a node that start together in
+one call), and so do their goodbyes (`ranks_done`); dropped once per rank's
+range of drops; through the relays, never per step.
 """
 
 import asyncio
@@ -69,7 +70,7 @@ HEAD = 4  # children of the head past which relays take over
 def start_head(nranks, max_pending=8, ingests=(), group=GROUP, where=None, head_children=HEAD):
     """The head of a run, and what each ingest calls: ingest name -> the
     head itself (up to `head_children` ingests) or the relay of the
-    ingest's group, which has the head's methods (connected, declare,
+    ingest's group, which has the head's methods (introduce,
     report, ...). Past that, relays in a tree: each takes `group` children
     (ingests, or relays of the level below), and levels are added until
     `head_children` or fewer report to the head. So no actor takes more
@@ -129,16 +130,27 @@ class HeadActor:
         self.changed = asyncio.Condition()
         self.next_report = collections.defaultdict(int)  # child -> number of its next report
         self.calls = 0  # reports taken, for bench/bench_head.py
+        self.introductions = 0  # introduce calls taken
+        self.goodbyes = 0  # ranks_done calls taken
 
     # ---- from the ingest actors (or the relays) -------------------------
 
-    async def connected(self, rank, size):
-        if size != self.nranks:
-            self._declaration_error("rank %d says the run has %d ranks, caudal run "
-                                    "started %d" % (rank, size, self.nranks))
+    async def introduce(self, said):
+        """A node's ranks' introductions, in the order they came
+        (report.Reporter): (rank, size) when a rank connected, its
+        Declarations as it declared its arrays."""
+        self.introductions += 1
+        for x in said:
+            if isinstance(x, Declaration):
+                self._declare(x)
+            else:
+                rank, size = x
+                if size != self.nranks:
+                    self._declaration_error("rank %d says the run has %d ranks, caudal run "
+                                            "started %d" % (rank, size, self.nranks))
         await self._notify()
 
-    async def declare(self, decl: Declaration):
+    def _declare(self, decl):
         name = decl.name
         self.decls[name][decl.rank] = decl
         if len(self.decls[name]) == self.nranks:
@@ -150,7 +162,6 @@ class HeadActor:
                 self.layouts[name] = layout
                 self.needed[name] = len(layout.blocks_needed())
                 self.built.append((name, layout))
-        await self._notify()
 
     async def report(self, child, seq, part, urgent=False):
         """A child's report.Part; a child keeps a few in flight, and they
@@ -180,13 +191,16 @@ class HeadActor:
     async def reported(self, rank, key, value):
         self.values[(rank, key)] = value
 
-    async def rank_done(self, rank, clean, info):
-        """A rank left; what that decides came before, in its ingest's part."""
-        self.done[rank] = (clean, info)
-        if not clean:
-            self.lost[rank] = str(info)
-            self.lost_at[rank] = time.time()
-            self.errors.append("rank %d left without goodbye: %s" % (rank, info))
+    async def ranks_done(self, byes):
+        """Ranks that left, in the order they left: (rank, clean, counters
+        or message); what that decides came before, in their ingest's part."""
+        self.goodbyes += 1
+        for rank, clean, info in byes:
+            self.done[rank] = (clean, info)
+            if not clean:
+                self.lost[rank] = str(info)
+                self.lost_at[rank] = time.time()  # a batch's ranks keep their order
+                self.errors.append("rank %d left without goodbye: %s" % (rank, info))
         await self._notify()
 
     async def ingest_failed(self, ingest, message):
@@ -236,7 +250,9 @@ class HeadActor:
             "rank_counters": counters,
             # What reported to the head (ingests, or the relays above them)
             # and the calls it took: bounded by head.HEAD and the steps.
-            "reports_to_head": {"from": len(self.children), "calls": self.calls},
+            "reports_to_head": {"from": len(self.children), "calls": self.calls,
+                                "introductions": self.introductions,
+                                "goodbyes": self.goodbyes},
             "errors": list(self.errors) + self._undeclared(),
             "declaration_errors": list(self.declaration_errors) + self._undeclared(),
         }

@@ -177,6 +177,11 @@ class IngestActor:
         owns the receiver."""
         while not self.steer_q.empty():
             self.receiver.steer(*self.steer_q.get())
+        if self.up.said or self.up.byes:  # what ranks said, kept: sent once no event waits
+            ev = self.receiver.next(0)
+            if ev is not None:
+                return ev
+            self.up.flush()
         return self.receiver.next(50)
 
     def _steps(self, ev, early):

@@ -30,7 +30,7 @@ A child's call is answered once the parent applied the call that carried it
 (recursively: once the head applied it), so what an ingest does after its
 reports were answered (a goodbye) reaches the head after them, and the head's
 back-pressure (max_pending) reaches the ingests. The other calls (connected,
-declare, dropped, ...) go on to the parent as they are.
+introduce, dropped, ...) go on to the parent as they are.
 
 Work goes down the same tree: `map` runs per-block work on the blocks below
 one of the relay's branches (report.Tree), so that a reduction over a
@@ -163,11 +163,8 @@ class Relay:
     # Every other call goes on to the parent as it is, answered when the
     # parent answered: a child makes them only after its reports were answered.
 
-    async def connected(self, rank, size):
-        return await self.parent.connected.remote(rank, size)
-
-    async def declare(self, decl):
-        return await self.parent.declare.remote(decl)
+    async def introduce(self, said):
+        return await self.parent.introduce.remote(said)
 
     async def dropped(self, rank, first, last, count):
         return await self.parent.dropped.remote(rank, first, last, count)
@@ -175,8 +172,8 @@ class Relay:
     async def reported(self, rank, key, value):
         return await self.parent.reported.remote(rank, key, value)
 
-    async def rank_done(self, rank, clean, info):
-        return await self.parent.rank_done.remote(rank, clean, info)
+    async def ranks_done(self, byes):
+        return await self.parent.ranks_done.remote(byes)
 
     async def ingest_failed(self, node, message):
         return await self.parent.ingest_failed.remote(node, message)

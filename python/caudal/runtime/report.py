@@ -161,7 +161,14 @@ class Reporter:
     overtakes the report of its last steps. A report after which this side
     waits for the answers before it goes on is marked urgent, so that no
     relay holds back what it waits for (relay.py). wait(ref): its value
-    (ray.get, or one that gives up when the caller is stopped)."""
+    (ray.get, or one that gives up when the caller is stopped).
+
+    What ranks say once (connected, declare, goodbye) is kept and sent
+    together (flush: the ingest flushes once no event waits, and before
+    anything that follows): a node's ranks that start or end together (128
+    on a node) cost it one `introduce` and one `ranks_done` call, not one or
+    more per rank, which through the relays would be every call the head
+    takes at the start and the end of a run of many nodes."""
 
     def __init__(self, parent, name, wait=None):
         self.parent = parent
@@ -171,10 +178,16 @@ class Reporter:
         self.inflight = collections.deque()  # calls not answered yet
         self.seq = 0  # number of the next report
         self.lazy = False  # the last report was not urgent: a relay may hold it
+        self.said = []  # introductions kept: (rank, size) or a Declaration
+        self.byes = []  # goodbyes kept: (rank, clean, counters or message)
 
     def report(self, blocks=(), urgent=False):
         """The node's part with these blocks (catalog.BlockRef); past
         IN_FLIGHT in flight, wait for the oldest (and say so: urgent)."""
+        self.flush()
+        self._report(blocks, urgent)
+
+    def _report(self, blocks=(), urgent=False):
         part = self.ranks.part(blocks)
         while self.inflight and ray.wait([self.inflight[0]], timeout=0)[0]:
             self.wait(self.inflight.popleft())  # answered already (or failed: raised here)
@@ -187,13 +200,18 @@ class Reporter:
 
     def dropped(self, rank, first, last, count):
         """Counted by the head in any order; a goodbye waits for it."""
+        self.flush()
         self.inflight.append(self.parent.dropped.remote(rank, first, last, count))
 
     def drain(self):
         """Wait for every call in flight; reports a relay may hold back are
         made urgent first (an empty report that says so)."""
+        self.flush()
+        self._drain()
+
+    def _drain(self):
         if self.lazy and self.inflight:
-            self.report(urgent=True)
+            self._report(urgent=True)
         while self.inflight:
             self.wait(self.inflight.popleft())
 
@@ -201,6 +219,7 @@ class Reporter:
         """Wait for the calls in flight without making them urgent: a relay
         answers them once its floor moved (a node in lock step with the
         others: bench/bench_head.py)."""
+        self.flush()
         while self.inflight:
             self.wait(self.inflight.popleft())
 
@@ -210,19 +229,42 @@ class Reporter:
         return self.wait(getattr(self.parent, method).remote(*args))
 
     def connected(self, rank, size):
+        """Kept until flush()."""
         self.ranks.connected(rank)
-        return self.call("connected", rank, size)
+        self.said.append((rank, size))
 
     def declare(self, decl):
+        """Kept until flush()."""
         self.ranks.declared(decl)
-        return self.call("declare", decl)
+        self.said.append(decl)
 
     def goodbye(self, rank, clean, info):
-        """A rank left: the node's floor without it first, then the goodbye."""
+        """A rank left (kept until flush())."""
         self.ranks.left(rank)
-        if self.ranks.changed():
-            self.report(urgent=True)
-        return self.call("rank_done", rank, clean, info)
+        self.byes.append((rank, clean, info))
+
+    def flush(self, wait=True):
+        """What ranks said and this side kept, sent. The introductions as
+        one call, answered before this side says anything else (so the head
+        has them before the reports after them), but not after the calls in
+        flight: nothing before them needs them, and a relay may hold a
+        report until other nodes move. Then the goodbyes, after the node's
+        floor without those ranks and once every call before was answered.
+        wait=False, with no goodbye kept: the introductions' call, not
+        waited for (the caller waits for it before anything else)."""
+        if self.said:
+            said, self.said = self.said, []
+            call = self.parent.introduce.remote(said)
+            if not wait and not self.byes:
+                return call
+            self.wait(call)
+        if self.byes:
+            byes, self.byes = self.byes, []
+            if self.ranks.changed():
+                self._report(urgent=True)
+            self._drain()
+            self.wait(self.parent.ranks_done.remote(byes))
+        return None
 
 
 class StepBlocks:
