@@ -382,3 +382,28 @@ def test_a_reduction_down_the_tree_over_empty_parts_is_refused_or_empty():
     h = stats.histogram(x, bins=4, range=(0, 1))
     assert h.counts.tolist() == [0, 0, 0, 0] and (h.below, h.above, h.nans) == (0, 0, 0)
     assert len(asked) == 2  # both went down the tree
+
+
+def test_a_goodbye_kept_goes_after_the_report_that_brings_the_last_blocks(local_ray):
+    """As the ingest meets them: rank 0 finished step 1 and left (its block
+    of step 1 held back, the node's step not complete), then rank 1
+    finished step 1, and the ranks' progress comes with that report. The
+    goodbye kept meanwhile must reach the head after the report, not
+    before it with the floor at step 1 and no blocks: that decided step 1
+    with nothing in it, neither analysed nor skipped (a run lost its last
+    steps so). Both steps are whole, and nothing else is left."""
+    head, targets = start_head(2, ingests=[0])
+    node = Node.remote(0, targets[0])
+    decls = [d for r in (0, 1) for d in declarations(r, 2)][::2]  # array "a" only
+    script = [("connected", 0, 2), ("connected", 1, 2)] + [("declare", d) for d in decls]
+    script += [("report", 0, [("a", 0, 4), ("a", 1, 4)], {0: 0, 1: 0}),
+               ("goodbye", 0, True, {"steps": 2}),
+               ("report", 1, [("a", 0, 4), ("a", 1, 4)], {1: 1}),
+               ("goodbye", 1, True, {"steps": 2})]
+    ray.get(node.run.remote(script))
+    done, over, errors, _ = ray.get(head.take.remote(5))
+    assert not errors and over
+    assert [(c.step, c.arrays) for c in done] == [(0, ("a",)), (1, ("a",))]
+    summary = ray.get(head.summary.remote())
+    assert summary["steps_skipped"] == {} and summary["steps_left_at_end"] == {}
+    assert summary["ranks_clean"] == 2

@@ -183,9 +183,13 @@ class Reporter:
 
     def report(self, blocks=(), urgent=False):
         """The node's part with these blocks (catalog.BlockRef); past
-        IN_FLIGHT in flight, wait for the oldest (and say so: urgent)."""
-        self.flush()
+        IN_FLIGHT in flight, wait for the oldest (and say so: urgent). The
+        goodbyes kept go after it: its state may already count steps that
+        only its blocks bring (the ranks' progress comes with them), so no
+        part may say that state before it."""
+        self._introduce()
         self._report(blocks, urgent)
+        self._goodbyes()
 
     def _report(self, blocks=(), urgent=False):
         part = self.ranks.part(blocks)
@@ -244,27 +248,37 @@ class Reporter:
         self.byes.append((rank, clean, info))
 
     def flush(self, wait=True):
-        """What ranks said and this side kept, sent. The introductions as
-        one call, answered before this side says anything else (so the head
-        has them before the reports after them), but not after the calls in
-        flight: nothing before them needs them, and a relay may hold a
-        report until other nodes move. Then the goodbyes, after the node's
-        floor without those ranks and once every call before was answered.
-        wait=False, with no goodbye kept: the introductions' call, not
-        waited for (the caller waits for it before anything else)."""
-        if self.said:
-            said, self.said = self.said, []
-            call = self.parent.introduce.remote(said)
-            if not wait and not self.byes:
-                return call
-            self.wait(call)
-        if self.byes:
-            byes, self.byes = self.byes, []
-            if self.ranks.changed():
-                self._report(urgent=True)
-            self._drain()
-            self.wait(self.parent.ranks_done.remote(byes))
+        """What ranks said and this side kept, sent (the ingest flushes once
+        no event waits; every other call flushes first). wait=False, with
+        no goodbye kept: the introductions' call, not waited for (the caller
+        waits for it before anything else)."""
+        if not wait and not self.byes:
+            return self._introduce(wait=False)
+        self._introduce()
+        self._goodbyes()
         return None
+
+    def _introduce(self, wait=True):
+        """The introductions as one call, answered before this side says
+        anything else (so the head has them before the reports after
+        them), but not after the calls in flight: nothing before them needs
+        them, and a relay may hold a report until other nodes move."""
+        if not self.said:
+            return None
+        said, self.said = self.said, []
+        call = self.parent.introduce.remote(said)
+        return self.wait(call) if wait else call
+
+    def _goodbyes(self):
+        """The goodbyes as one call, after the node's state without those
+        ranks and once every call before was answered."""
+        if not self.byes:
+            return
+        byes, self.byes = self.byes, []
+        if self.ranks.changed():
+            self._report(urgent=True)
+        self._drain()
+        self.wait(self.parent.ranks_done.remote(byes))
 
 
 class StepBlocks:
