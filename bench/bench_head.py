@@ -19,6 +19,10 @@ work is timed. The runtime is the real one: caudal.runtime.head (start_head,
 what `caudal run` starts, with its tree of relays past 4 nodes) and
 caudal.runtime.driver.Driver.
 
+Once, "connect": every node's ranks introduced (connected and declared)
+through the relays, until the head has them all (ms for the whole run, not
+per step).
+
 Per step, in lock step (one step at a time, so the phases are apart):
 - reports in: from the first report sent until every report was answered,
   the step being then complete and handed over (in the head's queue);
@@ -266,7 +270,9 @@ def measure(nnodes, args, run_dir, profile=None):
     ray.kill(sink)
 
     head, targets = start_head(nranks, max_pending=8, ingests=range(nnodes))
+    t0 = time.perf_counter()
     ray.get([g.connect.remote({n: targets[n] for n in grp}) for g, grp in zip(gens, groups)])
+    row["connect"] = time.perf_counter() - t0
     hpid = pid_of(head)
     relays = relays_of(targets, head)
     rpids = [pid_of(r) for r in relays]
@@ -360,7 +366,8 @@ def measure(nnodes, args, run_dir, profile=None):
     return row
 
 
-COLUMNS = [("nodes", "%6d"), ("ranks", "%6d"), ("baseline", "%9.2f"), ("baseline_cpu", "%12.2f"),
+COLUMNS = [("nodes", "%6d"), ("ranks", "%6d"), ("connect", "%8.1f"), ("baseline", "%9.2f"),
+           ("baseline_cpu", "%12.2f"),
            ("reports", "%9.2f"), ("take", "%7.2f"), ("assemble", "%9.2f"), ("e2e", "%8.2f"),
            ("head_cpu", "%9.2f"), ("head_busy", "%9.2f"), ("driver_cpu", "%10.2f"),
            ("relay_cpu", "%10.2f"),

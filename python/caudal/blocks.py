@@ -390,12 +390,15 @@ class Grid:
             mine = self.backend.blocks_here(self)
             size = self.dtype.itemsize * sum(math.prod(self.blocks[p].count) for p in mine)
             if mine and size <= SMALL_HERE_BYTES:
-                refs = list(dict.fromkeys(self.blocks[p].args()[0] for p in mine))  # lists once
+                # Per block, only what it needs (128 blocks of a node are
+                # a step's latency): its BlockRef, its item of a list once got.
+                stored = [(p, self.blocks[p].data) for p in mine]
+                refs = list(dict.fromkeys(s.ref for _, s in stored))  # lists once
                 got = dict(zip(refs, self.fetch(refs)))
-                for p in mine:
-                    b = self.blocks[p]
-                    obj, *at = b.args()
-                    local[p] = _checked(fn, functools.partial(b.where, self), got[obj], *at,
+                for p, s in stored:
+                    obj = got[s.ref]
+                    block = obj if s.index is None else obj[s.index]
+                    local[p] = _checked(fn, functools.partial(self.blocks[p].where, self), block,
                                         *args)
         out = {pos: self.backend.submit(_checked, (fn, b.where(self)) + b.args() + args,
                                         b.node, num_returns)
