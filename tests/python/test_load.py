@@ -144,7 +144,11 @@ class Monitor(threading.Thread):
                 # idles, a process that exits loses its command line. A rank
                 # caught between hydra's fork and its exec still reads as
                 # mpi, and a Ray worker becomes an actor: those may move on.
-                if self.roles.get(pid, "other") in ("other", "ray worker", "mpi"):
+                # So may Ray's GCS or raylet caught between caudal run's fork
+                # and their exec, which read as caudal run.
+                was = self.roles.get(pid, "other")
+                if was in ("other", "ray worker", "mpi") or \
+                        (was == "caudal" and role in ("raylet", "gcs")):
                     self.roles[pid] = role
                 if self.session is None:
                     m = re.search(r"--session[-_]dir=(\S+)", cmd)
