@@ -20,8 +20,10 @@ what `caudal run` starts, with its tree of relays past 4 nodes) and
 caudal.runtime.driver.Driver.
 
 Once, "connect": every node's ranks introduced (connected and declared)
-through the relays, until the head has them all (ms for the whole run, not
-per step).
+through the relays, until the head has them all, a node's in one call (ms
+for the whole run, not per step); "connect_per_rank", its baseline: the
+same with a call per rank's hello and per declaration, into a head and
+relays of their own.
 
 Per step, in lock step (one step at a time, so the phases are apart):
 - reports in: from the first report sent until every report was answered,
@@ -159,19 +161,25 @@ class Nodes:
         """Per-block work, as an ingest actor runs it (report.Tree)."""
         return fn(*args)
 
-    def connect(self, targets):
+    def connect(self, targets, per_rank=False):
         """targets: node -> what its ingest reports to. Each node's ranks
         introduced in one call, the nodes' calls at once (a real ingest
-        sends what its ranks said when no event waits: report.Reporter)."""
+        sends what its ranks said when no event waits: report.Reporter);
+        per_rank: a call per rank's hello and per declaration, as before
+        the introductions were batched (the baseline)."""
         self.ups = {n: Reporter(targets[n], n) for n in self.nodes}
         calls = []
         for n, up in self.ups.items():
             for r in self.ranks(n):
                 up.connected(r, self.nranks)
+                if per_rank:
+                    calls.append(up.flush(wait=False))
             for r in self.ranks(n):
                 up.declare(decl_of(r, self.nranks))
+                if per_rank:
+                    calls.append(up.flush(wait=False))
             calls.append(up.flush(wait=False))
-        ray.get(calls)
+        ray.get([c for c in calls if c is not None])
 
     def _report(self, node, step):
         ref = self.ref
@@ -269,16 +277,25 @@ def measure(nnodes, args, run_dir, profile=None):
     row["baseline_cpu"] = statistics.median(base_cpu[1:])
     ray.kill(sink)
 
-    head, targets = start_head(nranks, max_pending=8, ingests=range(nnodes))
-    t0 = time.perf_counter()
-    ray.get([g.connect.remote({n: targets[n] for n in grp}) for g, grp in zip(gens, groups)])
-    row["connect"] = time.perf_counter() - t0
+    # The ranks' introductions: a call per rank and declaration (the
+    # baseline, into a head and relays of its own), then batched per node.
+    for key in ("connect_per_rank", "connect"):
+        head, targets = start_head(nranks, max_pending=8, ingests=range(nnodes))
+        # Every block is on this one Ray node: its work goes to one generator.
+        # (tree_of also waits until every relay is up: their start is not timed.)
+        tree = tree_of(targets, head, {node_id: gens[0]})
+        ray.get(head.summary.remote())
+        t0 = time.perf_counter()
+        ray.get([g.connect.remote({n: targets[n] for n in grp}, key == "connect_per_rank")
+                 for g, grp in zip(gens, groups)])
+        row[key] = time.perf_counter() - t0
+        if key == "connect_per_rank":
+            for a in [head] + relays_of(targets, head):
+                ray.kill(a)
     hpid = pid_of(head)
     relays = relays_of(targets, head)
     rpids = [pid_of(r) for r in relays]
     idle = idle_rate(hpid)
-    # Every block is on this one Ray node: its work goes to one generator.
-    tree = tree_of(targets, head, {node_id: gens[0]})
     driver = Driver([Analysis(noop, (ARRAY,), name="noop")], head, [], run_dir, tree=tree)
     want = expected(nranks, args.per_node)
     phases = {k: [] for k in ("reports", "take", "assemble", "e2e", "driver_cpu", "resolve",
@@ -366,7 +383,8 @@ def measure(nnodes, args, run_dir, profile=None):
     return row
 
 
-COLUMNS = [("nodes", "%6d"), ("ranks", "%6d"), ("connect", "%8.1f"), ("baseline", "%9.2f"),
+COLUMNS = [("nodes", "%6d"), ("ranks", "%6d"), ("connect_per_rank", "%16.1f"),
+           ("connect", "%8.1f"), ("baseline", "%9.2f"),
            ("baseline_cpu", "%12.2f"),
            ("reports", "%9.2f"), ("take", "%7.2f"), ("assemble", "%9.2f"), ("e2e", "%8.2f"),
            ("head_cpu", "%9.2f"), ("head_busy", "%9.2f"), ("driver_cpu", "%10.2f"),
@@ -389,6 +407,8 @@ def print_table(rows):
         cells = [f % (row[k] if k in COUNTS else 1e3 * row[k]) for k, f in COLUMNS]
         print(" ".join(cells) + "   %6.2f %6.2f" % (row["e2e"] / row["baseline"],
                                                  row["head_cpu"] / row["baseline_cpu"]), flush=True)
+    print("connect_per_rank / connect: " + ", ".join(
+        "%.1f at N=%d" % (r["connect_per_rank"] / r["connect"], r["nodes"]) for r in rows))
 
 
 def print_profile(path, top=15):
