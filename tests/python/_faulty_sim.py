@@ -15,6 +15,8 @@ usage: mpiexec -n N python _faulty_sim.py STEPS [--oracle FILE] [--env FILE]
 --carry-on      a failing Caudal call does not stop the simulation: it
                 computes its steps to the end (what a code under the drop
                 policy may do when the analytics are gone)
+--open-late S   rank 1 opens Caudal S seconds after the others (which then
+                wait for it in the step's allreduce)
 """
 
 import argparse
@@ -44,6 +46,7 @@ def main():
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--abort-at", type=int, default=-1)
     p.add_argument("--carry-on", action="store_true")
+    p.add_argument("--open-late", type=float, default=0.0)
     a = p.parse_args()
     comm = MPI.COMM_WORLD
     rank, size = comm.rank, comm.size
@@ -54,7 +57,14 @@ def main():
                                                  "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}, f)
         os.rename(a.env + ".tmp", a.env)
     oracle = open(a.oracle, "w") if rank == 0 and a.oracle else None
-    c = caudal.Client(rank, size)
+    if rank == 1 and a.open_late:
+        time.sleep(a.open_late)
+    try:
+        c = caudal.Client(rank, size)
+    except caudal.CaudalError as e:  # as a C code would: the others wait in MPI
+        print("faulty_sim: %s" % e, file=sys.stderr, flush=True)
+        time.sleep(1)  # the launcher forwards the line before the abort ends its proxies
+        comm.Abort(2)
     c.declare("field", "float64", shape=shape, start=(ROWS * rank, 0), count=(ROWS, COLS))
     first_error = None
     for step in range(a.steps):

@@ -26,6 +26,10 @@ from netns_hosts import Hosts, available, cleanup_stale, mpiexec_from
 from netns_ray import RayCluster
 from test_run import STATS, caudal_run, oracle
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+FAULTY_SIM = os.path.join(HERE, "_faulty_sim.py")
+LOAD_ANALYTICS = os.path.join(HERE, "_load_analytics.py")
+
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
 
 STEPS = 30
@@ -167,15 +171,20 @@ def test_in_transit_ranks_on_hosts_without_ray(hosts, single_node, heat2d, tmp_p
     assert summary["end"]["reason"] == "completed"
 
 
-def test_a_rank_on_a_host_without_an_ingest_is_told(hosts, heat2d, tmp_path):
+def test_a_rank_on_a_host_without_an_ingest_is_told(hosts, tmp_path):
     """In situ, Ray on node1 and node2, and the launcher, placing the ranks
     itself (caudal run then leaves its hosts alone), puts a rank on node3,
     where no ingest runs: that rank fails at open naming its host's address,
-    and the run ends as a simulation failure naming that rank."""
+    and the run ends as a simulation failure naming that rank. Rank 1 opens
+    a second after rank 0 (tests/python/_faulty_sim.py): the run names a
+    rank that never connected once another did, and a rank 0 ended by the
+    launcher before its hello arrived would leave it nothing to go by (CI
+    met that once with heat2d, whose ranks open together)."""
     node1, node2, node3 = hosts
     launcher = "%s -hosts %s:1,%s:1" % (mpiexec_from(node1), node1.ip, node3.ip)
     with RayCluster([node1, node2]) as cluster:
-        p, _, summary = run_on(node1, cluster, tmp_path, STATS, 2, [heat2d, *SIM],
+        p, _, summary = run_on(node1, cluster, tmp_path, LOAD_ANALYTICS, 2,
+                               [sys.executable, FAULTY_SIM, "5", "--open-late", "1"],
                                launcher=launcher)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "rank 1, before the first step: CAUDAL_ENDPOINT: none of the 2 entries is for " \
