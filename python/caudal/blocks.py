@@ -94,9 +94,10 @@ class Block:
         return dataclasses.replace(self, data=obj if s is None else s.holding(obj, array))
 
     def where(self, grid):
-        who = "rank %d's block" % self.rank if self.rank is not None else "block"
         region = ", ".join("%d:%d" % (s, s + c) for s, c in zip(self.start, self.count))
-        return "%s, %s [%s]" % (grid.describe(), who, region)
+        if self.rank is None:
+            return "%s, block [%s]" % (grid.describe(), region)
+        return "%s [%s]" % (describe_array(grid.name, grid.step, self.rank), region)
 
 
 # ---------------------------------------------------------------- backends
@@ -351,8 +352,7 @@ class Grid:
         return math.prod(self.shape)
 
     def describe(self):
-        s = "array %r" % self.name if self.name else "the array"
-        return s if self.step is None else "%s, step %d" % (s, self.step)
+        return describe_array(self.name, self.step)
 
     def fail(self, text):
         raise KernelError("%s: %s" % (self.describe(), text))
@@ -474,6 +474,13 @@ class Grid:
         over them plus this grid), a Dask array for Dask chunks, NumPy for
         one local block."""
         return self.backend.assemble(self)
+
+
+def describe_array(name, step=None, rank=None):
+    """How a kernel's error names an array, a step of it, a rank's block."""
+    s = "array %r" % name if name else "the array"
+    s = s if step is None else "%s, step %d" % (s, step)
+    return s if rank is None else "%s, rank %d's block" % (s, rank)
 
 
 def _merged(merge, level, submit=None, fetch=list):
@@ -608,6 +615,7 @@ class TreeStep:
         self.layout = layout
         self.name, self.step = self.layout.name, x.step
         self.dtype = np.dtype(self.layout.dtype)
+        self.shape = layout.shape  # a variable array's: known once its blocks answered
         self.needs = None  # the kernel that needs elements (require_elements)
 
     describe, fail, require_real = Grid.describe, Grid.fail, Grid.require_real
@@ -621,11 +629,7 @@ class TreeStep:
 
     @property
     def size(self):
-        return math.prod(self.layout.shape)
-
-    @property
-    def shape(self):
-        return self.layout.shape
+        return math.prod(self.shape)
 
     def map_reduce(self, fn, merge, *args):
         got = self.run(fn, args)
@@ -634,8 +638,9 @@ class TreeStep:
         layout = self.layout
         if layout.variable:
             states = [s for _, count, s in sorted(got, key=lambda g: g[0]) if count > 0]
-            if not states and self.needs:
-                self.fail("%s needs elements; the array's shape is (0,)" % self.needs)
+            self.shape = (sum(count for _, count, _ in got),)
+            if self.needs:
+                Grid.require_elements(self, self.needs)
         else:
             where = _geometry(layout)
             states = [s for _, s in sorted(((where[r][0], s) for r, _, s in got if r in where),

@@ -40,6 +40,7 @@ too, so that what they send is what ingests send.
 """
 
 import collections
+import functools
 import pickle
 import threading
 import uuid
@@ -316,7 +317,7 @@ class StepBlocks:
             with self.lock:
                 if self.arrays is not None:  # resolved meanwhile: no tree
                     return None
-            return _unwrapped(ray.get, tree.calls(handles, array, step, fn, args))
+            return _unwrapped(tree.calls(handles, array, step, fn, args))
 
         return run
 
@@ -375,7 +376,7 @@ class Tree:
 def map_leaves(leaves, array, step, fn, args):
     """fn(block, *args) on each block of `array` in these leaves, where they
     were put: [(rank, count, state), ...]."""
-    from ..blocks import _checked
+    from ..blocks import _checked, describe_array
 
     out = []
     for leaf, obj in zip(leaves, ray.get([leaf.ref for leaf in leaves])):
@@ -383,17 +384,17 @@ def map_leaves(leaves, array, step, fn, args):
             if name != array:
                 continue
             block = obj if index is None else obj[index]
-            where = lambda r=rank: "array %r, step %d, rank %d's block" % (array, step, r)  # noqa: E731
+            where = functools.partial(describe_array, array, step, rank)
             out.append((rank, count, _checked(fn, where, block, *args)))
     return out
 
 
-def _unwrapped(get, calls):
+def _unwrapped(calls):
     """The calls' lists joined; a failure as the error it began as (a
     KernelError that names the block), not as Ray's wrapping of it at
     every level of the tree."""
     try:
-        return [x for part in get(calls) for x in part]
+        return [x for part in ray.get(calls) for x in part]
     except ray.exceptions.RayTaskError as e:
         raise cause_of(e) from None
 
