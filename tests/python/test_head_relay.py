@@ -21,7 +21,7 @@ ray = pytest.importorskip("ray")
 from caudal.catalog import BlockRef, Declaration  # noqa: E402
 from caudal.runtime.head import start_head  # noqa: E402
 from caudal.runtime.relay import relays_of  # noqa: E402
-from caudal.runtime.report import Branch, Leaf, Ranks, Reporter, StepBlocks, state  # noqa: E402
+from caudal.runtime.report import Branch, Leaf, Ranks, Reporter, StepBlocks, Tree, state  # noqa: E402
 
 NODES, PER_NODE, STEPS = 5, 2, 8
 NRANKS = NODES * PER_NODE
@@ -345,6 +345,21 @@ def test_reductions_go_down_the_relays_and_equal_the_grid(local_ray):
     ran = run(lambda block: (os.getpid(), len(block)), ())
     assert sorted((r, n) for r, n, _ in ran) == [(r, 3 * r) for r in range(nranks)]
     assert all(pid == pids[r // PER_NODE] and size == 3 * r for r, _, (pid, size) in ran)
+
+    # A step whose parts each came up a relay alone holds only leaves: in a
+    # run with relays it still goes down (straight to each node's ingest),
+    # whatever the timing; without relays such a step takes the grid.
+    leaves, level = [], list(c.blocks)
+    while level:
+        leaves += [h for h in level if not isinstance(h, Branch)]
+        level = [h for hs in ray.get([h.ref for h in level if isinstance(h, Branch)])
+                 for h in hs]
+    assert len(leaves) == NODES
+    alone = StepBlocks(c.step, leaves)
+    assert alone.tree("v", Tree(tree.executors)) is None
+    x = step_array(layouts["v"], functools.partial(alone.of, "v"), c.step,
+                   tree=alone.tree("v", tree))
+    assert repr(stats.moments(x)) == repr(by_tree[0]) and alone.arrays is None
 
     def refuses(block):
         if block.size and block[0] == -7 * (c.step + 1):  # rank 7's first value

@@ -132,9 +132,10 @@ def test_six_endpoints_report_through_a_relay_and_reduce_down_it(tmp_path, heat2
     assert sorted(results["mean"]) == sorted(want) == list(range(steps))
     for step, m in want.items():
         assert abs(results["mean"][step] - m) <= 1e-12 * abs(m)
-    # Once the relay merges its ingests' parts, every step's moments went
-    # down it (at step 0 each ingest's first part may go up alone).
-    assert all(results["tree"][s] for s in range(1, steps)), results["tree"]
+    # Every step's moments went down the tree: also a step whose ingests'
+    # parts came up the relay one by one (CI once saw one such step, then
+    # reduced on the grid: report.StepBlocks.tree now goes by the run).
+    assert all(results["tree"][s] for s in range(steps)), results["tree"]
 
 
 # ------------------------------------------------------ ring policies

@@ -304,10 +304,13 @@ class StepBlocks:
     def tree(self, array, tree):
         """A function that runs per-block work on every block of `array`
         where it lies, through `tree` (see the module's docstring), when the
-        step's blocks came through relays; else None (a few nodes: their
-        handles cost little to resolve)."""
+        run has relays (more than head.HEAD ingests); else None (a few
+        nodes: their handles cost little to resolve). A step whose parts
+        each came up a relay alone holds only leaves: it still goes down,
+        each node's leaves straight to their ingest, so that the path a
+        step takes depends on the run, not on how its reports were timed."""
         handles = self.handles
-        if all(isinstance(h, Leaf) for h in handles):
+        if not tree.relays and all(isinstance(h, Leaf) for h in handles):
             return None
         step = self.step
 
