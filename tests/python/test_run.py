@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 STATS = os.path.join(ROOT, "examples", "analytics", "heat_stats.py")
@@ -175,21 +177,37 @@ def test_blocks_that_do_not_tile_are_a_clear_error(tmp_path):
     assert "array 'a'" in p.stderr and "overlap" in p.stderr and "ranks 0 and 1" in p.stderr
 
 
-def test_the_global_array_equals_the_simulations_dump_bit_for_bit(tmp_path, heat2d):
+GRAB = """
+import sys
+import caudal
+
+def whole(x):  # the analysis itself names no `data`: Dask-on-Ray comes late
+    return x.data.compute()
+
+@caudal.analysis('temperature')
+def grab(t, ctx):
+    if t[0].step %% 3 == 0:
+        ctx.record('ready', 'ray.util.dask' in sys.modules)
+        ctx.record('field', %s)
+"""
+
+
+@pytest.mark.parametrize("how", ["t[0].data.compute()", "whole(t[0])"])
+def test_the_global_array_equals_the_simulations_dump_bit_for_bit(tmp_path, heat2d, how):
+    """The step's Dask array, computed by the analysis: Dask-on-Ray set up at
+    start when the analysis names `data` (launcher.uses_dask), else at its
+    first graph (launcher.dask_on_ray); the same values either way."""
     import numpy as np
 
     script = tmp_path / "grab.py"
-    script.write_text(
-        "import caudal\n"
-        "@caudal.analysis('temperature')\n"
-        "def grab(t, ctx):\n"
-        "    if t[0].step % 3 == 0:\n"
-        "        ctx.record('field', t[0].data.compute())\n")
+    script.write_text(GRAB % how)
     dump = tmp_path / "dump"
     p, results, _ = caudal_run(tmp_path, script, [heat2d, "32", "16", "10", "--dump-every",
                                                   "3", "--dump", str(dump)])
     assert p.returncode == 0, p.stdout + p.stderr
     assert sorted(results["field"]) == [0, 3, 6, 9]
+    eager = how.startswith("t[0].data")
+    assert results["ready"] == {0: eager, 3: True, 6: True, 9: True}
     for step, field in results["field"].items():
         ours = np.array(field, dtype=np.float64)
         theirs = np.fromfile("%s-%d.bin" % (dump, step), dtype=np.float64).reshape(32, 16)
@@ -311,8 +329,8 @@ def _title(pid):
         return f.read().split(b"\\0")[0].decode(errors="replace")
 
 
-def _ray_processes():
-    """Titles of this run's Ray processes: the descendants of caudal run."""
+def _descendants():
+    """Command lines of caudal run's descendants (this is caudal run)."""
     children = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -326,10 +344,16 @@ def _ray_processes():
         for k in children.get(todo.pop(), []):
             todo.append(k)
             try:
-                out.add(_title(k))
+                with open("/proc/%d/cmdline" % k, "rb") as f:
+                    out.add(f.read().replace(b"\\0", b" ").decode(errors="replace"))
             except OSError:
                 pass
-    return sorted(t for t in out if t.startswith("ray::"))
+    return out
+
+
+def _ray_processes():
+    """Titles of this run's Ray processes."""
+    return sorted(t.split(" ")[0] for t in _descendants() if t.startswith("ray::"))
 
 
 @caudal.analysis("temperature")
@@ -339,6 +363,10 @@ def where(temperature, ctx):
         lambda b: (os.getpid(), _title(os.getpid()), float(np.asarray(b).sum())), t)
     ctx.record("ran", ran)
     ctx.record("processes", _ray_processes())
+    ctx.record("monitors", sorted(t for t in _descendants() if "monitor.py" in t))
+    import sys
+    ctx.record("imported", sorted(m for m in ("pandas", "ray.util.dask")
+                                  if m in sys.modules))
 '''
 
 
@@ -364,3 +392,8 @@ def test_kernels_run_in_the_ingest_actor_and_no_ray_worker_starts(tmp_path, heat
     seen = {t for titles in results["processes"].values() for t in titles}
     assert any(t.startswith("ray::IngestActor") for t in seen), seen
     assert not [t for t in seen if t.startswith("ray::IDLE") or "_checked" in t], seen
+    # The run's own Ray has no autoscaler monitor and no log monitor
+    # (launcher.lean_ray_head), and an analysis that computes no Dask graph
+    # leaves Dask-on-Ray (and pandas) unimported (launcher.dask_on_ray).
+    assert all(m == [] for m in results["monitors"].values()), results["monitors"]
+    assert all(i == [] for i in results["imported"].values()), results["imported"]

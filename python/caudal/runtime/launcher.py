@@ -26,6 +26,9 @@ only with --debug (or CAUDAL_DEBUG=1).
 """
 
 import collections
+import contextlib
+import functools
+import inspect
 import json
 import math
 import os
@@ -122,6 +125,54 @@ def _load(path):
     if not analyses:
         raise SetupError("%s registers no analysis (use @caudal.analysis)" % path)
     return analyses, finishers_in(namespace)
+
+
+def uses_dask(analyses, finishers):
+    """Whether the analytics compute Dask graphs, as far as their code
+    tells: the script (or what it imported) imported Dask, or an analysis
+    names `data` (a StepArray's Dask array) or `dask`. A user helper that
+    does so unseen costs a second at its first graph (dask_on_ray)."""
+    if "dask" in sys.modules:
+        return True
+
+    def names(code):
+        yield from code.co_names
+        for c in code.co_consts:
+            if hasattr(c, "co_names"):
+                yield from names(c)
+
+    for a in list(analyses) + list(finishers):
+        code = getattr(a.func, "__code__", None)
+        if code is not None and {"data", "dask"} & set(names(code)):
+            return True
+    return False
+
+
+def dask_on_ray(eager):
+    """Dask-on-Ray as Dask's scheduler in this process: a step's Dask array
+    has chunks only Ray resolves. ray.util.dask imports Dask's dataframes
+    and pandas, 78 MiB of the driver's memory, so it is imported now only
+    when the analytics use Dask (`eager`, see uses_dask), else when the
+    first Dask graph is computed (a second or two, once)."""
+    def enable():
+        from ray.util.dask import enable_dask_on_ray
+
+        with warnings.catch_warnings():  # Ray sets a Dask key Dask has renamed
+            warnings.simplefilter("ignore", FutureWarning)
+            enable_dask_on_ray()
+
+    if eager:
+        enable()
+        return
+    import dask
+
+    def first_get(dsk, keys, **kwargs):
+        from ray.util.dask import ray_dask_get
+
+        enable()  # from now on Ray's own, with its shuffle settings
+        return ray_dask_get(dsk, keys, **kwargs)
+
+    dask.config.set(scheduler=first_get, shuffle="tasks")
 
 
 # ---- stopping: signals and the whole-run timeout -------------------------
@@ -342,7 +393,6 @@ class Run:
 
     def _start(self, analyses, finishers):
         import ray
-        from ray.util.dask import enable_dask_on_ray
 
         from ..blocks import RAY, on_node
         from .driver import Driver
@@ -354,9 +404,7 @@ class Run:
         token = secrets.token_hex(16)
         self._start_ray(args.address)
         self.signals.install()  # ray.init sets a SIGTERM handler of its own
-        with warnings.catch_warnings():  # Ray sets a Dask key Dask has renamed
-            warnings.simplefilter("ignore", FutureWarning)
-            enable_dask_on_ray()
+        dask_on_ray(eager=uses_dask(analyses, finishers))
         alive = [n for n in ray.nodes() if n["Alive"]]
         if self.node_names:  # in the allocation's order, not Ray's
             order = {name: i for i, name in enumerate(self.ray_nodes)}
@@ -458,8 +506,9 @@ class Run:
         # when this one was killed; the path stays short for Ray's sockets.
         self.ray_tmp = os.path.join(self.priv, "ray")
         os.mkdir(self.ray_tmp, 0o700)
-        ray.init(include_dashboard=False, _temp_dir=self.ray_tmp, log_to_driver=False,
-                 configure_logging=False)
+        with lean_ray_head():
+            ray.init(include_dashboard=False, _temp_dir=self.ray_tmp, log_to_driver=False,
+                     configure_logging=False)
 
     # ---- running -------------------------------------------------------
 
@@ -794,6 +843,36 @@ class Run:
                 pass
         if self.priv:
             shutil.rmtree(self.priv, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def lean_ray_head():
+    """ray.init, inside, starts no autoscaler monitor and no log monitor: a
+    run's own Ray has nothing to autoscale, and with log_to_driver=False
+    nobody reads what the log monitor forwards; the two cost about 95 MiB
+    and a second of CPU at start. `ray start --no-monitor
+    --include-log-monitor=false` leaves them out, but ray.init does not
+    pass those RayParams on: they are made defaults here while it runs
+    (a Ray whose RayParams lacks them gets both, as before)."""
+    from ray._private import parameter
+
+    make = parameter.RayParams.__init__
+    known = inspect.signature(make).parameters
+    if "no_monitor" not in known or "include_log_monitor" not in known:
+        yield
+        return
+
+    @functools.wraps(make)
+    def lean(self, *a, **kw):
+        kw.setdefault("no_monitor", True)
+        kw.setdefault("include_log_monitor", False)
+        make(self, *a, **kw)
+
+    parameter.RayParams.__init__ = lean
+    try:
+        yield
+    finally:
+        parameter.RayParams.__init__ = make
 
 
 def _json_safe(x):

@@ -248,9 +248,11 @@ class RayCluster:
             "--dashboard-agent-listen-port=%d" % p["dashboard_agent_http"],
             "--metrics-export-port=%d" % p["metrics_export"],
             "--min-worker-port=0", "--max-worker-port=0",
-            "--disable-usage-stats"]
+            "--disable-usage-stats",
+            "--include-log-monitor=false"]  # as launcher.lean_ray_head
         if "--head" in role:
-            ray_args += ["--include-dashboard=false", "--dashboard-port=%d" % p["dashboard"],
+            ray_args += ["--no-monitor",
+                         "--include-dashboard=false", "--dashboard-port=%d" % p["dashboard"],
                          "--ray-client-server-port=%d" % p["client_server"]]
         argv = srun([node], 1, self.name, cpus=cpus) + [
             sys.executable, "-m", "caudal.runtime.slurm", "node", *ray_args]
