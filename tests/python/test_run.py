@@ -363,7 +363,8 @@ def where(temperature, ctx):
         lambda b: (os.getpid(), _title(os.getpid()), float(np.asarray(b).sum())), t)
     ctx.record("ran", ran)
     ctx.record("processes", _ray_processes())
-    ctx.record("monitors", sorted(t for t in _descendants() if "monitor.py" in t))
+    ctx.record("monitors", sorted(t for t in _descendants()
+                                  if "monitor.py" in t or "dashboard/dashboard.py" in t))
     import sys
     ctx.record("imported", sorted(m for m in ("pandas", "ray.util.dask")
                                   if m in sys.modules))
@@ -392,8 +393,8 @@ def test_kernels_run_in_the_ingest_actor_and_no_ray_worker_starts(tmp_path, heat
     seen = {t for titles in results["processes"].values() for t in titles}
     assert any(t.startswith("ray::IngestActor") for t in seen), seen
     assert not [t for t in seen if t.startswith("ray::IDLE") or "_checked" in t], seen
-    # The run's own Ray has no autoscaler monitor and no log monitor
-    # (launcher.lean_ray_head), and an analysis that computes no Dask graph
+    # The run's own Ray has no autoscaler monitor, no log monitor and no API
+    # server (launcher.lean_ray_head), and an analysis that computes no Dask graph
     # leaves Dask-on-Ray (and pandas) unimported (launcher.dask_on_ray).
     assert all(m == [] for m in results["monitors"].values()), results["monitors"]
     assert all(i == [] for i in results["imported"].values()), results["imported"]

@@ -93,13 +93,14 @@ def add_parser(sub):
     r.add_argument("--analysis-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="default deadline of one analysis call (default 300); "
                         "@caudal.analysis(..., timeout=) overrides it")
-    r.add_argument("--workers", type=int, default=1, metavar="N",
+    r.add_argument("--workers", type=int, default=None, metavar="N",
                    help="Ray worker processes to start on each Ray node before the "
-                        "simulation starts (about 80 MiB each), for Dask graphs "
+                        "simulation starts (about 65 MiB each), for Dask graphs "
                         "(StepArray.data) and your own Ray tasks; Caudal's kernels need "
-                        "none. Default 1: a Dask graph's first tasks start at once, and "
-                        "Ray starts more as they are needed; 0: none until the first "
-                        "Dask graph, which then waits about a second")
+                        "none. Default: 1 when the analytics use Dask (they import it or "
+                        "an analysis names `data`), so that a Dask graph's first tasks "
+                        "start at once (Ray starts more as needed), else 0; with 0 the "
+                        "first Dask graph or task waits about a second")
     r.add_argument("--debug", action="store_true",
                    help="print tracebacks of internal errors (also CAUDAL_DEBUG=1)")
     r.add_argument("command", nargs="+", help="the simulation, after --")
@@ -172,7 +173,7 @@ def dask_on_ray(eager):
         enable()  # from now on Ray's own, with its shuffle settings
         return ray_dask_get(dsk, keys, **kwargs)
 
-    dask.config.set(scheduler=first_get, shuffle="tasks")
+    dask.config.set(scheduler=first_get)
 
 
 # ---- stopping: signals and the whole-run timeout -------------------------
@@ -279,7 +280,7 @@ class Run:
             raise SetupError("--timeout must be positive")
         if args.ranks < 1:
             raise SetupError("-n must be at least 1")
-        if args.workers < 0:
+        if args.workers is not None and args.workers < 0:
             raise SetupError("--workers %d: the Ray workers to start per node must be 0 or "
                              "more" % args.workers)
         if args.transit < 0 or args.transit > args.ranks:
@@ -404,7 +405,8 @@ class Run:
         token = secrets.token_hex(16)
         self._start_ray(args.address)
         self.signals.install()  # ray.init sets a SIGTERM handler of its own
-        dask_on_ray(eager=uses_dask(analyses, finishers))
+        dask = uses_dask(analyses, finishers)
+        dask_on_ray(eager=dask)
         alive = [n for n in ray.nodes() if n["Alive"]]
         if self.node_names:  # in the allocation's order, not Ray's
             order = {name: i for i, name in enumerate(self.ray_nodes)}
@@ -455,7 +457,7 @@ class Run:
                     raise SetupError(str(e)) from e
         endpoint = placement.endpoint_list(places, self.endpoints, args.transit)
         self.watches = {i.watch.remote(): label for i, label in zip(self.ingests, self.labels)}
-        _warm_up(self.ingests, nodes, args.workers)
+        _warm_up(self.ingests, nodes, int(dask) if args.workers is None else args.workers)
         env = dict(slurm.step_env() if self.alloc else os.environ, CAUDAL_ENDPOINT=endpoint,
                    CAUDAL_TOKEN=token, CAUDAL_POLICY=args.policy)
         if self.alloc:
@@ -847,18 +849,22 @@ class Run:
 
 @contextlib.contextmanager
 def lean_ray_head():
-    """ray.init, inside, starts no autoscaler monitor and no log monitor: a
-    run's own Ray has nothing to autoscale, and with log_to_driver=False
-    nobody reads what the log monitor forwards; the two cost about 95 MiB
-    and a second of CPU at start. `ray start --no-monitor
-    --include-log-monitor=false` leaves them out, but ray.init does not
-    pass those RayParams on: they are made defaults here while it runs
-    (a Ray whose RayParams lacks them gets both, as before)."""
-    from ray._private import parameter
+    """ray.init, inside, starts no autoscaler monitor, no log monitor and no
+    API server. A run's own Ray has nothing to autoscale; with
+    log_to_driver=False nobody reads what the log monitor forwards; and with
+    the dashboard off the API server loads only Ray's usage statistics,
+    which are off too. The three cost about 150 MiB and a second and a half
+    of CPU at start. `ray start --no-monitor --include-log-monitor=false`
+    leaves the first two out, but ray.init does not pass those RayParams
+    on: they are made defaults here while it runs. Ray starts the API
+    server unasked; Ray's own code treats one that failed to start as
+    absent (no URL, no process), which is what it is made here. A Ray whose
+    RayParams or Node lacks these gets all three, as before."""
+    from ray._private import node, parameter
 
-    make = parameter.RayParams.__init__
+    make, api = parameter.RayParams.__init__, getattr(node.Node, "start_api_server", None)
     known = inspect.signature(make).parameters
-    if "no_monitor" not in known or "include_log_monitor" not in known:
+    if "no_monitor" not in known or "include_log_monitor" not in known or api is None:
         yield
         return
 
@@ -868,11 +874,18 @@ def lean_ray_head():
         kw.setdefault("include_log_monitor", False)
         make(self, *a, **kw)
 
-    parameter.RayParams.__init__ = lean
+    @functools.wraps(api)
+    def no_api_server(self, *, include_dashboard, raise_on_failure):
+        if include_dashboard:
+            return api(self, include_dashboard=include_dashboard,
+                       raise_on_failure=raise_on_failure)
+        self._webui_url = None
+
+    parameter.RayParams.__init__, node.Node.start_api_server = lean, no_api_server
     try:
         yield
     finally:
-        parameter.RayParams.__init__ = make
+        parameter.RayParams.__init__, node.Node.start_api_server = make, api
 
 
 def _json_safe(x):
