@@ -90,15 +90,19 @@ def clean_env(time_file):
     return env
 
 
-def sim_command(args):
-    return [sys.executable, str(HERE / "_timed.py"), str(args.heat),
+SIM_CPUS, CAUDAL_CPUS = "0", "1"  # --pinned: the simulation on one core, Caudal on the other
+
+
+def sim_command(args, pinned=False):
+    pin = ["taskset", "-c", SIM_CPUS] if pinned else []
+    return [sys.executable, str(HERE / "_timed.py"), *pin, str(args.heat),
             str(args.nx), str(args.ny), str(args.steps), "--every", str(args.every)]
 
 
-def run_off(args, folder):
+def run_off(args, folder, pinned=False):
     folder.mkdir(parents=True)
     tfile = folder / "wall.txt"
-    cmd = [args.mpiexec, "-n", str(args.ranks)] + sim_command(args)
+    cmd = [args.mpiexec, "-n", str(args.ranks)] + sim_command(args, pinned)
     p = subprocess.run(cmd, env=clean_env(tfile), capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit("bench_heat: analytics-off run failed (%d): %s\n%s"
@@ -106,11 +110,14 @@ def run_off(args, folder):
     return {"wall_s": float(tfile.read_text())}
 
 
-def run_on(args, folder):
+def run_on(args, folder, pinned=False):
+    """caudal run; pinned: it, Ray and mpiexec on CAUDAL_CPUS (inherited by
+    every process they start), the ranks moved to SIM_CPUS by taskset."""
     tfile = folder.with_name(folder.name + "-wall.txt")
-    cmd = [sys.executable, "-m", "caudal", "run", "-n", str(args.ranks),
-           "--run-dir", str(folder), "--analytics", str(args.analytics),
-           "--mpiexec", args.mpiexec, "--"] + sim_command(args)
+    pin = ["taskset", "-c", CAUDAL_CPUS] if pinned else []
+    cmd = pin + [sys.executable, "-m", "caudal", "run", "-n", str(args.ranks),
+                 "--run-dir", str(folder), "--analytics", str(args.analytics),
+                 "--mpiexec", args.mpiexec, "--"] + sim_command(args, pinned)
     t0 = time.perf_counter()
     p = subprocess.run(cmd, env=clean_env(tfile), capture_output=True, text=True)
     outside = time.perf_counter() - t0
@@ -157,7 +164,15 @@ def parse(argv):
     p.add_argument("--heat", default=str(ROOT / "build/release/examples/heat2d"))
     p.add_argument("--analytics", default=str(HERE / "heat_mean.py"))
     p.add_argument("--mpiexec", default="mpiexec")
+    p.add_argument("--pinned", action="store_true",
+                   help="also run each case pinned: the simulation on core %s, caudal run "
+                        "and Ray on core %s (taskset), beside the unpinned runs"
+                        % (SIM_CPUS, CAUDAL_CPUS))
     a = p.parse_args(argv)
+    if a.pinned and (os.cpu_count() or 1) < 2:
+        p.error("--pinned needs two cores")
+    if a.pinned and a.ranks != 1:
+        p.error("--pinned puts the one rank on core %s: use --ranks 1" % SIM_CPUS)
     a.nx = a.nx or (512 if a.quick else 1024)
     a.ny = a.ny or a.nx
     a.steps = a.steps or (2000 if a.quick else 3000)
@@ -178,12 +193,17 @@ def main(argv):
                                             args.ranks, args.reps, root), file=sys.stderr)
 
     copy_before, rounds_before = time_copyto((bx, by))
-    off, on = [], []
+    off, on, off_pin, on_pin = [], [], [], []
     for i in range(args.reps):
         off.append(run_off(args, root / ("off-%d" % i)))
         print("  off %d: %.3f s" % (i, off[-1]["wall_s"]), file=sys.stderr)
         on.append(run_on(args, root / ("on-%d" % i)))
         print("  on  %d: %.3f s" % (i, on[-1]["wall_s"]), file=sys.stderr)
+        if args.pinned:
+            off_pin.append(run_off(args, root / ("off-pinned-%d" % i), pinned=True))
+            print("  off pinned %d: %.3f s" % (i, off_pin[-1]["wall_s"]), file=sys.stderr)
+            on_pin.append(run_on(args, root / ("on-pinned-%d" % i), pinned=True))
+            print("  on  pinned %d: %.3f s" % (i, on_pin[-1]["wall_s"]), file=sys.stderr)
     copy_after, rounds_after = time_copyto((bx, by))
     copy_s = min(copy_before, copy_after)
     cold_s, rounds_cold = time_copyto((bx, by), cold=True)
@@ -217,9 +237,18 @@ def main(argv):
           % (cold_s * 1e3, per_step_nowait * 1e3, per_step_nowait / cold_s))
     print("| heat2d wall time, median of %d (off: plain mpiexec) | %.3f s | %.3f s | %.3f |"
           % (args.reps, off_med, on_med, ratio))
+    pin_ratio = None
+    if args.pinned:
+        off_pin_med = statistics.median(r["wall_s"] for r in off_pin)
+        on_pin_med = statistics.median(r["wall_s"] for r in on_pin)
+        pin_ratio = on_pin_med / off_pin_med
+        print("| same, pinned: heat2d on core %s, caudal run and Ray on core %s "
+              "| %.3f s | %.3f s | %.3f |"
+              % (SIM_CPUS, CAUDAL_CPUS, off_pin_med, on_pin_med, pin_ratio))
     print()
-    print("- Target (issue): wall-time ratio at most 1.05: %s."
-          % ("met" if ratio <= 1.05 else "NOT met"))
+    print("- Target (issue): wall-time ratio at most 1.05%s: %s."
+          % (" pinned" if args.pinned else "",
+             "met" if (pin_ratio or ratio) <= 1.05 else "NOT met"))
     print("- The time inside caudal calls includes waiting for a free slot (block policy): "
           "%.0f%% of it here (%.3f of %.3f s over %d runs). Waiting means the analytics "
           "(ingest + analysis) were slower than the simulation at that moment."
@@ -242,8 +271,11 @@ def main(argv):
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, r in enumerate(off):
         print("| off %d | %.3f | | | | | | | | | |" % (i, r["wall_s"]))
-    for i, r in enumerate(on):
-        print("| on %d | %.3f | %.1f | %d | %d | %.1f | %.1f | %.2f | %.2f | %.3f | %.3f |"
+    for i, r in enumerate(off_pin):
+        print("| off pinned %d | %.3f | | | | | | | | | |" % (i, r["wall_s"]))
+    for i, r in [(str(i), r) for i, r in enumerate(on)] + \
+            [("pinned %d" % i, r) for i, r in enumerate(on_pin)]:
+        print("| on %s | %.3f | %.1f | %d | %d | %.1f | %.1f | %.2f | %.2f | %.3f | %.3f |"
               % (i, r["wall_s"], r["caudal_run_s"], r["published"], r["dropped"],
                  r["ns_in_calls"] / 1e6, r["ns_waiting"] / 1e6, r["ingest_put_s"],
                  sum(v for k, v in r["analysis_s"].items() if k != "driver"),
@@ -262,7 +294,8 @@ def main(argv):
             "copyto_cold_s": cold_s, "copyto_cold_rounds_s": rounds_cold,
             "in_calls_per_step_s": per_step, "in_calls_per_step_nowait_s": per_step_nowait,
             "wall_off_median_s": off_med, "wall_on_median_s": on_med, "wall_ratio": ratio,
-            "off": off, "on": on,
+            "off": off, "on": on, "off_pinned": off_pin, "on_pinned": on_pin,
+            "wall_ratio_pinned": pin_ratio,
         }, indent=2))
     return 0
 

@@ -25,7 +25,9 @@ Measures, each against a baseline of the same run:
 - peak memory: summed PSS of every process a run started, and /dev/shm;
 - scaling: wall / alone at 1, 2, 4, 8 ranks (weak: a block per rank);
 - Caudal alone: time in the publishing calls per step against a memcpy of the
-  block, and the ingest's ray.put GB/s against a memcpy.
+  block, and the ingest's ray.put GB/s against a memcpy;
+- Caudal's own CPU per published step, by process, less the analysis'
+  kernels, against 3 memcpys of the step plus 1 ms, 8 KiB to 64 MiB.
 
 Writes OUT/peers.json (every number), OUT/peers.md (the tables) and
 OUT/peers.png; OUT defaults to a new folder under /tmp. Nothing goes into
@@ -50,14 +52,20 @@ sys.path[:0] = [PEERS]
 
 import measure  # noqa: E402
 
+PARTS = ["check", "scaling", "latency", "cpu"]
 SYSTEMS = ["caudal", "deisa-dask", "deisa-ray", "adios2-sst", "hdf5-posthoc"]
 
 PLANS = {
     "quick": {"check": (2, 32, 10), "scaling": ([1, 2, 4], 256, 40),
-              "latency": ([1, 4], 32, 40, 0.1), "overhead_ranks": 2},
+              "latency": ([1, 4], 32, 40, 0.1), "overhead_ranks": 2,
+              "cpu": [32, 362, 2896]},
     "full": {"check": (4, 64, 20), "scaling": ([1, 2, 4, 8], 512, 100),
-             "latency": ([1, 8, 32], 32, 100, 0.1), "overhead_ranks": 2},
+             "latency": ([1, 8, 32], 32, 100, 0.1), "overhead_ranks": 2,
+             "cpu": [32, 128, 362, 1024, 2896]},
 }
+# Caudal's CPU per step (plan "cpu", block sides): 8 KiB to 64 MiB of
+# float64 on one rank, as many steps as 2 GB of blocks, 20 to 400.
+CPU_BYTES, CPU_STEPS = 2e9, (20, 400)
 
 
 def module(system):
@@ -91,7 +99,17 @@ def run(system, ranks, block, steps, root, reference=False, interval=0.0):
     s = measure.summarise(out, steps)
     s.update(system=system, ranks=ranks, block=block, steps=steps, out=out,
              seconds_total=time.time() - t0, peak_pss_mib=mem.peak_kib / 1024,
-             peak_shm_mib=mem.peak_shm_kib / 1024, notes=notes)
+             peak_shm_mib=mem.peak_shm_kib / 1024, notes=notes,
+             cpu_by_role=mem.cpu_by_role(), pss_mib_by_role=mem.pss_by_role())
+    # The steady state: CPU between two samples while the ranks publish,
+    # and the steps published between them (none of Ray's start or end).
+    pubs = sorted(t for r in measure.common.read_ranks(out) for t in r.get("published", []))
+    if len(pubs) > 2:
+        window = mem.cpu_between(pubs[0], pubs[-1] - 0.25)
+        if window:
+            roles, ta, tb = window
+            s["steady"] = {"cpu_by_role": roles, "seconds": tb - ta,
+                           "rank_steps": sum(ta < t <= tb for t in pubs)}
     print("  %s, %d ranks, %dx%d x %d steps: wall %.2f s, latency median %s ms"
           % (system, ranks, block, block, steps, s["wall_s"],
              "%.1f" % s["latency_ms_median"] if "latency_ms_median" in s else "-"),
@@ -111,13 +129,7 @@ def caudal_costs(runs):
         with open(path) as f:
             summ = json.load(f)
         nbytes = r["block"] * r["block"] * 8
-        a, b = np.random.default_rng(0).random(nbytes // 8), np.empty(nbytes // 8)
-        reps = max(3, int(2e8 // nbytes))
-        np.copyto(b, a)
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            np.copyto(b, a)
-        memcpy_s = (time.perf_counter() - t0) / reps
+        memcpy_s = memcpy_seconds(nbytes)
         ingest = summ.get("ingest") or [{}]
         put_s = sum(i.get("put_seconds", 0) for i in ingest)
         put_b = sum(i.get("bytes", 0) for i in ingest)
@@ -126,6 +138,72 @@ def caudal_costs(runs):
                     "publish_over_memcpy": r["publish_s_per_step"] / memcpy_s,
                     "ingest_gbps": put_b / put_s / 1e9 if put_s else float("nan"),
                     "memcpy_gbps": nbytes / memcpy_s / 1e9})
+    return out
+
+
+def memcpy_seconds(nbytes):
+    """One numpy.copyto of nbytes between two warm arrays, best of 5 rounds."""
+    a, b = np.random.default_rng(0).random(max(1, nbytes // 8)), np.empty(max(1, nbytes // 8))
+    reps = max(3, int(2e8 // nbytes))
+    np.copyto(b, a)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            np.copyto(b, a)
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return best
+
+
+def kernel_cpu_seconds(side):
+    """CPU seconds of the analysis' own kernels on one step's block (the
+    common analysis: caudal.stats.describe on a NumPy array, in this
+    process), best of 5 rounds."""
+    import common
+
+    import caudal
+
+    x = np.random.default_rng(1).random((side, side)) * common.HIST_MAX
+    reps = max(3, int(5e7 // x.nbytes))
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(reps):
+            caudal.stats.describe(x, bins=common.HIST_BINS, range=(0.0, common.HIST_MAX))
+        best = min(best, (time.process_time() - t0) / reps)
+    return best
+
+
+def caudal_cpu(sides, root):
+    """Caudal's own CPU per published node-step (1 rank: a node-step is a
+    step), in the steady state (between two samples while the rank
+    publishes: Ray's start and end are a fixed cost apart): every process
+    the run started but the rank and mpiexec, less the analysis' kernels
+    (measured here on the same block), against the issue's line: 3 memcpys
+    of the step's bytes plus 1 ms."""
+    out = []
+    for side in sides:
+        nbytes = side * side * 8
+        steps = int(min(max(CPU_BYTES // nbytes, CPU_STEPS[0]), CPU_STEPS[1]))
+        r = run("caudal", 1, side, steps, root)
+        if "error" in r or not r.get("steady", {}).get("rank_steps"):
+            out.append({"block_bytes": nbytes, "error": r.get("error", "too short to see")})
+            continue
+        steady = r["steady"]
+        n = steady["rank_steps"]
+        roles = steady["cpu_by_role"]
+        total = sum(roles.values())
+        kernel = kernel_cpu_seconds(side)
+        copy = memcpy_seconds(nbytes)
+        per_step = total / n - kernel
+        line = 3 * copy + 1e-3
+        out.append({"block_bytes": nbytes, "steps": steps, "steady_steps": n,
+                    "steady_s": steady["seconds"], "cpu_total_s": total,
+                    "kernel_ms": 1e3 * kernel, "memcpy_ms": 1e3 * copy,
+                    "per_step_ms": 1e3 * per_step, "line_ms": 1e3 * line,
+                    "over_line": per_step / line,
+                    "whole_run_ms": 1e3 * sum(r["cpu_by_role"].values()) / steps,
+                    "by_role_ms": {k: 1e3 * v / n for k, v in sorted(roles.items())}})
     return out
 
 
@@ -161,6 +239,11 @@ def tables(data):
             fmt(r.get("drain_s"), "%.3f"), fmt(r.get("latency_ms_median"), "%.1f"),
             fmt(r.get("latency_ms_p99"), "%.1f"), fmt(r.get("analysed_steps_per_s"), "%.0f"),
             r["peak_pss_mib"], r["peak_shm_mib"]))
+    for r in data["scaling"]:
+        if r["ranks"] == n and r["system"] == "caudal" and r.get("pss_mib_by_role"):
+            lines += ["", "Caudal's peak PSS by process, MiB (each process's own peak): " +
+                      ", ".join("%s %.0f" % kv for kv in sorted(r["pss_mib_by_role"].items(),
+                                                                key=lambda kv: -kv[1]))]
     ranks = data["plan"]["latency"][0]
     lines += ["", "## Latency, %dx%d cells per rank, a step every %.0f ms, median / p99 ms "
               "(Doreisa reports about 72 ms per iteration, 40 ranks; target 10 ms)"
@@ -196,6 +279,24 @@ def tables(data):
             lines.append("| %d | %d | %.1f | %.1f | %.2f | %.2f | %.2f |" % (
                 c["ranks"], c["block_bytes"] // 1024, c["publish_us"], c["memcpy_us"],
                 c["publish_over_memcpy"], c["ingest_gbps"], c["memcpy_gbps"]))
+    if data.get("caudal_cpu"):
+        lines += ["", "## Caudal's own CPU per published node-step (1 rank, flat out)", "",
+                  "Steady state (while the rank publishes, without Ray's start and end; "
+                  "the whole run's average beside it): every process the run started but "
+                  "the rank and mpiexec, less the analysis' kernels (caudal.stats.describe "
+                  "on the same block, timed here). The line: 3 memcpys of the step plus 1 ms.",
+                  "", "| block KiB | steps seen | CPU ms/step | kernels ms | line ms | "
+                  "CPU / line | whole run ms/step | by process, ms/step |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for c in data["caudal_cpu"]:
+            if "error" in c:
+                lines.append("| %d | failed: %s |||||||" % (c["block_bytes"] // 1024, c["error"]))
+                continue
+            lines.append("| %d | %d | %.2f | %.2f | %.2f | %.2f | %.1f | %s |" % (
+                c["block_bytes"] // 1024, c["steady_steps"], c["per_step_ms"], c["kernel_ms"],
+                c["line_ms"], c["over_line"], c["whole_run_ms"],
+                ", ".join("%s %.2f" % kv for kv in
+                          sorted(c["by_role_ms"].items(), key=lambda kv: -kv[1]))))
     return "\n".join(lines) + "\n"
 
 
@@ -236,7 +337,13 @@ def main():
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--out")
     ap.add_argument("--no-setup", action="store_true")
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help="which measures to run, of %s (default all)" % ",".join(PARTS))
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS):
+        sys.exit("bench_peers: unknown parts %s (known: %s)"
+                 % (sorted(parts - set(PARTS)), ", ".join(PARTS)))
     mode = "quick" if args.quick else "full"
     plan = PLANS[mode]
     systems = [s for s in args.systems.split(",") if s]
@@ -257,7 +364,7 @@ def main():
     data = {"mode": mode, "plan": plan, "systems": systems, "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": "%d cores, %.0f GiB" % (os.cpu_count(), os.sysconf("SC_PAGE_SIZE") *
                                                os.sysconf("SC_PHYS_PAGES") / 2**30),
-            "versions": {}, "check": {}, "scaling": [], "latency": []}
+            "versions": {}, "check": {}, "scaling": [], "latency": [], "caudal_cpu": []}
     for s in systems:
         try:
             data["versions"][s] = module(s).version()
@@ -266,8 +373,8 @@ def main():
 
     print("== results against NumPy", file=sys.stderr)
     ranks, block, steps = plan["check"]
-    ref = run("none", ranks, block, steps, root, reference=True)
-    for s in systems:
+    ref = run("none", ranks, block, steps, root, reference=True) if "check" in parts else None
+    for s in systems if ref else ():
         r = run(s, ranks, block, steps, root)
         if "error" in r:
             data["check"][s] = {"equal": False, "why": r["error"]}
@@ -277,18 +384,21 @@ def main():
 
     print("== wall time and scaling", file=sys.stderr)
     ranks_list, block, steps = plan["scaling"]
-    for k in ranks_list:
+    for k in ranks_list if "scaling" in parts else ():
         for s in ["none"] + systems:
             data["scaling"].append(run(s, k, block, steps, root))
 
     print("== latency with small blocks", file=sys.stderr)
     ranks_list, block, steps, interval = plan["latency"]
-    for k in ranks_list:
+    for k in ranks_list if "latency" in parts else ():
         for s in systems:
             data["latency"].append(run(s, k, block, steps, root, interval=interval))
 
     data["caudal_costs"] = caudal_costs([r for r in data["scaling"] + data["latency"]
                                          if r["system"] == "caudal"])
+    if "caudal" in systems and "cpu" in parts:
+        print("== Caudal's own CPU per step", file=sys.stderr)
+        data["caudal_cpu"] = caudal_cpu(plan["cpu"], root)
     with open(os.path.join(root, "peers.json"), "w") as f:
         json.dump(data, f, indent=2, default=str)
     md = tables(data)

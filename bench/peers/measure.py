@@ -26,15 +26,62 @@ def _pids():
     return {int(p) for p in os.listdir("/proc") if p.isdigit()}
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid):
+    """User plus system CPU seconds of a process so far."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(b")") + 2:].split()  # comm may hold spaces
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def role(pid):
+    """What a process is, for the CPU table: the ranks, the MPI launcher,
+    and each kind of Caudal's and Ray's processes by name."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return "?"
+    if not argv:
+        return "?"
+    line = " ".join(argv)
+    name = os.path.basename(argv[0])
+    if argv[0].startswith("ray::"):
+        return argv[0].split()[0].split(".")[0]  # ray::IngestActor(.method), ray::IDLE ...
+    if argv[1:3] == ["-m", "caudal"]:
+        return "caudal run (driver)"
+    if "heat.py" in line:
+        return "rank"
+    if name in ("mpiexec", "mpiexec.hydra", "hydra_pmi_proxy", "mpirun"):
+        return "mpiexec"
+    for key in ("gcs_server", "raylet", "default_worker.py", "dashboard/agent.py",
+                "runtime_env/agent", "dashboard/dashboard.py", "log_monitor.py", "monitor.py",
+                "caudal.runtime"):
+        if key in line:
+            return os.path.basename(key).replace(".py", "")
+    return name
+
+
 class MemorySampler:
     """Peak of the summed PSS of every process that appeared after start()
     (Ray and Dask daemons detach from their parent, so a process tree would
-    miss them), plus what /dev/shm holds, sampled every `period` seconds."""
+    miss them), plus what /dev/shm holds, sampled every `period` seconds;
+    and each such process's CPU seconds, as last seen (cpu: pid -> (role,
+    seconds); a process's last `period` before it exits is not seen)."""
 
     def __init__(self, period=0.1):
         self.period = period
         self.peak_kib = 0
         self.peak_shm_kib = 0
+        self.cpu = {}
+        self.pss_kib = {}  # pid -> its own peak PSS
+        self.series = []  # (time, {role: CPU seconds of its processes so far})
         self._stop = threading.Event()
 
     def __enter__(self):
@@ -47,10 +94,54 @@ class MemorySampler:
         self._stop.set()
         self._thread.join()
 
+    def cpu_by_role(self, leave_out=("rank", "mpiexec")):
+        """CPU seconds summed per role, without the roles left out."""
+        out = {}
+        for r, sec in self.cpu.values():
+            if r not in leave_out:
+                out[r] = out.get(r, 0.0) + sec
+        return out
+
+    def cpu_between(self, t0, t1, leave_out=("rank", "mpiexec")):
+        """CPU seconds per role spent between the last sample at or before
+        t0 and the first at or after t1 (a run's steady state, without its
+        start and end), and those samples' times."""
+        before = [x for x in self.series if x[0] <= t0]
+        after = [x for x in self.series if x[0] >= t1]
+        if not before or not after:
+            return None
+        (ta, a), (tb, b) = before[-1], after[0]
+        return {r: b[r] - a.get(r, 0.0) for r in b if r not in leave_out}, ta, tb
+
+    def pss_by_role(self):
+        """Each process's own peak PSS in MiB, summed per role."""
+        out = {}
+        for p, kib in self.pss_kib.items():
+            r = self.cpu.get(p, ("?", 0))[0]
+            out[r] = out.get(r, 0.0) + kib / 1024
+        return out
+
     def _run(self):
         while not self._stop.is_set():
             new = _pids() - self._before - {os.getpid()}
-            self.peak_kib = max(self.peak_kib, sum(_pss_kib(p) for p in new))
+            pss = {p: _pss_kib(p) for p in new}
+            self.peak_kib = max(self.peak_kib, sum(pss.values()))
+            for p, kib in pss.items():
+                self.pss_kib[p] = max(self.pss_kib.get(p, 0), kib)
+            for p in new:
+                sec = _cpu_s(p)
+                if sec is None:
+                    continue
+                # Read each time: a fork takes its role once exec'd, a Ray
+                # worker once it names itself (ray::IngestActor).
+                r = role(p)
+                if r == "?" and p in self.cpu:  # gone meanwhile
+                    r = self.cpu[p][0]
+                self.cpu[p] = (r, sec)
+            total = {}
+            for r, sec in self.cpu.values():
+                total[r] = total.get(r, 0.0) + sec
+            self.series.append((time.time(), total))
             st = os.statvfs("/dev/shm")
             self.peak_shm_kib = max(self.peak_shm_kib,
                                     (st.f_blocks - st.f_bfree) * st.f_frsize // 1024)
