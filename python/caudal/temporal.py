@@ -18,12 +18,50 @@ state is gathered only by result(). NaN values are skipped point by point:
 ``count`` says how many steps each point's statistics cover.
 """
 
+import numbers
+
 import numpy as np
 
 from . import _kernels
-from .blocks import KernelError, as_grid, c_view, resolve
+from .blocks import KernelError, as_grid, c_view, flat_view, resolve
 
-__all__ = ["PointStats"]
+__all__ = ["PointStats", "change"]
+
+
+def _change_block(new, old, dt):
+    d = np.subtract(flat_view(new), flat_view(old), dtype=np.float64)
+    d /= dt
+    return _kernels.moments(d)
+
+
+def change(old, new, dt=None):
+    """The per-point rate of change between two steps of an array, (new -
+    old) / dt, as stats.Moments (count, mean, var, min, max, ...; NaN points
+    skipped): max(abs(m.min), abs(m.max)) is the largest rate. dt defaults
+    to new.step - old.step (StepArrays, for instance a window of two).
+    Each rank's two blocks lie on one node: the difference is made and
+    reduced there, block by block, and only the moments come back (no Dask
+    graph, no copy of a block)."""
+    from .stats import Moments, _moments_merge
+
+    g, h = as_grid(new, "new"), as_grid(old, "old")
+    for x in (g, h):
+        x.require_real("change")
+        x.require_fixed("change")
+    g.require_elements("change")
+    g.require_same_grid([h], "change")
+    if g.order != h.order:
+        raise KernelError("change: %s and %s differ in order (%s, %s)"
+                          % (g.describe(), h.describe(), g.order, h.order))
+    if dt is None:
+        if getattr(new, "step", None) is None or getattr(old, "step", None) is None:
+            raise KernelError("change: give dt, or two steps of an array (StepArrays)")
+        dt = new.step - old.step
+    if not isinstance(dt, numbers.Real) or isinstance(dt, bool) or not dt or dt != dt:
+        raise KernelError("change: %s against %s: dt must be a nonzero number, not %r"
+                          % (g.describe(), h.describe(), dt))
+    parts = g.map_each(_change_block, lambda b: (*b.args(), *h.blocks[b.pos].args(), float(dt)))
+    return Moments.from_state(g.reduce(_moments_merge, parts))
 
 
 class _State:

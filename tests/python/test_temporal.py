@@ -57,3 +57,39 @@ def test_a_change_of_decomposition_is_a_clear_error(local_ray):
                        r"blocks \(\(2, 4\), \(4,\)\), while earlier steps were \(6, 4\) in "
                        r"\(\(3, 3\), \(4,\)\)"):
         p.update(distribute(local_ray, values((6, 4), "float64", 2), ((2,), ()), step=2, name="t"))
+
+
+@pytest.mark.parametrize("dtype,order", [("float64", "C"), ("float32", "F"), ("int32", "C")])
+def test_change_between_two_steps_equals_numpy(local_ray, dtype, order):
+    """temporal.change: the moments of (new - old) / dt, each rank's pair of
+    blocks reduced where they lie, equal NumPy's on the global arrays
+    (NaN points skipped); dt from the steps."""
+    shape, cuts = (13, 8, 3), ((5, 9), (3,), ())
+    old_x = values(shape, dtype, 3, nan_fraction=0.2)
+    new_x = values(shape, dtype, 4, nan_fraction=0.2)
+    old = distribute(local_ray, old_x, cuts, order, seed=1, step=10, name="t")
+    new = distribute(local_ray, new_x, cuts, order, seed=2, step=14, name="t")
+    m = caudal.temporal.change(old, new)
+    d = (new_x.astype(np.float64) - old_x.astype(np.float64)) / 4
+    ok = d[~np.isnan(d)]
+    assert m.count == ok.size and m.nans == d.size - ok.size
+    assert (m.min, m.max) == (ok.min(), ok.max())
+    assert m.mean == pytest.approx(ok.mean(), rel=1e-12)
+    assert m.var == pytest.approx(ok.var(), rel=1e-12)
+    # On NumPy arrays with dt given: one block, the moments of d to the bit.
+    assert repr(caudal.temporal.change(old_x, new_x, dt=4)) == repr(caudal.stats.moments(d))
+
+
+def test_change_refuses_what_it_cannot_compare(local_ray):
+    a = distribute(local_ray, values((6, 4), "float64", 1), ((3,), ()), step=1, name="t")
+    b = distribute(local_ray, values((6, 4), "float64", 2), ((2,), ()), step=2, name="t")
+    with pytest.raises(KernelError, match=r"change: array 't', step 2 and array 't', step 1 "
+                       r"differ in shape or blocks"):
+        caudal.temporal.change(a, b)
+    c = distribute(local_ray, values((6, 4), "float64", 2), ((3,), ()), step=1, name="t")
+    with pytest.raises(KernelError, match=r"dt must be a nonzero number, not 0"):
+        caudal.temporal.change(a, c)
+    with pytest.raises(KernelError, match=r"give dt, or two steps"):
+        caudal.temporal.change(np.zeros(3), np.ones(3))
+    with pytest.raises(KernelError, match=r"takes integer and floating-point arrays"):
+        caudal.temporal.change(np.zeros(3, dtype=complex), np.zeros(3, dtype=complex), dt=1)
