@@ -48,6 +48,9 @@ from .report import Reporter
 # A step's blocks are packed into one buffer when they are this small on
 # average: copying 64 KiB costs about what Ray spends per array of a list.
 PACK_MAX_MEAN = 64 << 10
+# Steps events taken together when the ranks are ahead of the ingest (their
+# small blocks one object, one report): bounds the latency of the first.
+STEPS_PER_PUT = 32
 # Per-rank path only: held in slots (or inline buffers) while a step completes
 BATCH_BYTES = 64 << 20
 REFUSED_KEPT = 5  # refusal messages kept (and printed) in full; the rest are counted
@@ -157,18 +160,22 @@ class IngestActor:
 
     def _loop(self):
         early = collections.defaultdict(list)  # step -> BlockRefs put before it was complete
+        ev = None
         while not self.stop.is_set():
-            ev = self._next()
             if ev is None:
-                continue
+                ev = self._next()
+                if ev is None:
+                    continue
             t = ev.type
             if t == "steps":
-                self._steps(ev, early)
-            elif t in ("bye", "disconnect"):
+                ev = self._steps(ev, early)
+                continue  # the event that came after them, if one did
+            if t in ("bye", "disconnect"):
                 # The receiver gave the steps this goodbye completes first.
                 self._goodbye(ev)
             else:
                 self._other(ev)
+            ev = None
         self.up.drain()
 
     def _next(self):
@@ -185,25 +192,86 @@ class IngestActor:
         return self.receiver.next(50)
 
     def _steps(self, ev, early):
-        """A node's newly complete steps: each step's blocks as one object,
-        one report to the head with them and the ranks' progress."""
-        blocks = ev.blocks
-        self.stats["blocks"] += len(blocks)
-        self.stats["bytes"] += sum(b.nbytes for b in blocks)
-        for rank, first, last, count in ev.drops:
-            self.up.dropped(rank, first, last, count)
+        """A node's newly complete steps, one report to the head with them
+        and the ranks' progress. Small blocks (_ahead): those of ev and of
+        the steps events waiting behind it (the ranks ahead of this ingest),
+        every step of them, as one object, Ray's cost per put and per call
+        paid once for them all; large ones: each step's as one object.
+        Returns the event after them that was not taken, or None."""
+        more, after = self._ahead(ev)  # ev first, when its blocks are small
+        evs = [e for e, _ in more] or [ev]
+        for e in evs:
+            self.stats["blocks"] += len(e.blocks)
+            self.stats["bytes"] += sum(b.nbytes for b in e.blocks)
+            for rank, first, last, count in e.drops:
+                self.up.dropped(rank, first, last, count)
         refs = []
-        for _, group in itertools.groupby(blocks[:ev.ncomplete], key=lambda b: b.step):
-            refs += self._put_blocks(list(group))
-        if len(blocks) > ev.ncomplete:  # early: put now, reported once their step is complete
-            for ref in self._put_blocks(blocks[ev.ncomplete:]):
-                early[ref.step].append(ref)
-        progress = ev.progress
-        self.up.ranks.finished(progress)
+        if more:
+            steps = {b.step for e in evs for b in e.blocks}
+            if len(steps) > 1:
+                self.stats["steps_put_together"] += len(steps)
+            for e, refs_e in zip(evs, self._put_packed([p for _, p in more], evs)):
+                refs += refs_e[:e.ncomplete]
+                for r in refs_e[e.ncomplete:]:  # early: reported once complete
+                    early[r.step].append(r)
+        else:
+            blocks = ev.blocks
+            for _, group in itertools.groupby(blocks[:ev.ncomplete], key=lambda b: b.step):
+                refs += self._put_blocks(list(group))
+            if len(blocks) > ev.ncomplete:  # early: put now, reported once complete
+                for ref in self._put_blocks(blocks[ev.ncomplete:]):
+                    early[ref.step].append(ref)
+        # The ranks' progress only now: a call above (dropped flushes what the
+        # ranks said) may send the node's state, which must not count steps
+        # whose blocks are not in a report yet (the head would decide them
+        # with nothing in them).
+        for e in evs:
+            self.up.ranks.finished(e.progress)
+        progress = evs[-1].progress
         floor = min(progress.values()) if progress else None  # None: no rank holds back
         for step in sorted(s for s in early if floor is None or s <= floor):
             refs += early.pop(step)
         self._send_report(refs)
+        return after
+
+    def _ahead(self, ev):
+        """When ev's blocks are small: ev and the steps events waiting
+        behind it with small blocks, each packed as it is taken (its slots
+        given back at once: no rank's ring is held while more are taken):
+        [(event, (buf, layout)), ...] (empty for large blocks), and the
+        first event not taken (or None)."""
+        if not self._packed(ev.blocks):
+            return [], None
+        more = [(ev, _caudal.pack_blocks(ev.blocks))]
+        while len(more) < STEPS_PER_PUT:
+            nxt = self.receiver.next(0)
+            if nxt is None:
+                return more, None
+            if nxt.type != "steps" or not self._packed(nxt.blocks):
+                return more, nxt
+            more.append((nxt, _caudal.pack_blocks(nxt.blocks)))
+        return more, None
+
+    def _put_packed(self, packs, evs):
+        """Packed events' buffers as one Packed object in the store (each
+        buffer's length is a multiple of its alignment, so the offsets
+        stay aligned): per event, the BlockRefs of its blocks."""
+        t0 = time.perf_counter()
+        buf = np.empty(sum(len(b) for b, _ in packs), np.uint8)
+        layout, at = [], 0
+        for b, lay in packs:
+            buf[at:at + len(b)] = np.frombuffer(b, np.uint8)
+            layout += [(off + at, dtype, shape, order) for off, dtype, shape, order in lay]
+            at += len(b)
+        ref = ray.put(Packed(buf, tuple(layout)))
+        self.stats["put_seconds"] += time.perf_counter() - t0
+        self.stats["puts"] += 1
+        out, i = [], 0
+        for e in evs:
+            out.append([BlockRef.from_event(b, ref, i + k, self.node)
+                        for k, b in enumerate(e.blocks)])
+            i += len(e.blocks)
+        return out
 
     def _put_blocks(self, blocks):
         """Blocks as one object in the store, their slots given back: small
@@ -211,7 +279,7 @@ class IngestActor:
         little, against Ray's cost per array), large ones as a list of
         arrays (the one copy)."""
         t0 = time.perf_counter()
-        if sum(b.nbytes for b in blocks) <= PACK_MAX_MEAN * len(blocks):
+        if self._packed(blocks):
             buf, layout = _caudal.pack_blocks(blocks)
             ref = ray.put(Packed(np.frombuffer(buf, np.uint8), layout))
         else:
@@ -221,6 +289,11 @@ class IngestActor:
         self.stats["put_seconds"] += time.perf_counter() - t0
         self.stats["puts"] += 1
         return [BlockRef.from_event(b, ref, i, self.node) for i, b in enumerate(blocks)]
+
+    @staticmethod
+    def _packed(blocks):
+        """Whether blocks go into the store packed into one buffer."""
+        return bool(blocks) and sum(b.nbytes for b in blocks) <= PACK_MAX_MEAN * len(blocks)
 
     def _send_report(self, refs):
         self.stats["reports"] += 1
@@ -293,6 +366,7 @@ class IngestActor:
                 self._goodbye(ev)
             else:
                 self._other(ev)
+            ev = None
         self.up.drain()
 
     def _report(self, pending, high, reported, held, force=False):
