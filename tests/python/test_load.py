@@ -229,9 +229,10 @@ def report(mon, early, late):
 # ------------------------------------------------------------------ runs
 
 
-def run_load(tmp_path, sim, ranks=2, extra=(), env=None, timeout=600):
-    """`caudal run` of sim, sampled while it runs. Returns (process, monitor,
-    results {name: {step: value}}, errors, summary)."""
+def run_load(tmp_path, sim, ranks=2, extra=(), env=None, timeout=600, period=0.2):
+    """`caudal run` of sim, sampled every `period` seconds while it runs.
+    Returns (process, monitor, results {name: {step: value}}, errors,
+    summary)."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     env = dict(os.environ, RAY_debug_dump_period_milliseconds="200", **(env or {}))
@@ -240,7 +241,7 @@ def run_load(tmp_path, sim, ranks=2, extra=(), env=None, timeout=600):
                           "--analytics", ANALYTICS, "--run-dir", str(run_dir), *extra, "--",
                           *sim], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          env=env)
-    mon = Monitor(p, run_dir / "results.jsonl")
+    mon = Monitor(p, run_dir / "results.jsonl", period)
     mon.start()
     try:
         out, _ = p.communicate(timeout=timeout)
@@ -474,7 +475,8 @@ def test_a_10000_step_soak_grows_nothing(tmp_path):
     prefix = str(tmp_path / "sim")
     p, mon, results, errors, summary = run_load(
         tmp_path, [sys.executable, SIM, str(SOAK_STEPS), "8", "16", "--out", prefix],
-        extra=("--policy", "block", "--max-pending", str(MAX_PENDING)))
+        extra=("--policy", "block", "--max-pending", str(MAX_PENDING)),
+        period=0.05)  # flat out, steps taken together: the run lasts only seconds
     assert p.returncode == 0, p.output
     means, dropped = oracle(prefix, 2, 2 * 8 * 16)
     assert not dropped and sorted(means) == list(range(SOAK_STEPS))

@@ -59,35 +59,39 @@ def test_every_step_mean_equals_the_simulation_mean(tmp_path, heat2d):
     assert summary["steps_dropped_by_ranks"] == 0
 
 
-MEAN = """
+SLOW_MEAN = """
+import time
 import caudal
 
 @caudal.analysis("temperature")
 def mean(t, ctx):
     ctx.record("mean", caudal.stats.moments(t[-1]).mean)
+    time.sleep(0.03)
 """
 
 
 def test_steps_that_wait_behind_each_other_go_into_the_store_together(tmp_path, heat2d):
-    """Ranks ahead of their ingest (a tiny grid, 300 steps flat out, 2 ranks:
-    a step's blocks may come in two events, one rank's early): the steps
-    events waiting in the receiver are taken together, their small blocks
-    put as one object and reported in one call (IngestActor._ahead), and
-    every step's mean is still the simulation's own."""
+    """Ranks ahead of their ingest (a tiny grid, 2 ranks: a step's blocks
+    may come in two events, one rank's early; an analysis slower than the
+    simulation and --max-pending 1, so the head holds the ingest's reports
+    back and the ranks fill their deep rings): the steps waiting in the
+    receiver are taken together, their small blocks put as one object and
+    reported in one call (IngestActor._ahead), and every step's mean is
+    still the simulation's own."""
     script = tmp_path / "mean.py"
-    script.write_text(MEAN)
+    script.write_text(SLOW_MEAN)
     means = tmp_path / "mean.txt"
     p, results, run_dir = caudal_run(tmp_path, script,
-                                     [heat2d, "16", "8", "300", "--mean", str(means)], ranks=2,
-                                     extra=("--ring-depth", "64"),  # room to run ahead
+                                     [heat2d, "16", "8", "60", "--mean", str(means)], ranks=2,
+                                     extra=("--ring-depth", "64", "--max-pending", "1"),
                                      env={"CAUDAL_DEMO_THRESHOLD": "1e9"})
     assert p.returncode == 0, p.stdout + p.stderr
     want = oracle(means)
-    assert sorted(results["mean"]) == sorted(want) == list(range(300))
+    assert sorted(results["mean"]) == sorted(want) == list(range(60))
     for step, m in want.items():
         assert abs(results["mean"][step] - m) <= 1e-12 * abs(m)
     (ingest,) = json.loads((run_dir / "summary.json").read_text())["ingest"]
-    assert ingest["blocks"] == 600
+    assert ingest["blocks"] == 120
     assert ingest.get("steps_put_together", 0) > 1, ingest
 
 
