@@ -54,7 +54,7 @@ PACK_MAX_MEAN = 64 << 10
 # counts. (Large blocks taken together too, packed, overflowed test_load's
 # store under its budget: not done.)
 STEPS_PER_PUT = 32
-BATCH_BYTES = 4 << 20
+TOGETHER_BYTES = 4 << 20
 # Per-rank path only: held in slots (or inline buffers) while a step completes
 BATCH_BYTES = 64 << 20
 REFUSED_KEPT = 5  # refusal messages kept (and printed) in full; the rest are counted
@@ -240,12 +240,12 @@ class IngestActor:
 
     def _ahead(self, ev):
         """When ev's blocks are small (packed): ev and the steps events with
-        small blocks waiting behind it, up to BATCH_BYTES and STEPS_PER_PUT,
+        small blocks waiting behind it, up to TOGETHER_BYTES and STEPS_PER_PUT,
         each packed as it is taken (its slots given back at once: no rank's
         ring is held while more are taken): [(event, (buf, layout)), ...]
         (empty for large blocks), and the first event not taken (or None)."""
         nbytes = sum(b.nbytes for b in ev.blocks)
-        if not self._packed(ev.blocks) or nbytes > BATCH_BYTES:
+        if not self._packed(ev.blocks) or nbytes > TOGETHER_BYTES:
             return [], None
         more = [(ev, _caudal.pack_blocks(ev.blocks))]
         while len(more) < STEPS_PER_PUT:
@@ -255,7 +255,7 @@ class IngestActor:
             if nxt.type != "steps" or not self._packed(nxt.blocks):
                 return more, nxt
             size = sum(b.nbytes for b in nxt.blocks)
-            if nbytes + size > BATCH_BYTES:
+            if nbytes + size > TOGETHER_BYTES:
                 return more, nxt
             more.append((nxt, _caudal.pack_blocks(nxt.blocks)))
             nbytes += size
@@ -375,7 +375,6 @@ class IngestActor:
                 self._goodbye(ev)
             else:
                 self._other(ev)
-            ev = None
         self.up.drain()
 
     def _report(self, pending, high, reported, held, force=False):
