@@ -108,12 +108,12 @@ class Node:
 
     def run(self, calls):
         for call in calls:
-            if call[0] == "report":
+            if call[0] == "report":  # high: the ranks' progress, or several in order
                 _, step, blocks, high = call
                 ref = ray.put([float(step)] * len(blocks))  # a node-step's object
-                self.up.ranks.finished(high)
                 self.up.report([BlockRef(a, step, r, n, ref, i, "node-%d" % self.up.name)
-                                for i, (a, r, n) in enumerate(blocks)])
+                                for i, (a, r, n) in enumerate(blocks)],
+                               progress=[high] if isinstance(high, dict) else high)
             else:
                 getattr(self.up, call[0])(*call[1:])
         self.up.drain()
@@ -397,6 +397,31 @@ def test_a_reduction_down_the_tree_over_empty_parts_is_refused_or_empty():
     h = stats.histogram(x, bins=4, range=(0, 1))
     assert h.counts.tolist() == [0, 0, 0, 0] and (h.below, h.above, h.nans) == (0, 0, 0)
     assert len(asked) == 2  # both went down the tree
+
+
+def test_progress_is_said_only_by_the_report_that_brings_its_blocks(local_ray):
+    """As the ingest meets them when events wait behind each other: rank 0
+    finished step 1 and left (its block of step 1 held back, its goodbye
+    kept), then in one batch rank 1 finished step 1 and dropped step 2. The
+    drop is sent first, and sending it flushes the goodbye with the node's
+    state: that state must not yet count rank 1's progress, which only the
+    report with step 1's blocks brings (Reporter.report(progress=)), or
+    the head decides step 1 with nothing in it. Steps 0 and 1 are whole."""
+    head, targets = start_head(2, ingests=[0])
+    node = Node.remote(0, targets[0])
+    decls = [d for r in (0, 1) for d in declarations(r, 2)][::2]  # array "a" only
+    script = [("connected", 0, 2), ("connected", 1, 2)] + [("declare", d) for d in decls]
+    script += [("report", 0, [("a", 0, 4), ("a", 1, 4)], {0: 0, 1: 0}),
+               ("goodbye", 0, True, {"steps": 1}),
+               ("dropped", 1, 2, 2, 1),
+               ("report", 1, [("a", 0, 4), ("a", 1, 4)], [{1: 1}, {1: 2}]),
+               ("goodbye", 1, True, {"steps": 2})]
+    ray.get(node.run.remote(script))
+    done, over, errors, _ = ray.get(head.take.remote(5))
+    assert not errors and over
+    assert [(c.step, c.arrays) for c in done][:2] == [(0, ("a",)), (1, ("a",))]
+    summary = ray.get(head.summary.remote())
+    assert summary["ranks_clean"] == 2 and summary["steps_left_at_end"] == {}
 
 
 def test_a_goodbye_kept_goes_after_the_report_that_brings_the_last_blocks(local_ray):

@@ -225,17 +225,11 @@ class IngestActor:
             if len(blocks) > ev.ncomplete:  # early: put now, reported once complete
                 for ref in self._put_blocks(blocks[ev.ncomplete:]):
                     early[ref.step].append(ref)
-        # The ranks' progress only now: a call above (dropped flushes what the
-        # ranks said) may send the node's state, which must not count steps
-        # whose blocks are not in a report yet (the head would decide them
-        # with nothing in them).
-        for e in evs:
-            self.up.ranks.finished(e.progress)
         progress = evs[-1].progress
         floor = min(progress.values()) if progress else None  # None: no rank holds back
         for step in sorted(s for s in early if floor is None or s <= floor):
             refs += early.pop(step)
-        self._send_report(refs)
+        self._send_report(refs, [e.progress for e in evs])  # counted with their blocks
         return after
 
     def _ahead(self, ev):
@@ -304,9 +298,9 @@ class IngestActor:
         """Whether blocks go into the store packed into one buffer."""
         return bool(blocks) and sum(b.nbytes for b in blocks) <= PACK_MAX_MEAN * len(blocks)
 
-    def _send_report(self, refs):
+    def _send_report(self, refs, progress=()):
         self.stats["reports"] += 1
-        self.up.report(refs)
+        self.up.report(refs, progress=progress)
 
     def _goodbye(self, ev):
         """A rank left, cleanly (BYE: its counters) or not (its message);

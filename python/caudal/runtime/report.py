@@ -182,13 +182,18 @@ class Reporter:
         self.said = []  # introductions kept: (rank, size) or a Declaration
         self.byes = []  # goodbyes kept: (rank, clean, counters or message)
 
-    def report(self, blocks=(), urgent=False):
+    def report(self, blocks=(), urgent=False, progress=()):
         """The node's part with these blocks (catalog.BlockRef); past
-        IN_FLIGHT in flight, wait for the oldest (and say so: urgent). The
-        goodbyes kept go after it: its state may already count steps that
-        only its blocks bring (the ranks' progress comes with them), so no
-        part may say that state before it."""
+        IN_FLIGHT in flight, wait for the oldest (and say so: urgent).
+        progress: the ranks' progress these blocks bring ({rank: highest
+        step finished}, in order), counted only here, as the part is made:
+        a call before it (a drop flushes what the ranks said, and a goodbye
+        sends the node's state) must not say steps whose blocks are not
+        reported yet, or the head decides them with nothing in them. The
+        goodbyes kept go after it, for the same reason."""
         self._introduce()
+        for p in progress:
+            self.ranks.finished(p)
         self._report(blocks, urgent)
         self._goodbyes()
 
