@@ -476,6 +476,19 @@ class Grid:
         return self.backend.assemble(self)
 
 
+def require_alike(grids, kernel):
+    """What a kernel working block by block across several grids needs of
+    them: real values, a fixed grid, elements, the same blocks, one order."""
+    g = grids[0]
+    for x in grids:
+        x.require_real(kernel)
+        x.require_fixed(kernel)
+        x.require_elements(kernel)
+    g.require_same_grid(grids[1:], kernel)
+    if any(x.order != g.order for x in grids):
+        raise KernelError("%s: the components mix C and Fortran order" % kernel)
+
+
 def describe_array(name, step=None, rank=None):
     """How a kernel's error names an array, a step of it, a rank's block."""
     s = "array %r" % name if name else "the array"

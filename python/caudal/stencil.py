@@ -18,7 +18,7 @@ the border value (zero flux; scipy.ndimage.laplace's mode="nearest").
 import numpy as np
 
 from . import _kernels
-from .blocks import KernelError, as_grid, c_view, view_axis
+from .blocks import as_grid, c_view, require_alike, view_axis
 
 __all__ = ["curl", "divergence", "gradient", "laplacian"]
 
@@ -34,13 +34,7 @@ def _spacing(g, spacing, kernel):
 
 def _prepare(grids, kernel, min_points_axes=()):
     g = grids[0]
-    for x in grids:
-        x.require_real(kernel)
-        x.require_fixed(kernel)
-        x.require_elements(kernel)
-    g.require_same_grid(grids[1:], kernel)
-    if any(x.order != g.order for x in grids):
-        raise KernelError("%s: the components mix C and Fortran order" % kernel)
+    require_alike(grids, kernel)
     for a in min_points_axes:
         if g.shape[a] < 2:
             g.fail("%s along axis %d needs at least 2 points; the array has %d"

@@ -23,7 +23,7 @@ import numbers
 import numpy as np
 
 from . import _kernels
-from .blocks import KernelError, as_grid, c_view, flat_view, resolve
+from .blocks import KernelError, as_grid, c_view, flat_view, require_alike, resolve
 
 __all__ = ["PointStats", "change"]
 
@@ -45,14 +45,7 @@ def change(old, new, dt=None):
     from .stats import Moments, _moments_merge
 
     g, h = as_grid(new, "new"), as_grid(old, "old")
-    for x in (g, h):
-        x.require_real("change")
-        x.require_fixed("change")
-    g.require_elements("change")
-    g.require_same_grid([h], "change")
-    if g.order != h.order:
-        raise KernelError("change: %s and %s differ in order (%s, %s)"
-                          % (g.describe(), h.describe(), g.order, h.order))
+    require_alike([g, h], "change")
     if dt is None:
         if getattr(new, "step", None) is None or getattr(old, "step", None) is None:
             raise KernelError("change: give dt, or two steps of an array (StepArrays)")

@@ -89,6 +89,9 @@ def test_change_refuses_what_it_cannot_compare(local_ray):
     c = distribute(local_ray, values((6, 4), "float64", 2), ((3,), ()), step=1, name="t")
     with pytest.raises(KernelError, match=r"dt must be a nonzero number, not 0"):
         caudal.temporal.change(a, c)
+    f = distribute(local_ray, values((6, 4), "float64", 2), ((3,), ()), "F", step=2, name="t")
+    with pytest.raises(KernelError, match=r"^change: the components mix C and Fortran order$"):
+        caudal.temporal.change(a, f)
     with pytest.raises(KernelError, match=r"give dt, or two steps"):
         caudal.temporal.change(np.zeros(3), np.ones(3))
     with pytest.raises(KernelError, match=r"takes integer and floating-point arrays"):
