@@ -50,6 +50,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = os.path.join(HERE, "peers")
 sys.path[:0] = [PEERS]
 
+import common  # noqa: E402
 import measure  # noqa: E402
 
 PARTS = ["check", "scaling", "latency", "cpu"]
@@ -103,7 +104,7 @@ def run(system, ranks, block, steps, root, reference=False, interval=0.0):
              cpu_by_role=mem.cpu_by_role(), pss_mib_by_role=mem.pss_by_role())
     # The steady state: CPU between two samples while the ranks publish,
     # and the steps published between them (none of Ray's start or end).
-    pubs = sorted(t for r in measure.common.read_ranks(out) for t in r.get("published", []))
+    pubs = sorted(t for r in common.read_ranks(out) for t in r.get("published", []))
     if len(pubs) > 2:
         window = mem.cpu_between(pubs[0], pubs[-1] - 0.25)
         if window:
@@ -141,37 +142,35 @@ def caudal_costs(runs):
     return out
 
 
-def memcpy_seconds(nbytes):
-    """One numpy.copyto of nbytes between two warm arrays, best of 5 rounds."""
-    a, b = np.random.default_rng(0).random(max(1, nbytes // 8)), np.empty(max(1, nbytes // 8))
-    reps = max(3, int(2e8 // nbytes))
-    np.copyto(b, a)
+def best_per_call(call, reps, clock=time.perf_counter, rounds=5):
+    """Seconds per call(), by `clock`, in the best of `rounds` rounds of
+    `reps` calls."""
+    call()
     best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
+    for _ in range(rounds):
+        t0 = clock()
         for _ in range(reps):
-            np.copyto(b, a)
-        best = min(best, (time.perf_counter() - t0) / reps)
+            call()
+        best = min(best, (clock() - t0) / reps)
     return best
+
+
+def memcpy_seconds(nbytes):
+    """One numpy.copyto of nbytes between two warm arrays."""
+    a, b = np.random.default_rng(0).random(max(1, nbytes // 8)), np.empty(max(1, nbytes // 8))
+    return best_per_call(lambda: np.copyto(b, a), max(3, int(2e8 // nbytes)))
 
 
 def kernel_cpu_seconds(side):
     """CPU seconds of the analysis' own kernels on one step's block (the
     common analysis: caudal.stats.describe on a NumPy array, in this
-    process), best of 5 rounds."""
-    import common
-
+    process)."""
     import caudal
 
     x = np.random.default_rng(1).random((side, side)) * common.HIST_MAX
-    reps = max(3, int(5e7 // x.nbytes))
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.process_time()
-        for _ in range(reps):
-            caudal.stats.describe(x, bins=common.HIST_BINS, range=(0.0, common.HIST_MAX))
-        best = min(best, (time.process_time() - t0) / reps)
-    return best
+    return best_per_call(
+        lambda: caudal.stats.describe(x, bins=common.HIST_BINS, range=(0.0, common.HIST_MAX)),
+        max(3, int(5e7 // x.nbytes)), clock=time.process_time)
 
 
 def caudal_cpu(sides, root):

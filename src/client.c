@@ -643,9 +643,10 @@ static uint64_t align_up(uint64_t v) { return (v + ALIGN - 1) / ALIGN * ALIGN; }
  * is at least as large as the last-level cache: it cannot stay cached, the
  * slot is read later by another process, and a copy through the cache only
  * evicts the simulation's working set and reads the slot's old lines first.
- * bench_put here (L3 32 MiB, 4 slots): 16 MiB 905 against 1,390 us, 64 MiB
- * 4.2 against 6.2 ms; with a ring that fits the cache (1 and 4 MiB blocks)
- * streaming was slower (54 against 36 us at 1 MiB), hence the condition. */
+ * bench_put here (L3 32 MiB), publish over memcpy, runs before and after:
+ * 16 MiB 1.15 and 1.08, 64 MiB 0.93 and 0.81, 256 MiB 1.01 and 0.66; with
+ * a ring that fits the cache (1 and 4 MiB blocks) streaming was slower
+ * (54 against 36 us at 1 MiB), hence the condition. */
 #define STREAM_COPY_MIN ((size_t)1 << 20)
 
 /* Bytes of the largest cache of the CPU this runs on, as Linux's sysfs

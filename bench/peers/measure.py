@@ -138,10 +138,7 @@ class MemorySampler:
                 if r == "?" and p in self.cpu:  # gone meanwhile
                     r = self.cpu[p][0]
                 self.cpu[p] = (r, sec)
-            total = {}
-            for r, sec in self.cpu.values():
-                total[r] = total.get(r, 0.0) + sec
-            self.series.append((time.time(), total))
+            self.series.append((time.time(), self.cpu_by_role(leave_out=())))
             st = os.statvfs("/dev/shm")
             self.peak_shm_kib = max(self.peak_shm_kib,
                                     (st.f_blocks - st.f_bfree) * st.f_frsize // 1024)
