@@ -41,14 +41,16 @@ class StepArray:
     to an analysis that reads them (each call from any thread)."""
 
     __slots__ = ("step", "_data", "_blocks", "_make_data", "_make_blocks", "_shape", "_dtype",
-                 "_lock", "_tree")
+                 "_lock", "_tree", "received")
 
     def __init__(self, step, data=None, blocks=None, *, make_data=None, make_blocks=None,
-                 shape=None, dtype=None, tree=None):
+                 shape=None, dtype=None, tree=None, received=None):
         import threading
 
         self.step = step
         self._tree = tree  # (layout, run) for reductions down caudal run's relays
+        # caudal run's reductions computed at receipt (runtime/receipt.Received)
+        self.received = received
         self._data, self._blocks = data, blocks
         self._make_data, self._make_blocks = make_data, make_blocks
         self._shape, self._dtype = shape, dtype
@@ -101,6 +103,7 @@ class Analysis:
     trigger: str = "and"
     name: str = ""
     timeout: Optional[float] = None  # seconds per call; None: the run's default
+    reductions_only: bool = False  # reads its arrays only through caudal.stats' reductions
 
     def __call__(self, *args, **kwargs):
         return self.func(*args, **kwargs)
@@ -116,10 +119,23 @@ def check_timeout(timeout, what="timeout"):
     return float(timeout)
 
 
-def analysis(*arrays, window=1, trigger="and", name=None, timeout=None):
+def analysis(*arrays, window=1, trigger="and", name=None, timeout=None, reductions_only=False):
     """Register the decorated function on `arrays` (names as the simulation
     declared them). `timeout`: seconds one call may take (math.inf for no
-    deadline), overriding the run's --analysis-timeout for this analysis."""
+    deadline), overriding the run's --analysis-timeout for this analysis.
+
+    `reductions_only=True` promises that the function reads its arrays only
+    through caudal.stats' reductions (moments, histogram, describe, sketch,
+    quantile), called with the same arguments on every step (a histogram
+    with a fixed range). Under caudal run, an array whose analyses all
+    promise it is not put in Ray's object store once the reductions they
+    call are known (after its first two analysed steps): each node reduces
+    its blocks as they arrive and only the partial states travel. Reading
+    such a step's ``.data`` or ``.blocks``, or a reduction not called on
+    the steps before, then fails for that call with an error naming the
+    array and the step; the reduction is computed from the next steps on.
+    Without it, the same reductions are computed as the blocks arrive too,
+    and the blocks are put as well."""
     if not arrays or not all(isinstance(a, str) and a for a in arrays):
         raise ValueError("caudal.analysis needs one or more array names")
     if not isinstance(window, int) or window < 1:
@@ -127,9 +143,12 @@ def analysis(*arrays, window=1, trigger="and", name=None, timeout=None):
     if trigger not in ("and", "or"):
         raise ValueError("trigger must be 'and' or 'or', not %r" % (trigger,))
     timeout = check_timeout(timeout)
+    if not isinstance(reductions_only, bool):
+        raise ValueError("reductions_only must be True or False, not %r" % (reductions_only,))
 
     def wrap(func):
-        return Analysis(func, tuple(arrays), window, trigger, name or func.__name__, timeout)
+        return Analysis(func, tuple(arrays), window, trigger, name or func.__name__, timeout,
+                        reductions_only)
 
     return wrap
 

@@ -538,7 +538,7 @@ def _offsets(sizes):
 # ---------------------------------------------------------------- making grids
 
 
-def step_array(layout, blocks, step, token=None, tree=None):
+def step_array(layout, blocks, step, token=None, tree=None, received=None):
     """The StepArray of one step of an array from `caudal run`: its Dask
     array and its grid of blocks, each made when first asked for.
     blocks: rank -> catalog.BlockRef, or a function that returns them
@@ -546,7 +546,8 @@ def step_array(layout, blocks, step, token=None, tree=None):
     step's blocks in the graph's name, when the caller knows it (else
     global_array hashes each block's identity). tree: the function that
     runs per-block work down the report tree (report.StepBlocks.tree), for
-    reductions (TreeStep) while neither is made."""
+    reductions (TreeStep) while neither is made. received: the
+    reductions computed at receipt (runtime/receipt.Received: ReceivedStep)."""
     if callable(blocks):
         lock, got = threading.Lock(), []
 
@@ -554,13 +555,23 @@ def step_array(layout, blocks, step, token=None, tree=None):
             with lock:
                 if not got:
                     got.append(blocks())
-            return got[0]
+            return _kept(got[0], layout, step, received)
     else:
-        refs = lambda: blocks  # noqa: E731
+        refs = lambda: _kept(blocks, layout, step, received)  # noqa: E731
     return StepArray(step, shape=None if layout.variable else layout.shape, dtype=layout.dtype,
                      make_data=lambda: global_array(layout, refs(), step, token=token),
                      make_blocks=lambda: _step_grid(layout, refs(), step),
-                     tree=None if tree is None else (layout, tree))
+                     tree=None if tree is None else (layout, tree), received=received)
+
+
+def _kept(blocks, layout, step, received):
+    """The step's BlockRefs, refused when its blocks were not put (an array
+    whose analyses are all reductions_only)."""
+    if any(b.ref is None for b in blocks.values()):
+        raise KernelError("%s: %s" % (describe_array(layout.name, step),
+                                      received.unkept_error() if received is not None
+                                      else "its blocks were not kept"))
+    return blocks
 
 
 def _step_grid(layout, blocks, step):
@@ -648,6 +659,11 @@ class TreeStep:
         got = self.run(fn, args)
         if got is None:  # the grid was made meanwhile: it is cheaper now
             return as_grid(self.x).map_reduce(fn, merge, *args)
+        return self._merge(got, merge)
+
+    def _merge(self, got, merge):
+        """[(rank, count, state), ...] of every block merged as the grid
+        merges them."""
         layout = self.layout
         if layout.variable:
             states = [s for _, count, s in sorted(got, key=lambda g: g[0]) if count > 0]
@@ -663,12 +679,42 @@ class TreeStep:
         return _merged(merge, [(s, None) for s in states])
 
 
+class ReceivedStep(TreeStep):
+    """One step of an array from caudal run whose reductions may have been
+    computed at receipt, on each block as it arrived in its ingest
+    (runtime/receipt.py): a reduction whose states every block has merges
+    them here, with no call to any actor, in the grid's order and groups
+    (the same result to the last bit); any other takes the blocks' path
+    (TreeStep or the grid), or fails when the blocks were not kept."""
+
+    def __init__(self, x, received):
+        super().__init__(x, received.layout, None)
+        self.received = received
+
+    def map_reduce(self, fn, merge, *args):
+        got = self.received.states(fn, args)
+        if got is not None:
+            return self._merge(got, merge)
+        if not self.received.kept():
+            self.fail("%s was not computed at receipt and %s"
+                      % (getattr(fn, "__name__", "the reduction").strip("_"),
+                         self.received.unkept_error()))
+        tree = self.x.tree()
+        g = TreeStep(self.x, *tree) if tree is not None else as_grid(self.x)
+        if self.needs:  # deferred for a variable array (require_elements)
+            g.require_elements(self.needs)
+        return g.map_reduce(fn, merge, *args)
+
+
 def as_reducible(x, name=None):
-    """What a reduction (Grid.map_reduce) runs on: a TreeStep for a step
-    whose blocks the report tree holds, else as_grid(x, name)."""
+    """What a reduction (Grid.map_reduce) runs on: a ReceivedStep for a
+    step of caudal run with states computed at receipt, a TreeStep for a
+    step whose blocks the report tree holds, else as_grid(x, name)."""
     if isinstance(x, (Grid, TreeStep)):
         return x
     if isinstance(x, StepArray):
+        if x.received is not None:
+            return ReceivedStep(x, x.received)
         tree = x.tree()
         if tree is not None:
             return TreeStep(x, *tree)

@@ -84,19 +84,22 @@ class BlockRef(NamedTuple):
     # item `index`; index None: ref is the block.
     ref: Any  # ray.ObjectRef (the result of a task on the block: any object)
     index: Optional[int] = None
-    node: Optional[str] = None  # the Ray node whose store holds it
+    node: Optional[str] = None  # the Ray node whose store holds it (or held it)
+    # The reductions computed on it at receipt (runtime/receipt.py):
+    # ((id, state), ...). ref None: the block was not put, only these exist.
+    states: tuple = ()
 
     @classmethod
-    def from_event(cls, event, ref, index=None, node=None):
+    def from_event(cls, event, ref, index=None, node=None, states=()):
         """From a block event of ``caudal.Receiver``, once its data is in
         the store as `ref` (item `index` of it, when ref is a list)."""
         return cls(array=str(event.name), step=int(event.step), rank=int(event.rank),
-                   count=int(event.count), ref=ref, index=index, node=node)
+                   count=int(event.count), ref=ref, index=index, node=node, states=states)
 
     def holding(self, ref, array):
         """The same rank's block, for `array`, held whole by another object
         on the same node: the result of a task run on this block."""
-        return self._replace(array=array, ref=ref, index=None)
+        return self._replace(array=array, ref=ref, index=None, states=())
 
 
 class Packed:

@@ -11,6 +11,7 @@ usage: mpiexec -n N python _particles_sim.py STEPS TRUTH [options]
   --omit ARRAY:R:S  rank R does not put ARRAY at step S (no drop: it is absent)
   --zero R:S        rank R has no particles at step S (R may be '*': every rank)
   --undeclared R   every rank but R declares and puts a third array, "extra"
+  --pace S          sleep S seconds after each step (a simulation that computes)
   --lose R:S        rank R publishes from a child process that kills itself
                     (SIGKILL, no goodbye) at step S, once every other rank wrote
                     its TRUTH/done<R> file; the MPI rank itself ends normally
@@ -78,6 +79,7 @@ def publish(rank, size, args, depth, lose_at=None):
             c.put("extra", np.array([step], np.int64))
         c.end_step()
         truth.write("%d %d %.17g %.17g %d %d\n" % (step, n, p.sum(), f.sum(), put_p, put_f))
+        time.sleep(args.pace)
     c.close()
     truth.close()
     open(os.path.join(args.truth, "done%d" % rank), "w").close()
@@ -91,6 +93,7 @@ def main():
     ap.add_argument("--omit", action="append", default=[])
     ap.add_argument("--zero", action="append", default=[])
     ap.add_argument("--lose", default=None)
+    ap.add_argument("--pace", type=float, default=0.0)
     ap.add_argument("--undeclared", type=int, default=None)
     ap.add_argument("--child", type=int, nargs=3, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()

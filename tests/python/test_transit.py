@@ -113,18 +113,23 @@ def mean(temperature, ctx):
 """
 
 
-def test_six_endpoints_report_through_a_relay_and_reduce_down_it(tmp_path, heat2d):
+@pytest.mark.parametrize("receipt", ["0", "1"])
+def test_six_endpoints_report_through_a_relay_and_reduce_down_it(tmp_path, heat2d, receipt):
     """Past head.HEAD ingests the reports go through a relay: 6 ranks on 6
     endpoints. The steps' means, computed down the relay (the driver sends
     the moments kernel to the relay, which sends it to the ingest holding
-    the blocks: blocks.TreeStep), are the simulation's own."""
+    the blocks: blocks.TreeStep), are the simulation's own. With the
+    reductions computed at receipt (the default), the states of the
+    later steps come up through the relay's branches instead, and the
+    means are the same."""
     steps = 12
     analytics = tmp_path / "tree_mean.py"
     analytics.write_text(TREE_MEAN)
     means = tmp_path / "mean.txt"
     p, results, run_dir = caudal_run(tmp_path, analytics,
                                      [heat2d, "48", "36", str(steps), "--mean", str(means)],
-                                     ranks=6, extra=("--transit", "6"))
+                                     ranks=6, extra=("--transit", "6", "--max-pending", "1"),
+                                     env={"CAUDAL_RECEIPT": receipt})
     assert p.returncode == 0, p.stdout + p.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["reports_to_head"]["from"] == 1  # the relay, not the 6 ingests
@@ -136,6 +141,12 @@ def test_six_endpoints_report_through_a_relay_and_reduce_down_it(tmp_path, heat2
     # parts came up the relay one by one (CI once saw one such step, then
     # reduced on the grid: report.StepBlocks.tree now goes by the run).
     assert all(results["tree"][s] for s in range(steps)), results["tree"]
+    if receipt == "1":  # at receipt from the plan on (each ingest got it), through the branches
+        r = summary["receipt"]
+        assert r["reductions_at_receipt"] >= 4 and r["planned"] == {"temperature": 1}, r
+        assert sum(i["reduced_at_receipt"] for i in summary["ingest"]) >= 6 * 4
+    else:
+        assert summary["receipt"] is None
 
 
 # ------------------------------------------------------ ring policies

@@ -9,6 +9,7 @@
     report.py      what an ingest reports (a Part) and how, and the driver's side of it
     relay.py       relays: the head's stand-ins for groups of nodes, in a tree
     head.py        the head actor: declarations, step completeness, run counters
+    receipt.py     reductions the ingests compute on blocks as they arrive, learned by the driver
     driver.py      the analyses called on windows of complete steps
 
 It sits above the rest of the package and imports it, never the other way

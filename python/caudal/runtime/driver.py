@@ -9,6 +9,9 @@ trigger fires. A StepArray is made of the step's handles (report.StepBlocks):
 its blocks' references, its graph and its grid are made when an analysis
 first reads it, so a step costs the driver per block only what an analysis
 asks for. An analysis that raises is reported with its step and the others go on.
+The reductions the analyses call are learned (receipt.Learner) and sent to
+the ingests, which compute them on each block as it arrives: a StepArray
+then merges the states that came with its step (receipt.py).
 
 Deadlines. Each analysis (and each @caudal.at_end function) runs its calls
 in a thread of its own, one call at a time, and the driver waits for a call
@@ -36,6 +39,7 @@ import collections
 import functools
 import json
 import math
+import os
 import queue
 import random
 import threading
@@ -47,6 +51,7 @@ import ray
 
 from ..analytics import Context
 from ..blocks import RAY, step_array
+from . import receipt
 from .head import CompleteStep
 from .report import StepBlocks, Tree
 
@@ -167,6 +172,10 @@ class Driver:
         self.last_step = None
         self.declaration_errors = []  # the head's, as of the last poll
         self.workers = {}  # id of an analysis or finisher -> its _Worker
+        # The reductions computed at receipt; CAUDAL_RECEIPT=0: none (the
+        # benchmarks' baseline, and tests of the paths behind it).
+        self.learner = (receipt.Learner(analyses) if os.environ.get("CAUDAL_RECEIPT") != "0"
+                        else None)
 
     def close(self):
         for w in self.workers.values():
@@ -195,11 +204,15 @@ class Driver:
         step = complete.step
         updated = set()
         blocks = StepBlocks(step, complete.blocks)
+        learner = self.learner
         for name in complete.arrays:
             if name in self.windows:
+                layout = self.layouts[name]
                 self.windows[name].append(step_array(
-                    self.layouts[name], functools.partial(blocks.of, name), step,
-                    token=blocks.token, tree=blocks.tree(name, self.tree)))
+                    layout, functools.partial(blocks.of, name), step,
+                    token=blocks.token, tree=blocks.tree(name, self.tree),
+                    received=(None if learner is None
+                              else receipt.Received(blocks, name, layout, learner))))
                 updated.add(name)
         self.last_step = step
         called = False
@@ -214,6 +227,11 @@ class Driver:
         # A step on which no analysis ran (no trigger fired, too little
         # history, or every analysis it fired still busy) is not "analysed".
         self.counts["steps" if called else "steps_without_call"] += 1
+        plan = learner.step_done(updated) if learner is not None and called else None
+        if plan is not None:  # no answer awaited: it applies from the ingests' next events
+            for ingest in self.ingests:
+                ingest.set_plan.remote(plan)
+            self.counts["plans_sent"] += 1
         self.seconds["driver"] += time.perf_counter() - t0
         self._lag(time.time() - complete.completed)
 
@@ -328,4 +346,6 @@ class Driver:
             "lag_seconds_median": pick(0.5),
             "lag_seconds_p99": pick(0.99),
             "seconds_per_analysis": dict(self.seconds),
+            "receipt": (dict(self.learner.summary(), plans_sent=self.counts["plans_sent"])
+                        if self.learner is not None else None),
         }

@@ -36,12 +36,14 @@ import shutil
 import sys
 import threading
 import time
+from typing import Any, NamedTuple
 
 import numpy as np
 import ray
 
 from .. import _caudal
 from ..catalog import BlockRef, Declaration, Packed
+from . import receipt
 from .head import _add_range
 from .report import Reporter
 
@@ -62,6 +64,22 @@ REFUSED_KEPT = 5  # refusal messages kept (and printed) in full; the rest are co
 
 class _Stopped(Exception):
     """shutdown() was asked while the thread waited on the head."""
+
+
+class _Taken(NamedTuple):
+    """A steps event as the plan left it (IngestActor._receive)."""
+
+    ev: Any
+    blocks: list  # the blocks to put: complete ones first, then early ones
+    states: list  # each one's states from receipt, aligned with blocks
+    ncomplete: int  # how many of blocks belong to complete steps
+    unput: list  # BlockRefs (no object) of complete blocks not put
+    unput_early: list  # ... and of early ones
+
+
+def _pack(blocks):
+    """pack_blocks, which gives their slots back; nothing for no blocks."""
+    return _caudal.pack_blocks(blocks) if blocks else (b"", ())
 
 
 # max_concurrency: watch() holds one thread for the whole run; caudal run
@@ -93,6 +111,7 @@ class IngestActor:
         self.declared = {}
         # Its calls to the head (or its relay), in order; its ranks and their progress.
         self.up = Reporter(head, self.name, self._get)
+        self.plan = None  # receipt.Plan: the reductions computed as blocks arrive
         self.thread = threading.Thread(target=self._serve, name="caudal-ingest", daemon=True)
         self.thread.start()
 
@@ -105,6 +124,11 @@ class IngestActor:
         C kernels release the GIL), so that no Ray worker process is needed
         for them."""
         return fn(*args)
+
+    def set_plan(self, plan):
+        """The driver's receipt.Plan, for the events from now on (one
+        reference assigned: the receiving thread reads it per event)."""
+        self.plan = plan
 
     def steer(self, rank, key, value):
         """Queued for the receiving thread, which owns the receiver."""
@@ -197,34 +221,39 @@ class IngestActor:
 
     def _steps(self, ev, early):
         """A node's newly complete steps, one report to the head with them
-        and the ranks' progress. Small blocks (_ahead): those of ev and of
+        and the ranks' progress. Each event's blocks first go through the
+        plan (_receive: reductions computed at receipt, unkept arrays'
+        blocks given back unput). Small blocks (_ahead): those of ev and of
         the steps events waiting behind it (the ranks ahead of this ingest),
         every step of them, as one object, Ray's cost per put and per call
         paid once for them all; large ones: each step's as one object.
         Returns the event after them that was not taken, or None."""
-        more, after = self._ahead(ev)  # ev first
-        evs = [e for e, _ in more] or [ev]
+        taken, packs, after = self._ahead(ev)  # ev first
+        evs = [t.ev for t in taken]
         for e in evs:
             self.stats["blocks"] += len(e.blocks)
             self.stats["bytes"] += sum(b.nbytes for b in e.blocks)
             for rank, first, last, count in e.drops:
                 self.up.dropped(rank, first, last, count)
         refs = []
-        if more:
+        if packs:
             steps = {b.step for e in evs for b in e.blocks}
             if len(steps) > 1:
                 self.stats["steps_put_together"] += len(steps)
-            for e, refs_e in zip(evs, self._put_packed([p for _, p in more], evs)):
-                refs += refs_e[:e.ncomplete]
-                for r in refs_e[e.ncomplete:]:  # early: reported once complete
-                    early[r.step].append(r)
+            put = self._put_packed(packs, taken)
         else:
-            blocks = ev.blocks
-            for _, group in itertools.groupby(blocks[:ev.ncomplete], key=lambda b: b.step):
-                refs += self._put_blocks(list(group))
-            if len(blocks) > ev.ncomplete:  # early: put now, reported once complete
-                for ref in self._put_blocks(blocks[ev.ncomplete:]):
-                    early[ref.step].append(ref)
+            t = taken[0]
+            put = []
+            for _, group in itertools.groupby(range(t.ncomplete), key=lambda i: t.blocks[i].step):
+                group = list(group)
+                put += self._put_blocks([t.blocks[i] for i in group], [t.states[i] for i in group])
+            if len(t.blocks) > t.ncomplete:
+                put += self._put_blocks(t.blocks[t.ncomplete:], t.states[t.ncomplete:])
+            put = [put]
+        for t, refs_t in zip(taken, put):
+            refs += refs_t[:t.ncomplete] + t.unput
+            for r in refs_t[t.ncomplete:] + t.unput_early:  # early: reported once complete
+                early[r.step].append(r)
         progress = evs[-1].progress
         floor = min(progress.values()) if progress else None  # None: no rank holds back
         for step in sorted(s for s in early if floor is None or s <= floor):
@@ -232,35 +261,73 @@ class IngestActor:
         self._send_report(refs, [e.progress for e in evs])  # counted with their blocks
         return after
 
+    def _receive(self, ev):
+        """ev's blocks through the plan (receipt.py): each block's states
+        computed in its slot; the blocks of an unkept array that got every
+        planned state given back at once, as BlockRefs without an object."""
+        plan = self.plan
+        blocks, nc = ev.blocks, ev.ncomplete
+        if plan is None:
+            return _Taken(ev, blocks, [()] * len(blocks), nc, [], [])
+        states = receipt.compute(plan, blocks, self.stats)
+        kept, kept_states, ncomplete, unput, unput_early = [], [], 0, [], []
+        for i, (b, st) in enumerate(zip(blocks, states)):
+            if receipt.complete(plan, b.name, st):
+                (unput if i < nc else unput_early).append(
+                    BlockRef.from_event(b, None, None, self.node, st))
+                b.release()
+            else:
+                kept.append(b)
+                kept_states.append(st)
+                ncomplete += i < nc
+        self.stats["blocks_not_put"] += len(unput) + len(unput_early)
+        return _Taken(ev, kept, kept_states, ncomplete, unput, unput_early)
+
     def _ahead(self, ev):
-        """When ev's blocks are small (packed): ev and the steps events with
-        small blocks waiting behind it, up to TOGETHER_BYTES and STEPS_PER_PUT,
-        each packed as it is taken (its slots given back at once: no rank's
-        ring is held while more are taken): [(event, (buf, layout)), ...]
-        (empty for large blocks), and the first event not taken (or None)."""
-        nbytes = sum(b.nbytes for b in ev.blocks)
-        if not self._packed(ev.blocks) or nbytes > TOGETHER_BYTES:
-            return [], None
-        more = [(ev, _caudal.pack_blocks(ev.blocks))]
-        while len(more) < STEPS_PER_PUT:
+        """ev received, and when its kept blocks are small (packed), the
+        steps events with small blocks waiting behind it, up to
+        TOGETHER_BYTES and STEPS_PER_PUT, each received and packed as it is
+        taken (its slots given back at once: no rank's ring is held while
+        more are taken): ([_Taken, ...], their packs or None for large
+        blocks, the first event not taken or None)."""
+        first = self._receive(ev)
+        nbytes = sum(b.nbytes for b in first.blocks)
+        if (first.blocks and not self._packed(first.blocks)) or nbytes > TOGETHER_BYTES:
+            return [first], None, None
+        taken, packs = [first], [_pack(first.blocks)]
+        while len(taken) < STEPS_PER_PUT:
             nxt = self.receiver.next(0)
             if nxt is None:
-                return more, None
-            if nxt.type != "steps" or not self._packed(nxt.blocks):
-                return more, nxt
-            size = sum(b.nbytes for b in nxt.blocks)
-            if nbytes + size > TOGETHER_BYTES:
-                return more, nxt
-            more.append((nxt, _caudal.pack_blocks(nxt.blocks)))
-            nbytes += size
-        return more, None
+                break
+            if nxt.type != "steps":
+                return taken, packs, nxt
+            kept = self._kept(nxt.blocks)
+            size = sum(b.nbytes for b in kept)
+            if (kept and not self._packed(kept)) or nbytes + size > TOGETHER_BYTES:
+                return taken, packs, nxt
+            t = self._receive(nxt)
+            taken.append(t)
+            packs.append(_pack(t.blocks))
+            nbytes += sum(b.nbytes for b in t.blocks)
+        return taken, packs, None
 
-    def _put_packed(self, packs, evs):
+    def _kept(self, blocks):
+        """The blocks the plan would put (those of arrays it does not leave
+        unput): what decides how an event goes into the store."""
+        plan = self.plan
+        if plan is None or not plan.unkept:
+            return blocks
+        return [b for b in blocks if b.name not in plan.unkept]
+
+    def _put_packed(self, packs, taken):
         """Packed events' buffers as one Packed object in the store (each
         buffer's length is a multiple of its alignment, so the offsets
-        stay aligned): per event, the BlockRefs of its blocks."""
+        stay aligned): per event, the BlockRefs of its kept blocks."""
+        total = sum(len(b) for b, _ in packs)
+        if not total:  # nothing kept
+            return [[] for _ in taken]
         t0 = time.perf_counter()
-        buf = np.empty(sum(len(b) for b, _ in packs), np.uint8)
+        buf = np.empty(total, np.uint8)
         layout, at = [], 0
         for b, lay in packs:
             buf[at:at + len(b)] = np.frombuffer(b, np.uint8)
@@ -270,17 +337,19 @@ class IngestActor:
         self.stats["put_seconds"] += time.perf_counter() - t0
         self.stats["puts"] += 1
         out, i = [], 0
-        for e in evs:
-            out.append([BlockRef.from_event(b, ref, i + k, self.node)
-                        for k, b in enumerate(e.blocks)])
-            i += len(e.blocks)
+        for t in taken:
+            out.append([BlockRef.from_event(b, ref, i + k, self.node, st)
+                        for k, (b, st) in enumerate(zip(t.blocks, t.states))])
+            i += len(t.blocks)
         return out
 
-    def _put_blocks(self, blocks):
+    def _put_blocks(self, blocks, states):
         """Blocks as one object in the store, their slots given back: small
         ones packed into one buffer (a catalog.Packed: one more copy, of
         little, against Ray's cost per array), large ones as a list of
-        arrays (the one copy)."""
+        arrays (the one copy). states: each block's, from receipt."""
+        if not blocks:
+            return []
         t0 = time.perf_counter()
         if self._packed(blocks):
             buf, layout = _caudal.pack_blocks(blocks)
@@ -291,7 +360,8 @@ class IngestActor:
                 b.release()
         self.stats["put_seconds"] += time.perf_counter() - t0
         self.stats["puts"] += 1
-        return [BlockRef.from_event(b, ref, i, self.node) for i, b in enumerate(blocks)]
+        return [BlockRef.from_event(b, ref, i, self.node, st)
+                for i, (b, st) in enumerate(zip(blocks, states))]
 
     @staticmethod
     def _packed(blocks):

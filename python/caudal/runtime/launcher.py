@@ -556,6 +556,11 @@ class Run:
                 per_node[place.node][name] += nbytes
                 if var:
                     variable.add(name)
+        # An array whose analyses are all reductions_only is put only until
+        # the ingests have their plan (receipt.py): like a variable array's
+        # capacity, its figure is an upper bound that warns, never refuses.
+        learner = self.driver.learner
+        variable |= learner.unkept if learner is not None else set()
         windows = {}
         for a in self.analyses:
             for name in a.arrays:

@@ -69,7 +69,10 @@ class Leaf(NamedTuple):
 
     ref: Any  # ray.ObjectRef
     node: Optional[str]  # the Ray node whose store holds it
-    meta: bytes  # pickled ((array, rank, count, index), ...), one per block
+    # pickled ((array, rank, count, index, states), ...), one per block;
+    # states: the reductions computed on it at receipt (runtime/receipt.py).
+    # ref None: the blocks were not put (an unkept array), only their states.
+    meta: bytes
 
 
 class Branch(NamedTuple):
@@ -147,7 +150,7 @@ class Ranks:
             g = groups.get((b.step, id(b.ref)))
             if g is None:
                 g = groups[(b.step, id(b.ref))] = (b.ref, b.node, [])
-            g[2].append((b.array, b.rank, b.count, b.index))
+            g[2].append((b.array, b.rank, b.count, b.index, b.states))
         steps = collections.defaultdict(list)
         for (step, _), (ref, node, meta) in groups.items():
             steps[step].append(Leaf(ref, node, pickle.dumps(tuple(meta), protocol=5)))
@@ -296,8 +299,9 @@ class StepBlocks:
         self.step = step
         self.token = uuid.uuid4().hex  # names its arrays' graphs: unique, whatever the blocks
         self.handles = list(handles)
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # of() resolves through _walked()
         self.arrays = None  # array -> rank -> BlockRef, once resolved
+        self.leaves = None  # [(Leaf, its meta unpickled)], once the handles were walked
 
     def of(self, array) -> Dict[int, BlockRef]:
         with self.lock:
@@ -329,23 +333,54 @@ class StepBlocks:
 
         return run
 
+    def states(self, array, rid):
+        """[(rank, count, state), ...] of reduction `rid` computed at
+        receipt on every block of `array` (copies, which a merge may change
+        in place), or None when a block has none."""
+        from .receipt import fresh
+
+        out = []
+        for _, meta in self._walked():
+            for name, rank, count, _, states in meta:
+                if name == array:
+                    for r, s in states:
+                        if r == rid:
+                            out.append((rank, count, s))
+                            break
+                    else:
+                        return None
+        return fresh(out) if out else None
+
+    def kept(self, array):
+        """Whether every block of `array` in the step was put in the store."""
+        return all(leaf.ref is not None for leaf, meta in self._walked()
+                   if any(m[0] == array for m in meta))
+
+    def _walked(self):
+        """The step's leaves, through the relays' branches (one ray.get per
+        level), with their metadata: walked once, whoever asks first."""
+        with self.lock:
+            if self.leaves is None:
+                leaves, refs = [], []
+                level = self.handles
+                while level:
+                    for h in level:
+                        if isinstance(h, Leaf):
+                            leaves.append(h)
+                        else:
+                            refs.append(h.ref)
+                    level = [h for hs in ray.get(refs) for h in hs] if refs else []
+                    refs = []
+                self.leaves = [(leaf, pickle.loads(leaf.meta)) for leaf in leaves]
+            return self.leaves
+
     def _resolve(self):
-        leaves, refs = [], []
-        level = self.handles
-        while level:
-            for h in level:
-                if isinstance(h, Leaf):
-                    leaves.append(h)
-                else:
-                    refs.append(h.ref)
-            level = [h for hs in ray.get(refs) for h in hs] if refs else []
-            refs = []
         out = collections.defaultdict(dict)
         step = self.step
-        for leaf in leaves:
+        for leaf, meta in self._walked():
             ref, node = leaf.ref, leaf.node
-            for array, rank, count, index in pickle.loads(leaf.meta):
-                out[array][rank] = BlockRef(array, step, rank, count, ref, index, node)
+            for array, rank, count, index, states in meta:
+                out[array][rank] = BlockRef(array, step, rank, count, ref, index, node, states)
         return out
 
 
@@ -388,7 +423,7 @@ def map_leaves(leaves, array, step, fn, args):
 
     out = []
     for leaf, obj in zip(leaves, ray.get([leaf.ref for leaf in leaves])):
-        for name, rank, count, index in pickle.loads(leaf.meta):
+        for name, rank, count, index, _ in pickle.loads(leaf.meta):
             if name != array:
                 continue
             block = obj if index is None else obj[index]

@@ -1,0 +1,199 @@
+"""Reductions computed at receipt: on each block where it lies in its rank's
+slot, in the ingest, before (or instead of) its copy into the object store.
+
+The analyses' reductions (caudal.stats: moments, histogram, describe,
+sketch, quantile) are each a per-block function and a merge
+(Grid.map_reduce). The driver learns which of them the analyses call on each
+array (`Learner`): one called on two analysed steps of an array in a row, with
+the same arguments, goes into a `Plan` that the driver sends to every ingest,
+and from then on each ingest runs it on every block of that array as the
+block arrives (`compute`). Its states, a few hundred bytes a block, travel in
+the report's leaves with the blocks' metadata, and the reduction over a step
+merges them in the driver in the grid's order and groups (the same result to
+the last bit), with no call to an actor, no task, and no block read from the
+store. A reduction not in the plan, or a step reported before the plan
+reached its ingest, takes the blocks' path as before; one not called for
+IDLE_STEPS analysed steps of its array leaves the plan.
+
+Only caudal's own per-block functions are learned: their states are new
+objects (never views of the slot, which is given back after the call) and
+their arguments pickle to the same bytes each step.
+
+An array all of whose analyses are declared ``reductions_only=True`` is
+`unkept`: once the plan has a reduction for it, its ingests give its slots
+back without putting its blocks in the store, so it costs the run the
+kernels and its states, not a copy, a put and the store's memory. Reading
+such a step's data, its grid, or a reduction the plan did not have then
+fails with an error that names the array and the step (the user promised
+not to); a reduction first called on an unkept array is planned at once.
+"""
+
+import collections
+import pickle
+import threading
+import time
+from typing import Callable, Dict, FrozenSet, NamedTuple, Tuple
+
+import numpy as np
+
+IDLE_STEPS = 8  # analysed steps of an array without a call, before a reduction leaves the plan
+
+
+class Plan(NamedTuple):
+    """What the ingests compute at receipt, and which arrays they do not put."""
+
+    # array -> ((id, per-block function, its arguments), ...)
+    reductions: Dict[str, Tuple[Tuple[int, Callable, tuple], ...]]
+    unkept: FrozenSet[str]  # arrays whose blocks are not put (when their states are there)
+
+
+def compute(plan, blocks, stats):
+    """Each block's states under `plan`, aligned with blocks: a tuple of
+    (id, state) per block, empty for an array without planned reductions. A
+    reduction that fails on a block is left out of its states (and counted):
+    the block is then kept, and the analysis' own call meets the error."""
+    out = []
+    t0 = time.perf_counter()
+    n = 0
+    for b in blocks:
+        todo = plan.reductions.get(b.name)
+        if not todo:
+            out.append(())
+            continue
+        v = np.asarray(b)
+        states = []
+        for rid, fn, args in todo:
+            try:
+                states.append((rid, fn(v, *args)))
+                n += 1
+            except Exception:
+                stats["receipt_failures"] += 1
+        out.append(tuple(states))
+    if n:
+        stats["reduced_at_receipt"] += n
+        stats["receipt_seconds"] += time.perf_counter() - t0
+    return out
+
+
+def complete(plan, name, states):
+    """Whether a block of array `name` has every planned state: only then
+    may it go unput."""
+    return name in plan.unkept and len(states) == len(plan.reductions.get(name, ()))
+
+
+class Learner:
+    """The driver's side: which reductions the analyses call on each array,
+    and the plan made of them (see the module's docstring). Called from the
+    analyses' threads."""
+
+    def __init__(self, analyses):
+        arrays = collections.defaultdict(list)
+        for a in analyses:
+            for name in a.arrays:
+                arrays[name].append(getattr(a, "reductions_only", False))
+        self.unkept = frozenset(n for n, only in arrays.items() if all(only))
+        self.lock = threading.Lock()
+        self.ids = {}  # (function, pickled arguments) -> id
+        self.calls = {}  # id -> (function, arguments)
+        self.now = collections.defaultdict(set)  # array -> ids called since its last step
+        self.before = {}  # array -> ids called on its step before
+        self.planned = {}  # array -> {id: analysed steps since its last call}
+        self.ever = set()  # (array, id) ever planned: only those can have states
+        self.counts = collections.Counter()
+
+    def rid(self, fn, args):
+        """The id of a reduction (a per-block function and its arguments),
+        or None when it is not one that can be computed at receipt."""
+        if not getattr(fn, "__module__", "").startswith("caudal."):
+            return None
+        try:
+            key = (fn, pickle.dumps(args, protocol=5))
+        except Exception:
+            return None
+        with self.lock:
+            rid = self.ids.get(key)
+            if rid is None:
+                rid = self.ids[key] = len(self.ids)
+                self.calls[rid] = (fn, args)
+            return rid
+
+    def called(self, array, rid, hit):
+        with self.lock:
+            self.now[array].add(rid)
+            self.counts["reductions_at_receipt" if hit else "reductions_from_blocks"] += 1
+
+    def was_planned(self, array, rid):
+        return (array, rid) in self.ever
+
+    def step_done(self, arrays):
+        """After a step's analyses, `arrays` its new steps: the new Plan if
+        it changed, else None."""
+        changed = False
+        with self.lock:
+            for a in arrays:
+                now = self.now.pop(a, set())
+                before = self.before.get(a, set())
+                planned = self.planned.setdefault(a, {})
+                for rid in now:
+                    if rid not in planned and (rid in before or a in self.unkept):
+                        changed = True
+                    if rid in planned or rid in before or a in self.unkept:
+                        planned[rid] = 0
+                for rid in [r for r in planned if r not in now]:
+                    planned[rid] += 1
+                    if planned[rid] > IDLE_STEPS:
+                        del planned[rid]
+                        changed = True
+                self.before[a] = now
+            if not changed:
+                return None
+            reductions = {a: tuple((rid,) + self.calls[rid] for rid in sorted(p))
+                          for a, p in self.planned.items() if p}
+            self.ever.update((a, rid) for a, p in reductions.items() for rid, _, _ in p)
+            return Plan(reductions, self.unkept)
+
+    def summary(self):
+        with self.lock:
+            return {"reductions_at_receipt": self.counts["reductions_at_receipt"],
+                    "reductions_from_blocks": self.counts["reductions_from_blocks"],
+                    "planned": {a: len(p) for a, p in self.planned.items() if p},
+                    "unkept": sorted(self.unkept)}
+
+
+class Received:
+    """One step of one array as the analyses see its states at receipt
+    (StepArray's `received`): what blocks.ReceivedStep asks of it."""
+
+    __slots__ = ("blocks", "array", "layout", "learner")
+
+    def __init__(self, blocks, array, layout, learner):
+        self.blocks = blocks  # report.StepBlocks
+        self.array, self.layout, self.learner = array, layout, learner
+
+    def states(self, fn, args):
+        """[(rank, count, state), ...] of fn(block, *args) for every block
+        of the array, computed at receipt; None when some block has none."""
+        learner = self.learner
+        rid = learner.rid(fn, args)
+        if rid is None:
+            return None
+        got = None
+        if learner.was_planned(self.array, rid):
+            got = self.blocks.states(self.array, rid)
+        learner.called(self.array, rid, got is not None)
+        return got
+
+    def kept(self):
+        """Whether the step's blocks of the array were put in the store."""
+        return self.blocks.kept(self.array)
+
+    def unkept_error(self):
+        return ("its blocks were not kept: every analysis of %r is declared "
+                "reductions_only, so only the reductions the analyses called on the steps "
+                "before are computed (at receipt), with the same arguments" % self.array)
+
+
+def fresh(states):
+    """A copy of states that a merge may change in place (a sketch's)."""
+    return pickle.loads(pickle.dumps(states, protocol=5))
+

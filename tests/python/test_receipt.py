@@ -1,0 +1,287 @@
+"""Reductions computed at receipt (caudal/runtime/receipt.py): the learning
+of what the analyses call (no Ray), and real `caudal run`s of heat2d and of
+_particles_sim.py whose results are compared with NumPy on the simulations'
+own output, with the blocks' path (CAUDAL_RECEIPT=0) bit for bit, and with
+what an analysis declared reductions_only may and may not do."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from caudal.analytics import analysis
+from caudal.runtime import receipt
+from caudal.stats import _describe_block, _moments_block
+from test_completeness import RANKS, SIM, read_truth, steps_of
+from test_run import caudal_run
+
+STEPS, SHAPE = 30, (32, 24)
+BINS, RANGE = 16, (0.0, 2.0)
+
+SCRIPT = """
+import os
+
+import caudal
+
+ONLY = os.environ.get("RECEIPT_ONLY") == "1"
+DATA_AT = int(os.environ.get("RECEIPT_DATA_AT", "-1"))  # read .data at this step
+MOMENTS_FROM = int(os.environ.get("RECEIPT_MOMENTS_FROM", "-1"))  # a new reduction from here
+
+
+@caudal.analysis("temperature", reductions_only=ONLY)
+def stats(t, ctx):
+    m, h = caudal.stats.describe(t[-1], bins=%d, range=%r)
+    for k in ("mean", "var", "min", "max", "count"):
+        ctx.record(k, getattr(m, k))
+    ctx.record("hist", h.counts.tolist())
+    ctx.record("median", caudal.stats.quantile(t[-1], 0.5))
+    if not ONLY:  # a range from the data: other arguments every step
+        ctx.record("auto", caudal.stats.histogram(t[-1], bins=8).counts.tolist())
+    if ctx.step == DATA_AT:
+        ctx.record("sum", float(t[-1].data.sum().compute()))
+    if 0 <= MOMENTS_FROM <= ctx.step:
+        ctx.record("late_mean", caudal.stats.moments(t[-1]).mean)
+""" % (BINS, RANGE)
+
+# Back-pressure keeps the ranks a few steps ahead of the analyses, so most
+# steps are received after the plan reached the ingest.
+PACED = ("--ring-depth", "2", "--max-pending", "1")
+
+
+def heat_run(tmp_path, heat2d, name, env):
+    folder = tmp_path / name
+    folder.mkdir()
+    script = folder / "stats.py"
+    script.write_text(SCRIPT)
+    dump = folder / "dump"
+    p, results, run_dir = caudal_run(
+        folder, script, [heat2d, str(SHAPE[0]), str(SHAPE[1]), str(STEPS), "--dump-every", "1",
+                         "--dump", str(dump)], ranks=2, extra=PACED,
+        env=dict(env, CAUDAL_DEMO_THRESHOLD="1e9"))
+    fields = [np.fromfile("%s-%d.bin" % (dump, s), dtype=np.float64) for s in range(STEPS)]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    errors = [json.loads(line) for line in (run_dir / "errors.jsonl").read_text().splitlines()]
+    return p, results, summary, fields, errors
+
+
+def check_numpy(results, fields, steps):
+    for s in steps:
+        x = fields[s]
+        assert results["count"][s] == x.size
+        assert abs(results["mean"][s] - x.mean()) <= 1e-13 * abs(x.mean())
+        assert abs(results["var"][s] - x.var()) <= 1e-10 * x.var()
+        assert results["min"][s] == x.min() and results["max"][s] == x.max()
+        assert results["hist"][s] == np.histogram(x, BINS, RANGE)[0].tolist(), s
+        xs = np.sort(x)  # fewer values than a sketch holds: an exact order statistic
+        assert np.quantile(xs, 0.5, method="lower") <= results["median"][s] \
+            <= np.quantile(xs, 0.5, method="higher")
+
+
+# ---------------------------------------------------------------- learning
+
+
+def test_a_reduction_is_planned_once_called_on_two_steps_in_a_row_and_left_when_idle():
+    @analysis("t")
+    def kept(t, ctx):
+        pass
+
+    learner = receipt.Learner([kept])
+    spec = ("uniform", 0.0, 1.0, 8)
+    describe = learner.rid(_describe_block, (spec,))
+    moments = learner.rid(_moments_block, ())
+    assert describe == learner.rid(_describe_block, (spec,))  # the same arguments, one id
+    assert describe != learner.rid(_describe_block, (("uniform", 0.0, 2.0, 8),))
+    assert learner.rid(lambda b: b.sum(), ()) is None  # only caudal's own kernels
+
+    learner.called("t", describe, False)
+    assert learner.step_done({"t"}) is None  # once: not yet
+    learner.called("t", describe, False)
+    learner.called("t", moments, False)
+    plan = learner.step_done({"t"})
+    assert [rid for rid, _, _ in plan.reductions["t"]] == [describe]
+    assert plan.reductions["t"][0][1:] == (_describe_block, (spec,))
+    assert plan.unkept == frozenset() and learner.was_planned("t", describe)
+    # A reduction whose arguments change every step (a histogram with the
+    # data's range) never makes the plan.
+    for lo in range(5):
+        learner.called("t", describe, True)
+        learner.called("t", learner.rid(_describe_block, (("uniform", lo, 9.0, 8),)), False)
+        assert learner.step_done({"t"}) is None
+    # Idle for IDLE_STEPS analysed steps of its array: out of the plan.
+    for _ in range(receipt.IDLE_STEPS):
+        assert learner.step_done({"t"}) is None
+    assert learner.step_done({"t"}).reductions == {}
+    assert learner.summary()["reductions_at_receipt"] == 5
+
+
+def test_an_array_whose_analyses_are_all_reductions_only_is_unkept_and_planned_at_once():
+    @analysis("t", "u", reductions_only=True)
+    def only(t, u, ctx):
+        pass
+
+    @analysis("u")
+    def reads(u, ctx):
+        pass
+
+    learner = receipt.Learner([only, reads])
+    assert learner.unkept == frozenset({"t"})  # u is also read by an analysis that may read it
+    m = learner.rid(_moments_block, ())
+    learner.called("t", m, False)
+    learner.called("u", m, False)
+    plan = learner.step_done({"t", "u"})
+    assert plan.unkept == {"t"} and set(plan.reductions) == {"t"}
+    with pytest.raises(ValueError, match="reductions_only must be True or False"):
+        analysis("t", reductions_only="yes")
+
+
+# ---------------------------------------------------------------- caudal run
+
+
+def test_reductions_at_receipt_equal_the_blocks_path_bit_for_bit(tmp_path, heat2d):
+    """The same deterministic simulation, with reductions computed at
+    receipt and with CAUDAL_RECEIPT=0: every recorded value is the same to
+    the last bit, and equals NumPy on the simulation's dumps; the blocks
+    are put all the same (no analysis promised reductions_only)."""
+    p, at_receipt, summary, fields, errors = heat_run(tmp_path, heat2d, "receipt", {})
+    assert p.returncode == 0, p.stdout + p.stderr + str(errors)
+    q, from_blocks, summary0, _, _ = heat_run(tmp_path, heat2d, "blocks", {"CAUDAL_RECEIPT": "0"})
+    assert q.returncode == 0, q.stdout + q.stderr
+    assert sorted(at_receipt["mean"]) == list(range(STEPS))
+    assert at_receipt == from_blocks
+    check_numpy(at_receipt, fields, range(STEPS))
+    for s in range(STEPS):
+        assert at_receipt["auto"][s] == np.histogram(fields[s], 8)[0].tolist()
+
+    r = summary["receipt"]
+    # describe, sketch, and the moments that give the histogram its range
+    assert r["planned"] == {"temperature": 3} and r["unkept"] == []
+    assert r["reductions_at_receipt"] >= 3 * (STEPS - 10), r
+    # The data-ranged histogram is never planned: every step from the blocks.
+    assert r["reductions_from_blocks"] >= STEPS
+    (ingest,) = summary["ingest"]
+    assert ingest["reduced_at_receipt"] >= 2 * 3 * (STEPS - 10)  # 2 ranks, 3 reductions
+    assert ingest["blocks_not_put"] == 0 and ingest["puts"] >= STEPS // 2
+    assert summary0["receipt"] is None and "reduced_at_receipt" not in summary0["ingest"][0]
+
+
+def test_reductions_only_puts_no_blocks_and_equals_numpy(tmp_path, heat2d):
+    p, results, summary, fields, errors = heat_run(tmp_path, heat2d, "only",
+                                                   {"RECEIPT_ONLY": "1"})
+    assert p.returncode == 0, p.stdout + p.stderr + str(errors)
+    assert sorted(results["mean"]) == list(range(STEPS))
+    check_numpy(results, fields, range(STEPS))
+    (ingest,) = summary["ingest"]
+    # Only the steps received before the plan reached the ingest were put.
+    assert ingest["blocks_not_put"] >= 2 * (STEPS - 10), ingest
+    assert ingest["puts"] <= 10 and ingest["blocks"] == 2 * STEPS
+    assert summary["receipt"]["unkept"] == ["temperature"]
+
+
+def test_reductions_only_refuses_reading_data_it_promised_not_to_read(tmp_path, heat2d):
+    """Promised reductions_only, then read .data at step 20 and a new
+    reduction from step 22: each refused call is an error that names the
+    array and the step (the run exits 1: an analysis failed), the other
+    steps' results are all there, and the new reduction is planned at once:
+    it is computed at receipt for every step the ingest receives after the
+    plan (here the ranks may be done by then: their slots go back at
+    receipt, so nothing holds them back; the unit tests above check the
+    plan)."""
+    p, results, summary, fields, errors = heat_run(
+        tmp_path, heat2d, "refused",
+        {"RECEIPT_ONLY": "1", "RECEIPT_DATA_AT": "20", "RECEIPT_MOMENTS_FROM": "22"})
+    assert p.returncode == 1, p.stdout + p.stderr
+    by_step = {e["step"]: e["error"] for e in errors}
+    assert "array 'temperature', step 20: its blocks were not kept" in by_step[20], by_step
+    assert "reductions_only" in by_step[20]
+    late = [s for s in by_step if s >= 22]
+    assert late and all("moments_block was not computed at receipt" in by_step[s]
+                        and "array 'temperature', step %d" % s in by_step[s] for s in late)
+    assert set(late) == set(range(22, max(late) + 1))  # then computed: never refused again
+    # What the calls recorded before they failed is kept; the rest of the
+    # steps are whole, and the late mean is NumPy's once it is computed.
+    assert sorted(results["mean"]) == list(range(STEPS)) and 20 not in results["sum"]
+    check_numpy(results, fields, range(STEPS))
+    assert sorted(results["late_mean"]) == list(range(max(late) + 1, STEPS))
+    for s in results["late_mean"]:
+        assert abs(results["late_mean"][s] - fields[s].mean()) <= 1e-13 * fields[s].mean()
+    assert summary["failures"] == len(by_step)
+    assert summary["receipt"]["planned"] == {"temperature": 3}  # describe, sketch, moments
+
+
+PARTICLES = """
+import os
+import time
+
+import caudal
+
+DELAY = float(os.environ.get("CAUDAL_TEST_DELAY", "0"))
+
+@caudal.analysis("field", reductions_only=True)
+def field(f, ctx):
+    m = caudal.stats.moments(f[0])
+    ctx.record("fcount", m.count)
+    ctx.record("fmean", m.mean)
+    ctx.record("fmax", m.max)
+    time.sleep(DELAY)
+
+@caudal.analysis("particles", reductions_only=True)
+def particles(p, ctx):
+    h = caudal.stats.histogram(p[0], bins=10, range=(0.0, 1e5))
+    ctx.record("phist", h.counts.tolist())
+    time.sleep(DELAY)
+"""
+
+
+@pytest.mark.parametrize("policy", ["block", "drop"])
+def test_reductions_only_over_fixed_and_variable_arrays_under_both_policies(tmp_path, policy):
+    """_particles_sim: a fixed array and a variable-length one whose ranks'
+    parts differ per step (some empty), neither put once learned (the ranks
+    pace their steps, so that most come after the plan). Under
+    the drop policy rank 1 has one slot and drops steps, which are skipped
+    for both arrays. Every analysed step equals what the ranks put (their
+    own record); analysed and skipped steps make up every step."""
+    script = tmp_path / "receipt.py"
+    script.write_text(PARTICLES)
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    steps = 30
+    sim = [sys.executable, SIM, str(steps), str(truth), "--pace", "0.02"]
+    extra, env = ("--max-pending", "1"), {}
+    if policy == "drop":
+        sim += ["--ring-depth", "1:1"]
+        extra += ("--policy", "drop")
+        env = {"CAUDAL_TEST_DELAY": "0.05"}
+    p, results, run_dir = caudal_run(tmp_path, script, sim, ranks=RANKS, extra=extra, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    truth = read_truth(truth)
+    for s, counts in results["phist"].items():
+        parts = [s * 1000.0 + r * 100.0 + np.arange(truth[s][r][0]) for r in range(RANKS)]
+        assert counts == np.histogram(np.concatenate(parts), 10, (0.0, 1e5))[0].tolist(), s
+    for s in results["fmean"]:
+        f = np.concatenate([s * 10000.0 + r * 100.0 + np.arange(12.0) for r in range(RANKS)])
+        assert results["fcount"][s] == f.size and results["fmax"][s] == f.max()
+        assert results["fmean"][s] == pytest.approx(f.mean(), rel=1e-13)
+        assert truth[s][0][2] + truth[s][1][2] + truth[s][2][2] == f.sum()  # the sim's own
+    assert set(results["phist"]) == set(results["fmean"])
+    dropped = steps_of(summary["drops_by_rank"].get("1", []))
+    if policy == "drop":
+        assert dropped and steps_of(summary["steps_skipped"]["particles"]) == dropped
+    assert set(results["fmean"]) == set(range(steps)) - dropped
+    (ingest,) = summary["ingest"]
+    assert ingest["blocks_not_put"] >= RANKS * 10, ingest
+    assert sorted(summary["receipt"]["unkept"]) == ["field", "particles"]
+
+
+def test_caudal_run_without_receipt_is_the_former_path(tmp_path, heat2d):
+    """CAUDAL_RECEIPT=0 (the benchmarks' baseline) computes nothing at
+    receipt even for a reductions_only analysis, and puts every block."""
+    p, results, summary, fields, _ = heat_run(tmp_path, heat2d, "off",
+                                              {"RECEIPT_ONLY": "1", "CAUDAL_RECEIPT": "0"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    check_numpy(results, fields, range(STEPS))
+    (ingest,) = summary["ingest"]
+    assert "blocks_not_put" not in ingest and ingest["blocks"] == 2 * STEPS
+    assert os.environ.get("CAUDAL_RECEIPT") is None  # the test's own process untouched
