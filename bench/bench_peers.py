@@ -66,7 +66,7 @@ PLANS = {
 }
 # Caudal's CPU per step (plan "cpu", block sides): 8 KiB to 64 MiB of
 # float64 on one rank, as many steps as 2 GB of blocks, 20 to 400.
-CPU_BYTES, CPU_STEPS = 2e9, (20, 400)
+CPU_BYTES, CPU_STEPS = 2e9, (20, 4000)
 
 
 def module(system):

@@ -36,5 +36,7 @@ def launch(cfg, out_dir, rank_cmd):
            os.path.join(HERE, "caudal_analytics.py"), "--run-dir",
            os.path.join(out_dir, "caudal-run"), "--"] + rank_cmd
     subprocess.run(cmd, check=True, env=dict(os.environ, CAUDAL_PEERS_OUT=out_dir))
+    keep = os.environ.get("CAUDAL_PEERS_KEEP") == "1"
     return {"config": "caudal run, embedded local Ray, shm transport, block policy, "
-                      "ring depth 4, max pending 8"}
+                      "ring depth 4, max pending 8, reduced at receipt"
+                      + (", blocks put too" if keep else ", blocks not put (reductions_only)")}

@@ -1,6 +1,9 @@
 """The common analysis under `caudal run`: moments and a 64-bin histogram
-with the C kernels in one pass (caudal.stats.describe), per-block tasks next
-to the blocks."""
+with the C kernels in one pass (caudal.stats.describe). It reads the field
+only through that reduction and says so (reductions_only): from the third
+step on, each ingest reduces the blocks as they arrive and puts none of
+them in Ray's store (caudal/runtime/receipt.py), as SST's reader reduces
+what it reads. CAUDAL_PEERS_KEEP=1 leaves it out: blocks put as well."""
 
 import os
 import sys
@@ -13,7 +16,8 @@ import common  # noqa: E402
 results = common.Results(os.environ["CAUDAL_PEERS_OUT"])
 
 
-@caudal.analysis("temperature")
+@caudal.analysis("temperature",
+                 reductions_only=os.environ.get("CAUDAL_PEERS_KEEP") != "1")
 def common_analysis(temperature, ctx):
     t = temperature[-1]
     m, h = caudal.stats.describe(t, bins=common.HIST_BINS, range=(0.0, common.HIST_MAX))
