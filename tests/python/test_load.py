@@ -458,6 +458,37 @@ def test_a_run_that_cannot_fit_the_store_is_refused(tmp_path):
     assert summary["steps_analysed"] + summary.get("steps_without_call", 0) < steps
 
 
+def test_a_reductions_only_array_is_not_refused_and_stays_out_of_the_store(tmp_path):
+    """The same window of 80 steps of 1 MiB in the same 80 MiB store, but
+    the analysis is reductions_only: the budget is an upper bound then (its
+    blocks are put only until the ingest has the plan), so caudal run warns
+    and does not refuse; the run ends, every step's mean is the
+    simulation's, and once the window moved past the steps put before the
+    plan (the analysis is first called at step 79, when its window is
+    full: only then are its reductions known), the store holds nothing of
+    the field's."""
+    prefix = str(tmp_path / "sim")
+    steps, ranks = 300, 2
+    p, mon, results, errors, summary = run_load(
+        tmp_path, [sys.executable, SIM, str(steps), str(ROWS), str(COLS), "--out", prefix,
+                   "--pause", "0.005"],
+        extra=("--max-pending", str(MAX_PENDING)), period=0.05,
+        env={"CAUDAL_LOAD_WINDOW": "80", "CAUDAL_LOAD_ONLY": "1",
+             "RAY_OVERRIDE_RESOURCES": json.dumps({"object_store_memory": STORE})})
+    assert p.returncode == 0, p.output
+    assert "needs up to 99.0 MiB of its 80.0 MiB" in p.output  # said, as a warning
+    assert summary["memory"]["error"] is None and summary["memory"]["warning"]
+    means, dropped = oracle(prefix, ranks, 2 * ROWS * COLS)
+    assert not dropped and set(results["mean"]) == set(range(79, steps))
+    assert all(results["window_ok"].values()) and not errors
+    for step, m in results["mean"].items():
+        assert abs(m - means[step]) <= 1e-12 * abs(m)
+    (ingest,) = summary["ingest"]
+    assert ingest["blocks_not_put"] >= ranks * (steps - 80 - 30), ingest
+    late = _store_series(mon.part(0.75, 1.0), "bytes")  # windows of steps 225 on
+    assert late and max(late) <= 4 * STEP_BYTES, max(late) / MiB
+
+
 # ------------------------------------------------------------------ soak
 
 SOAK_STEPS = 10000
