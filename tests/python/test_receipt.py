@@ -50,17 +50,17 @@ def stats(t, ctx):
 PACED = ("--ring-depth", "2", "--max-pending", "1")
 
 
-def heat_run(tmp_path, heat2d, name, env):
+def heat_run(tmp_path, heat2d, name, env, shape=SHAPE, steps=STEPS):
     folder = tmp_path / name
     folder.mkdir()
     script = folder / "stats.py"
     script.write_text(SCRIPT)
     dump = folder / "dump"
     p, results, run_dir = caudal_run(
-        folder, script, [heat2d, str(SHAPE[0]), str(SHAPE[1]), str(STEPS), "--dump-every", "1",
+        folder, script, [heat2d, str(shape[0]), str(shape[1]), str(steps), "--dump-every", "1",
                          "--dump", str(dump)], ranks=2, extra=PACED,
         env=dict(env, CAUDAL_DEMO_THRESHOLD="1e9"))
-    fields = [np.fromfile("%s-%d.bin" % (dump, s), dtype=np.float64) for s in range(STEPS)]
+    fields = [np.fromfile("%s-%d.bin" % (dump, s), dtype=np.float64) for s in range(steps)]
     summary = json.loads((run_dir / "summary.json").read_text())
     errors = [json.loads(line) for line in (run_dir / "errors.jsonl").read_text().splitlines()]
     return p, results, summary, fields, errors
@@ -136,6 +136,54 @@ def test_an_array_whose_analyses_are_all_reductions_only_is_unkept_and_planned_a
         analysis("t", reductions_only="yes")
 
 
+class _Block:
+    """What compute reads of a receiver's block: its array's name, its
+    size, and its data as a NumPy array."""
+
+    def __init__(self, name, a):
+        self.name, self.a, self.nbytes = name, a, a.nbytes
+
+    def __array__(self, dtype=None, copy=None):
+        return self.a
+
+
+def test_an_events_blocks_are_reduced_on_the_pools_threads_as_they_are_in_turn():
+    """A node-step of 1 MiB or more is reduced over the ingest's threads:
+    the same states, in the blocks' order, as one thread gives; an array
+    without planned reductions gets none, a failing reduction is left out
+    and counted."""
+    import collections
+    import concurrent.futures
+
+    from caudal.stats import _hist_block
+
+    rng = np.random.default_rng(3)
+    blocks = [_Block("t", rng.random((256, 128)) * 2) for _ in range(6)]  # 256 KiB each
+    blocks.insert(2, _Block("other", np.ones(4)))
+    blocks.append(_Block("t", rng.random(7).astype(np.complex128)))  # refused
+    spec = ("uniform", 0.0, 2.0, 16)
+    plan = receipt.Plan({"t": ((0, _moments_block, ()), (1, _hist_block, (spec,)))},
+                        frozenset())
+    serial, parallel = collections.Counter(), collections.Counter()
+    one = receipt.compute(plan, blocks, serial)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        many = receipt.compute(plan, blocks, parallel, pool)
+    assert many[2] == () and one[2] == ()
+    for i, b in enumerate(blocks[:-1]):
+        if b.name != "t":
+            continue
+        x = b.a.ravel()
+        assert many[i][0][1] == one[i][0][1] and many[i][0][1][0] == x.size
+        assert many[i][0][1][2] == pytest.approx(x.mean(), rel=1e-14)
+        assert np.array_equal(many[i][1][1], one[i][1][1])
+        assert many[i][1][1][:16].tolist() == np.histogram(x, 16, (0.0, 2.0))[0].tolist()
+    assert many[-1] == one[-1] == ()  # both kernels refuse complex values
+    for counts in (serial, parallel):
+        del counts["receipt_seconds"]
+    assert parallel.pop("receipt_in_parallel") == 1
+    assert serial == parallel == {"reduced_at_receipt": 12, "receipt_failures": 2}
+
+
 # ---------------------------------------------------------------- caudal run
 
 
@@ -164,6 +212,25 @@ def test_reductions_at_receipt_equal_the_blocks_path_bit_for_bit(tmp_path, heat2
     assert ingest["reduced_at_receipt"] >= 2 * 3 * (STEPS - 10)  # 2 ranks, 3 reductions
     assert ingest["blocks_not_put"] == 0 and ingest["puts"] >= STEPS // 2
     assert summary0["receipt"] is None and "reduced_at_receipt" not in summary0["ingest"][0]
+
+
+def test_node_steps_of_a_mib_reduce_on_the_ingests_threads_to_the_same_bits(tmp_path, heat2d):
+    """2 ranks of 512 KiB: each node-step (1 MiB) is reduced over the
+    ingest's threads (receipt.PARALLEL_BYTES); every value is the blocks'
+    path's (CAUDAL_RECEIPT=0) to the last bit."""
+    shape, steps = (512, 256), 12
+    p, at_receipt, summary, fields, errors = heat_run(tmp_path, heat2d, "big", {}, shape, steps)
+    assert p.returncode == 0, p.stdout + p.stderr + str(errors)
+    q, from_blocks, _, _, _ = heat_run(tmp_path, heat2d, "big0", {"CAUDAL_RECEIPT": "0"},
+                                       shape, steps)
+    assert q.returncode == 0, q.stdout + q.stderr
+    assert sorted(at_receipt["mean"]) == list(range(steps)) and at_receipt == from_blocks
+    for s in range(steps):
+        assert at_receipt["hist"][s] == np.histogram(fields[s], BINS, RANGE)[0].tolist()
+        assert at_receipt["count"][s] == fields[s].size
+    assert summary["receipt"]["reductions_at_receipt"] >= 3 * (steps - 8)
+    assert summary["ingest"][0]["reduced_at_receipt"] >= 2 * 3 * (steps - 8)
+    assert summary["ingest"][0]["receipt_in_parallel"] >= steps - 8  # node-steps
 
 
 def test_reductions_only_puts_no_blocks_and_equals_numpy(tmp_path, heat2d):

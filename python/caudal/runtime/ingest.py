@@ -29,6 +29,7 @@ that bench/bench_ranks.py measures the gathering against.
 """
 
 import collections
+import concurrent.futures
 import itertools
 import os
 import queue
@@ -89,7 +90,7 @@ CONTROL_THREADS = 6
 
 @ray.remote(num_cpus=0, max_concurrency=CONTROL_THREADS)
 class IngestActor:
-    def __init__(self, endpoint, token, head, node, name=None):
+    def __init__(self, endpoint, token, head, node, name=None, threads=1):
         self.per_rank = os.environ.get("CAUDAL_INGEST_PER_RANK") == "1"
         self.made_dir = _socket_dir(endpoint)
         self.receiver = _caudal.Receiver(endpoint, token=token, gather=not self.per_rank)
@@ -112,6 +113,9 @@ class IngestActor:
         # Its calls to the head (or its relay), in order; its ranks and their progress.
         self.up = Reporter(head, self.name, self._get)
         self.plan = None  # receipt.Plan: the reductions computed as blocks arrive
+        # The node's cores, for the reductions at receipt of a node-step's blocks
+        self.pool = (concurrent.futures.ThreadPoolExecutor(threads, "caudal-receipt")
+                     if threads > 1 else None)
         self.thread = threading.Thread(target=self._serve, name="caudal-ingest", daemon=True)
         self.thread.start()
 
@@ -157,6 +161,8 @@ class IngestActor:
             self.error = self.error or "the receiving thread did not stop within %ss" % timeout
         else:
             self.receiver.close()
+            if self.pool is not None:
+                self.pool.shutdown(wait=False)
             if self.made_dir:  # on a node of its own; caudal run removes it on its node
                 shutil.rmtree(self.made_dir, ignore_errors=True)
         return self.counters()
@@ -269,7 +275,7 @@ class IngestActor:
         blocks, nc = ev.blocks, ev.ncomplete
         if plan is None:
             return _Taken(ev, blocks, [()] * len(blocks), nc, [], [])
-        states = receipt.compute(plan, blocks, self.stats)
+        states = receipt.compute(plan, blocks, self.stats, self.pool)
         kept, kept_states, ncomplete, unput, unput_early = [], [], 0, [], []
         for i, (b, st) in enumerate(zip(blocks, states)):
             if receipt.complete(plan, b.name, st):

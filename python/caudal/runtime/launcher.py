@@ -433,7 +433,8 @@ class Run:
         cpus = {n["NodeID"]: int(n["Resources"].get("CPU", 1)) for n in alive}
         self.ingests = [IngestActor.options(
             max_concurrency=CONTROL_THREADS + max(1, cpus.get(p.node, 1)), **on_node(p.node)
-        ).remote(p.listen, token, targets[p.name], p.node, p.name) for p in places]
+        ).remote(p.listen, token, targets[p.name], p.node, p.name, max(1, cpus.get(p.node, 1)))
+            for p in places]
         # The kernels run in them (blocks.RAY.executors): one per node;
         # reductions over many nodes go down the relays (report.Tree).
         RAY.executors = {}

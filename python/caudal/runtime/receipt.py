@@ -37,6 +37,11 @@ from typing import Callable, Dict, FrozenSet, NamedTuple, Tuple
 import numpy as np
 
 IDLE_STEPS = 8  # analysed steps of an array without a call, before a reduction leaves the plan
+# An event's blocks are reduced on the ingest's threads (the kernels release
+# the GIL) when it holds at least this much: the ranks of a node then cost
+# the receiving thread their largest block's kernels, not all of them in
+# turn, as when the kernels ran on the actor's threads (IngestActor.run).
+PARALLEL_BYTES = 1 << 20
 
 
 class Plan(NamedTuple):
@@ -47,32 +52,42 @@ class Plan(NamedTuple):
     unkept: FrozenSet[str]  # arrays whose blocks are not put (when their states are there)
 
 
-def compute(plan, blocks, stats):
+def compute(plan, blocks, stats, pool=None):
     """Each block's states under `plan`, aligned with blocks: a tuple of
     (id, state) per block, empty for an array without planned reductions. A
     reduction that fails on a block is left out of its states (and counted):
-    the block is then kept, and the analysis' own call meets the error."""
-    out = []
+    the block is then kept, and the analysis' own call meets the error.
+    pool: an executor for events of PARALLEL_BYTES or more, over blocks."""
     t0 = time.perf_counter()
-    n = 0
-    for b in blocks:
-        todo = plan.reductions.get(b.name)
-        if not todo:
-            out.append(())
-            continue
-        v = np.asarray(b)
-        states = []
-        for rid, fn, args in todo:
-            try:
-                states.append((rid, fn(v, *args)))
-                n += 1
-            except Exception:
-                stats["receipt_failures"] += 1
-        out.append(tuple(states))
-    if n:
-        stats["reduced_at_receipt"] += n
-        stats["receipt_seconds"] += time.perf_counter() - t0
+    todo = [plan.reductions.get(b.name, ()) for b in blocks]
+    work = [i for i, t in enumerate(todo) if t]
+    if not work:
+        return [()] * len(blocks)
+    if (pool is not None and len(work) > 1
+            and sum(blocks[i].nbytes for i in work) >= PARALLEL_BYTES):
+        done = list(pool.map(lambda i: _reduce(blocks[i], todo[i]), work))
+        stats["receipt_in_parallel"] += 1
+    else:
+        done = [_reduce(blocks[i], todo[i]) for i in work]
+    out = [()] * len(blocks)
+    for i, (states, failed) in zip(work, done):
+        out[i] = states
+        stats["reduced_at_receipt"] += len(states)
+        stats["receipt_failures"] += failed
+    stats["receipt_seconds"] += time.perf_counter() - t0
     return out
+
+
+def _reduce(block, todo):
+    """(states, how many failed) of a block under its array's reductions."""
+    v = np.asarray(block)
+    states, failed = [], 0
+    for rid, fn, args in todo:
+        try:
+            states.append((rid, fn(v, *args)))
+        except Exception:
+            failed += 1
+    return tuple(states), failed
 
 
 def complete(plan, name, states):
