@@ -22,6 +22,7 @@ _Static_assert(sizeof(caudal_event) == 344, "caudal_event changed size");
 _Static_assert(offsetof(caudal_event, message) == 272, "caudal_event moved");
 /* Fields taken from the reserved space, and the arrays of a STEPS event. */
 _Static_assert(offsetof(caudal_receiver_options, gather) == 40, "receiver options moved");
+_Static_assert(offsetof(caudal_receiver_options, spin_us) == 48, "receiver options moved");
 _Static_assert(offsetof(caudal_event, blocks) == 280, "caudal_event moved");
 _Static_assert(offsetof(caudal_event, reserved) == 320, "caudal_event moved");
 _Static_assert(sizeof(caudal_step_block) == 56, "caudal_step_block changed size");
