@@ -129,13 +129,15 @@ def analysis(*arrays, window=1, trigger="and", name=None, timeout=None, reductio
     quantile), called with the same arguments on every step (a histogram
     with a fixed range). Under caudal run, an array whose analyses all
     promise it is not put in Ray's object store once the reductions they
-    call are known (after its first two analysed steps): each node reduces
-    its blocks as they arrive and only the partial states travel. Reading
-    such a step's ``.data`` or ``.blocks``, or a reduction not called on
-    the steps before, then fails for that call with an error naming the
-    array and the step; the reduction is computed from the next steps on.
-    Without it, the same reductions are computed as the blocks arrive too,
-    and the blocks are put as well."""
+    call are known (from its first analysed step, plus the steps the
+    simulation was ahead by): each node reduces its blocks as they arrive
+    and only the partial states travel. Reading such a step's ``.data`` or
+    ``.blocks``, or a reduction not called on the steps before, then fails
+    for that call with an error naming the array and the step; the
+    reduction is computed from the next steps on (docs/deployment.md,
+    "Reductions at receipt"). Without it, the same reductions are computed
+    as the blocks arrive too (once called on two steps in a row), and the
+    blocks are put as well."""
     if not arrays or not all(isinstance(a, str) and a for a in arrays):
         raise ValueError("caudal.analysis needs one or more array names")
     if not isinstance(window, int) or window < 1:

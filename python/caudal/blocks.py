@@ -696,9 +696,7 @@ class ReceivedStep(TreeStep):
         if got is not None:
             return self._merge(got, merge)
         if not self.received.kept():
-            self.fail("%s was not computed at receipt and %s"
-                      % (getattr(fn, "__name__", "the reduction").strip("_"),
-                         self.received.unkept_error()))
+            self.fail(self.received.missed_error(fn))
         tree = self.x.tree()
         g = TreeStep(self.x, *tree) if tree is not None else as_grid(self.x)
         if self.needs:  # deferred for a variable array (require_elements)

@@ -212,7 +212,7 @@ class Driver:
                     layout, functools.partial(blocks.of, name), step,
                     token=blocks.token, tree=blocks.tree(name, self.tree),
                     received=(None if learner is None
-                              else receipt.Received(blocks, name, layout, learner))))
+                              else receipt.Received(blocks, name, layout, learner, self.tree))))
                 updated.add(name)
         self.last_step = step
         called = False

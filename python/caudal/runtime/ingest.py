@@ -104,7 +104,11 @@ class IngestActor:
         self.finished = threading.Event()  # the receiving thread ended
         self.error = None
         self.refused = []  # the first REFUSED_KEPT refusal messages
-        self.stats = collections.Counter(connections_refused=0)  # a key even when none
+        # keys even when none: summary.json says 0, not nothing
+        self.stats = collections.Counter(
+            connections_refused=0, steps_put_together=0, reduced_at_receipt=0,
+            receipt_in_parallel=0, receipt_failures=0, receipt_seconds=0.0, blocks_not_put=0)
+        self.together_high = -1  # the highest step counted in steps_put_together
         self.ranks = set()  # the ranks that connected here
         # array -> [bytes of this node's blocks in one step, variable?], for
         # the store's budget (runtime/budget.py); a variable array's at its
@@ -244,8 +248,9 @@ class IngestActor:
         refs = []
         if packs:
             steps = {b.step for e in evs for b in e.blocks}
-            if len(steps) > 1:
-                self.stats["steps_put_together"] += len(steps)
+            if len(steps) > 1:  # each step once (ranks that connect late bring it again)
+                self.stats["steps_put_together"] += sum(s > self.together_high for s in steps)
+                self.together_high = max(self.together_high, max(steps))
             put = self._put_packed(packs, taken)
         else:
             t = taken[0]

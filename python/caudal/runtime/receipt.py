@@ -29,6 +29,7 @@ not to); a reduction first called on an unkept array is planned at once.
 """
 
 import collections
+import itertools
 import pickle
 import threading
 import time
@@ -37,6 +38,7 @@ from typing import Callable, Dict, FrozenSet, NamedTuple, Tuple
 import numpy as np
 
 IDLE_STEPS = 8  # analysed steps of an array without a call, before a reduction leaves the plan
+DROPPED_KEPT = 256  # reductions that left an unkept array's plan, remembered (Learner.dropped)
 # An event's blocks are reduced on the ingest's threads (the kernels release
 # the GIL) when it holds at least this much: the ranks of a node then cost
 # the receiving thread their largest block's kernels, not all of them in
@@ -108,12 +110,18 @@ class Learner:
                 arrays[name].append(getattr(a, "reductions_only", False))
         self.unkept = frozenset(n for n, only in arrays.items() if all(only))
         self.lock = threading.Lock()
-        self.ids = {}  # (function, pickled arguments) -> id
-        self.calls = {}  # id -> (function, arguments)
+        self.next_id = itertools.count()  # ids are never reused: old steps' states carry them
+        self.ids = {}  # (function, pickled arguments) -> id, while live (see _prune)
+        self.calls = {}  # id -> (function, arguments, the key in ids)
         self.now = collections.defaultdict(set)  # array -> ids called since its last step
         self.before = {}  # array -> ids called on its step before
         self.planned = {}  # array -> {id: analysed steps since its last call}
         self.ever = set()  # (array, id) ever planned: only those can have states
+        # Unkept arrays: reductions called again after they left the plan
+        # (called every few steps) stay for good; the keys that left, the
+        # last DROPPED_KEPT of them, to tell.
+        self.lasting = set()  # (array, key)
+        self.dropped = collections.OrderedDict()  # (array, key) -> None
         self.counts = collections.Counter()
 
     def rid(self, fn, args):
@@ -128,8 +136,8 @@ class Learner:
         with self.lock:
             rid = self.ids.get(key)
             if rid is None:
-                rid = self.ids[key] = len(self.ids)
-                self.calls[rid] = (fn, args)
+                rid = self.ids[key] = next(self.next_id)
+                self.calls[rid] = (fn, args, key)
             return rid
 
     def called(self, array, rid, hit):
@@ -146,30 +154,55 @@ class Learner:
         changed = False
         with self.lock:
             for a in arrays:
-                now = self.now.pop(a, set())
+                # (an id made and pruned between a late call's rid() and called())
+                now = {rid for rid in self.now.pop(a, ()) if rid in self.calls}
                 before = self.before.get(a, set())
                 planned = self.planned.setdefault(a, {})
+                unkept = a in self.unkept
                 for rid in now:
-                    if rid not in planned and (rid in before or a in self.unkept):
+                    if rid not in planned and (rid in before or unkept):
                         changed = True
-                    if rid in planned or rid in before or a in self.unkept:
+                        key = (a, self.calls[rid][2])
+                        if unkept and self.dropped.pop(key, False) is None:
+                            self.lasting.add(key)  # back after it left: periodic
+                    if rid in planned or rid in before or unkept:
                         planned[rid] = 0
                 for rid in [r for r in planned if r not in now]:
                     planned[rid] += 1
-                    if planned[rid] > IDLE_STEPS:
+                    key = (a, self.calls[rid][2])
+                    if planned[rid] > IDLE_STEPS and key not in self.lasting:
                         del planned[rid]
                         changed = True
+                        if unkept:
+                            self.dropped[key] = None
+                            while len(self.dropped) > DROPPED_KEPT:
+                                self.dropped.popitem(last=False)
                 self.before[a] = now
+            self._prune()
             if not changed:
                 return None
-            reductions = {a: tuple((rid,) + self.calls[rid] for rid in sorted(p))
+            reductions = {a: tuple((rid,) + self.calls[rid][:2] for rid in sorted(p))
                           for a, p in self.planned.items() if p}
             self.ever.update((a, rid) for a, p in reductions.items() for rid, _, _ in p)
             return Plan(reductions, self.unkept)
 
+    def _prune(self):
+        """Forget the reductions no array plans or called lately: a
+        histogram over each step's own range is a new one every step."""
+        live = set()
+        for group in (self.planned.values(), self.now.values(), self.before.values()):
+            for ids in group:
+                live.update(ids)
+        if len(self.calls) > len(live):
+            for rid in [r for r in self.calls if r not in live]:
+                del self.ids[self.calls.pop(rid)[2]]
+            self.ever = {(a, r) for a, r in self.ever if r in live}
+
     def summary(self):
         with self.lock:
             return {"reductions_at_receipt": self.counts["reductions_at_receipt"],
+                    "reductions_partly_at_receipt":
+                        self.counts["reductions_partly_at_receipt"],
                     "reductions_from_blocks": self.counts["reductions_from_blocks"],
                     "planned": {a: len(p) for a, p in self.planned.items() if p},
                     "unkept": sorted(self.unkept)}
@@ -179,23 +212,35 @@ class Received:
     """One step of one array as the analyses see its states at receipt
     (StepArray's `received`): what blocks.ReceivedStep asks of it."""
 
-    __slots__ = ("blocks", "array", "layout", "learner")
+    __slots__ = ("blocks", "array", "layout", "learner", "tree")
 
-    def __init__(self, blocks, array, layout, learner):
+    def __init__(self, blocks, array, layout, learner, tree):
         self.blocks = blocks  # report.StepBlocks
         self.array, self.layout, self.learner = array, layout, learner
+        self.tree = tree  # report.Tree: where the blocks without states are reduced
 
     def states(self, fn, args):
         """[(rank, count, state), ...] of fn(block, *args) for every block
-        of the array, computed at receipt; None when some block has none."""
-        learner = self.learner
+        of the array: those computed at receipt, and the others' computed
+        where they were put (a step received partly before the plan); None
+        when no block has it, or a block without it was not put."""
+        learner, array = self.learner, self.array
         rid = learner.rid(fn, args)
         if rid is None:
             return None
         got = None
-        if learner.was_planned(self.array, rid):
-            got = self.blocks.states(self.array, rid)
-        learner.called(self.array, rid, got is not None)
+        if learner.was_planned(array, rid):
+            have, short, lost = self.blocks.states(array, rid)
+            if have and not lost:
+                got = have
+                if short:
+                    from .report import _unwrapped
+
+                    learner.counts["reductions_partly_at_receipt"] += 1
+                    ranks = {rank for rank, _, _ in have}
+                    got += [x for x in _unwrapped(self.tree.calls(
+                        short, array, self.blocks.step, fn, args)) if x[0] not in ranks]
+        learner.called(array, rid, got is not None)
         return got
 
     def kept(self):
@@ -203,9 +248,24 @@ class Received:
         return self.blocks.kept(self.array)
 
     def unkept_error(self):
-        return ("its blocks were not kept: every analysis of %r is declared "
-                "reductions_only, so only the reductions the analyses called on the steps "
-                "before are computed (at receipt), with the same arguments" % self.array)
+        """Why the step's data cannot be read."""
+        return ("its blocks were not kept: every analysis of %r is declared reductions_only "
+                "(caudal.stats' reductions, computed as the blocks arrive); to read its data "
+                "or run other kernels on it, leave reductions_only out" % self.array)
+
+    def missed_error(self, fn):
+        """Why a reduction cannot be computed for the step."""
+        name = KERNELS.get(getattr(fn, "__name__", ""), "this reduction")
+        return ("%s was not computed as its blocks arrived, and they were not kept: every "
+                "analysis of %r is declared reductions_only, and a reduction is computed "
+                "at receipt once an analysis called it with the same arguments, from the "
+                "next steps received on. Call it with the same arguments every step (a "
+                "histogram with range=), or leave reductions_only out" % (name, self.array))
+
+
+# What the errors call caudal.stats' per-block functions.
+KERNELS = {"_moments_block": "moments", "_hist_block": "histogram",
+           "_describe_block": "describe", "_sketch_block": "the quantile sketch"}
 
 
 def fresh(states):

@@ -334,22 +334,32 @@ class StepBlocks:
         return run
 
     def states(self, array, rid):
-        """[(rank, count, state), ...] of reduction `rid` computed at
-        receipt on every block of `array` (copies, which a merge may change
-        in place), or None when a block has none."""
+        """Reduction `rid` as computed at receipt on the blocks of `array`:
+        ([(rank, count, state), ...] of the blocks that have it (copies,
+        which a merge may change in place), the leaves that were put and
+        hold blocks of it without it, whether a block without it was not
+        put). A step's blocks differ when they were received on either side
+        of the plan's arrival: ranks that connect late, or several ingests
+        that each got the plan at their own time."""
         from .receipt import fresh
 
-        out = []
-        for _, meta in self._walked():
+        have, short, lost = [], [], False
+        for leaf, meta in self._walked():
+            missing = False
             for name, rank, count, _, states in meta:
                 if name == array:
                     for r, s in states:
                         if r == rid:
-                            out.append((rank, count, s))
+                            have.append((rank, count, s))
                             break
                     else:
-                        return None
-        return fresh(out) if out else None
+                        missing = True
+            if missing:
+                if leaf.ref is None:
+                    lost = True
+                else:
+                    short.append(leaf)
+        return fresh(have), short, lost
 
     def kept(self, array):
         """Whether every block of `array` in the step was put in the store."""
