@@ -17,7 +17,7 @@ from caudal.stats import _describe_block, _moments_block
 from test_completeness import RANKS, SIM, read_truth, steps_of
 from test_run import caudal_run
 
-STEPS, SHAPE = 30, (32, 24)
+STEPS, SHAPE = 40, (32, 24)
 BINS, RANGE = 16, (0.0, 2.0)
 
 SCRIPT = """
@@ -46,8 +46,11 @@ def stats(t, ctx):
 """ % (BINS, RANGE)
 
 # Back-pressure keeps the ranks a few steps ahead of the analyses, so most
-# steps are received after the plan reached the ingest.
+# steps are received after the plan reached the ingest: at most AHEAD
+# before it (the ring, the head's pending step, the reports in flight and
+# what the ingest took together; 11 seen).
 PACED = ("--ring-depth", "2", "--max-pending", "1")
+AHEAD = 16
 
 
 def heat_run(tmp_path, heat2d, name, env, shape=SHAPE, steps=STEPS):
@@ -229,11 +232,11 @@ def test_reductions_at_receipt_equal_the_blocks_path_bit_for_bit(tmp_path, heat2
     r = summary["receipt"]
     # describe, sketch, and the moments that give the histogram its range
     assert r["planned"] == {"temperature": 3} and r["unkept"] == []
-    assert r["reductions_at_receipt"] >= 3 * (STEPS - 10), r
+    assert r["reductions_at_receipt"] >= 3 * (STEPS - AHEAD), r
     # The data-ranged histogram is never planned: every step from the blocks.
     assert r["reductions_from_blocks"] >= STEPS
     (ingest,) = summary["ingest"]
-    assert ingest["reduced_at_receipt"] >= 2 * 3 * (STEPS - 10)  # 2 ranks, 3 reductions
+    assert ingest["reduced_at_receipt"] >= 2 * 3 * (STEPS - AHEAD)  # 2 ranks, 3 reductions
     assert ingest["blocks_not_put"] == 0 and ingest["puts"] >= STEPS // 2
     assert summary0["receipt"] is None and summary0["ingest"][0]["reduced_at_receipt"] == 0
 
@@ -242,7 +245,7 @@ def test_node_steps_of_a_mib_reduce_on_the_ingests_threads_to_the_same_bits(tmp_
     """2 ranks of 512 KiB: each node-step (1 MiB) is reduced over the
     ingest's threads (receipt.PARALLEL_BYTES); every value is the blocks'
     path's (CAUDAL_RECEIPT=0) to the last bit."""
-    shape, steps = (512, 256), 12
+    shape, steps = (512, 256), 24
     p, at_receipt, summary, fields, errors = heat_run(tmp_path, heat2d, "big", {}, shape, steps)
     assert p.returncode == 0, p.stdout + p.stderr + str(errors)
     q, from_blocks, _, _, _ = heat_run(tmp_path, heat2d, "big0", {"CAUDAL_RECEIPT": "0"},
@@ -252,9 +255,9 @@ def test_node_steps_of_a_mib_reduce_on_the_ingests_threads_to_the_same_bits(tmp_
     for s in range(steps):
         assert at_receipt["hist"][s] == np.histogram(fields[s], BINS, RANGE)[0].tolist()
         assert at_receipt["count"][s] == fields[s].size
-    assert summary["receipt"]["reductions_at_receipt"] >= 3 * (steps - 8)
-    assert summary["ingest"][0]["reduced_at_receipt"] >= 2 * 3 * (steps - 8)
-    assert summary["ingest"][0]["receipt_in_parallel"] >= steps - 8  # node-steps
+    assert summary["receipt"]["reductions_at_receipt"] >= 3 * (steps - AHEAD)
+    assert summary["ingest"][0]["reduced_at_receipt"] >= 2 * 3 * (steps - AHEAD)
+    assert summary["ingest"][0]["receipt_in_parallel"] >= steps - AHEAD  # node-steps
 
 
 def test_reductions_only_puts_no_blocks_and_equals_numpy(tmp_path, heat2d):
@@ -265,8 +268,8 @@ def test_reductions_only_puts_no_blocks_and_equals_numpy(tmp_path, heat2d):
     check_numpy(results, fields, range(STEPS))
     (ingest,) = summary["ingest"]
     # Only the steps received before the plan reached the ingest were put.
-    assert ingest["blocks_not_put"] >= 2 * (STEPS - 10), ingest
-    assert ingest["puts"] <= 10 and ingest["blocks"] == 2 * STEPS
+    assert ingest["blocks_not_put"] >= 2 * (STEPS - AHEAD), ingest
+    assert ingest["puts"] <= AHEAD and ingest["blocks"] == 2 * STEPS
     assert summary["receipt"]["unkept"] == ["temperature"]
 
 
