@@ -507,7 +507,7 @@ def test_a_10000_step_soak_grows_nothing(tmp_path):
     p, mon, results, errors, summary = run_load(
         tmp_path, [sys.executable, SIM, str(SOAK_STEPS), "8", "16", "--out", prefix],
         extra=("--policy", "block", "--max-pending", str(MAX_PENDING)),
-        period=0.05)  # flat out, steps taken together: the run lasts only seconds
+        period=0.02)  # flat out, steps taken together, reduced at receipt: a few seconds
     assert p.returncode == 0, p.output
     means, dropped = oracle(prefix, 2, 2 * 8 * 16)
     assert not dropped and sorted(means) == list(range(SOAK_STEPS))

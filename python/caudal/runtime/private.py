@@ -82,7 +82,10 @@ def private_dir(base=PRIVATE_BASE):
 GUARD = r"""
 import os, shutil, signal, sys, time
 priv = sys.argv[1]
+# Not stopped by what stops the run (a Ctrl-C to the group, a batch system's
+# SIGTERM to every process of the job): its work begins when caudal run ends.
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
 try:
     while os.read(0, 4096):
         pass
