@@ -33,6 +33,16 @@ def test_past_the_spill_threshold_warns_past_the_capacity_refuses():
     assert "--max-pending" in bad.error and "object_store_memory" in bad.error
 
 
+def test_an_unkept_array_warns_never_refuses_and_the_line_says_why():
+    per_node = {"n1": {"t": 10 * MIB, "u": 10 * MIB}}
+    v = budget.check(per_node, {"t": 1, "u": 1}, 8, {"n1": 150 * MIB}, unkept={"t", "u"})
+    assert v.error is None and "may fill past 80%" in v.warning
+    assert v.lines[1].endswith("; t, u put only until their reductions are computed as their "
+                               "blocks arrive (reductions_only): far less then")
+    one = budget.check(per_node, {"t": 1, "u": 1}, 8, {"n1": 150 * MIB}, unkept={"t"})
+    assert one.error and "t put only until its reductions" in one.lines[1]  # u is put: 200 MiB
+
+
 def test_a_node_without_a_known_store_cannot_fit_anything():
     v = budget.check({"x": {"t": 1}}, {}, 1, {})
     assert v.error and "holds 0.0 MiB" in v.error

@@ -476,7 +476,8 @@ def test_a_reductions_only_array_is_not_refused_and_stays_out_of_the_store(tmp_p
         env={"CAUDAL_LOAD_WINDOW": "80", "CAUDAL_LOAD_ONLY": "1",
              "RAY_OVERRIDE_RESOURCES": json.dumps({"object_store_memory": STORE})})
     assert p.returncode == 0, p.output
-    assert "needs up to 99.0 MiB of its 80.0 MiB" in p.output  # said, as a warning
+    assert "needs up to 99.0 MiB of its 80.0 MiB (124%); field put only until its " \
+        "reductions are computed as its blocks arrive (reductions_only)" in p.output  # a warning
     assert summary["memory"]["error"] is None and summary["memory"]["warning"]
     means, dropped = oracle(prefix, ranks, 2 * ROWS * COLS)
     assert not dropped and set(results["mean"]) == set(range(79, steps))

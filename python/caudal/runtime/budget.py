@@ -32,12 +32,15 @@ def steps_held(window, pending):
 
 def check(per_node: Dict[str, Dict[str, int]], windows: Dict[str, int], pending: int,
           capacity: Dict[str, int], names: Optional[Dict[str, str]] = None,
-          variable: Set[str] = frozenset()) -> Verdict:
+          variable: Set[str] = frozenset(), unkept: Set[str] = frozenset()) -> Verdict:
     """`per_node`: node -> array -> bytes of that node's blocks in one step;
     `windows`: array -> the largest window reading it (absent: none does);
     `capacity`: node -> its store's bytes; `names`: node -> how to call it;
     `variable`: arrays whose bytes are their declared capacity, an upper
-    bound: they can make a warning, never a refusal."""
+    bound: they can make a warning, never a refusal; so can `unkept` ones,
+    which all their analyses read as reductions_only: put only until the
+    ingests compute their reductions (runtime/receipt.py), and said so."""
+    variable = set(variable) | set(unkept)
     names = names or {}
     worst = None  # (fraction, node, need, cap)
     certain = 0.0  # the largest fraction counting fixed arrays only
@@ -61,8 +64,13 @@ def check(per_node: Dict[str, Dict[str, int]], windows: Dict[str, int], pending:
     lines = ["memory: a step is %s over %d node(s); each store holds up to W + 2P + %d steps "
              "of an array (window W, --max-pending P=%d: %s)"
              % (_mib(step), len(per_node), IN_FLIGHT, pending, kept),
-             "memory: the busiest store (%s) needs up to %s of its %s (%.0f%%)"
-             % (where, _mib(need), _mib(cap), 100 * frac)]
+             "memory: the busiest store (%s) needs up to %s of its %s (%.0f%%)%s"
+             % (where, _mib(need), _mib(cap), 100 * frac,
+                "; %s put only until %s reductions are computed as %s arrive "
+                "(reductions_only): far less then"
+                % (", ".join(sorted(unkept)), "their" if len(unkept) > 1 else "its",
+                   "their blocks" if len(unkept) > 1 else "its blocks")
+                if unkept else "")]
     fix = ("a smaller window or --max-pending, fewer or smaller arrays, or a larger object "
            "store (ray start --object-store-memory; the embedded Ray: "
            "RAY_OVERRIDE_RESOURCES='{\"object_store_memory\": BYTES}')")

@@ -561,13 +561,14 @@ class Run:
         # the ingests have their plan (receipt.py): like a variable array's
         # capacity, its figure is an upper bound that warns, never refuses.
         learner = self.driver.learner
-        variable |= learner.unkept if learner is not None else set()
+        unkept = learner.unkept if learner is not None else frozenset()
         windows = {}
         for a in self.analyses:
             for name in a.arrays:
                 windows[name] = max(windows.get(name, 0), a.window)
         v = budget.check(per_node, windows, self.args.max_pending, self.capacity,
-                         names={p.node: p.address for p in self.places}, variable=variable)
+                         names={p.node: p.address for p in self.places}, variable=variable,
+                         unkept=unkept)
         self.budget = {"lines": v.lines, "warning": v.warning, "error": v.error}
         for line in v.lines:
             print("caudal run: %s" % line, file=sys.stderr)
