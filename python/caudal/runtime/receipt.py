@@ -140,10 +140,14 @@ class Learner:
                 self.calls[rid] = (fn, args, key)
             return rid
 
-    def called(self, array, rid, hit):
+    def called(self, array, rid, hit, partly=False):
+        """An analysis called reduction `rid` on `array`: answered from the
+        states computed at receipt (hit; partly: with blocks put before the
+        plan reduced where they lie) or from the blocks."""
         with self.lock:
             self.now[array].add(rid)
             self.counts["reductions_at_receipt" if hit else "reductions_from_blocks"] += 1
+            self.counts["reductions_partly_at_receipt"] += partly
 
     def was_planned(self, array, rid):
         return (array, rid) in self.ever
@@ -228,7 +232,7 @@ class Received:
         rid = learner.rid(fn, args)
         if rid is None:
             return None
-        got = None
+        got, short = None, ()
         if learner.was_planned(array, rid):
             have, short, lost = self.blocks.states(array, rid)
             if have and not lost:
@@ -236,11 +240,10 @@ class Received:
                 if short:
                     from .report import _unwrapped
 
-                    learner.counts["reductions_partly_at_receipt"] += 1
                     ranks = {rank for rank, _, _ in have}
                     got += [x for x in _unwrapped(self.tree.calls(
                         short, array, self.blocks.step, fn, args)) if x[0] not in ranks]
-        learner.called(array, rid, got is not None)
+        learner.called(array, rid, got is not None, partly=got is not None and bool(short))
         return got
 
     def kept(self):
