@@ -237,7 +237,9 @@ def test_reductions_at_receipt_equal_the_blocks_path_bit_for_bit(tmp_path, heat2
     assert r["reductions_from_blocks"] >= STEPS
     (ingest,) = summary["ingest"]
     assert ingest["reduced_at_receipt"] >= 2 * 3 * (STEPS - AHEAD)  # 2 ranks, 3 reductions
-    assert ingest["blocks_not_put"] == 0 and ingest["puts"] >= STEPS // 2
+    # Every block put all the same (how many steps share a put is the
+    # ranks' lead, not a fact of the run: CI once saw 40 steps in 4 puts).
+    assert ingest["blocks_not_put"] == 0 and ingest["puts"] >= 1
     assert summary0["receipt"] is None and summary0["ingest"][0]["reduced_at_receipt"] == 0
 
 
