@@ -107,13 +107,14 @@ def test_in_situ_on_two_nodes_equals_one_node(hosts, single_node, heat2d, tmp_pa
         assert abs(results["mean"][step] - m) <= 1e-12 * abs(m)
 
     # One ingest per node, each took its own host's ranks: 0-1 on node1,
-    # 2-3 on node2 (mpiexec's blocks of ranks), a block each per step, one
-    # report per step.
+    # 2-3 on node2 (mpiexec's blocks of ranks), a block each per step, at
+    # most one report per step (steps that come faster than
+    # ingest.REPORT_LINGER share one), never one per rank.
     ingest = sorted(summary["ingest"], key=lambda i: i["host"])
     assert [i["host"] for i in ingest] == [node1.ip, node2.ip]
     assert [i["ranks_connected"] for i in ingest] == [[[0, 1]], [[2, 3]]]
     assert [i["blocks"] for i in ingest] == [2 * STEPS, 2 * STEPS]
-    assert all(STEPS <= i["reports"] <= STEPS + 2 for i in ingest), ingest
+    assert all(1 <= i["reports"] <= STEPS + 2 for i in ingest), ingest
     assert all(i["endpoint"].startswith("unix:") for i in ingest)
 
     # Each block lived on its rank's node and its kernel ran there.

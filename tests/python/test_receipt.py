@@ -338,6 +338,39 @@ def particles(p, ctx):
 """
 
 
+def test_steps_faster_than_the_report_linger_share_reports_and_stay_exact(tmp_path):
+    """Ranks that step every 4 ms, faster than ingest.REPORT_LINGER: the
+    ingest sends one report per linger with the steps that came meanwhile
+    (each report costs the head and the driver the same whatever it
+    carries), not one per step as it would for ranks that the ingest keeps
+    up with; every step is analysed and equals what the ranks put."""
+    from caudal.runtime.ingest import REPORT_LINGER
+
+    script = tmp_path / "receipt.py"
+    script.write_text(PARTICLES)
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    steps, pace = 150, 0.004
+    assert pace < REPORT_LINGER / 2
+    p, results, run_dir = caudal_run(tmp_path, script,
+                                     [sys.executable, SIM, str(steps), str(truth),
+                                      "--pace", str(pace)], ranks=RANKS)
+    assert p.returncode == 0, p.stdout + p.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    truth = read_truth(truth)
+    assert sorted(results["fmean"]) == sorted(results["phist"]) == list(range(steps))
+    for s in range(steps):
+        f = np.concatenate([s * 10000.0 + r * 100.0 + np.arange(12.0) for r in range(RANKS)])
+        assert results["fmean"][s] == pytest.approx(f.mean(), rel=1e-13)
+        assert sum(truth[s][r][2] for r in range(RANKS)) == f.sum()  # the sim's own
+        parts = [s * 1000.0 + r * 100.0 + np.arange(truth[s][r][0]) for r in range(RANKS)]
+        assert results["phist"][s] == np.histogram(np.concatenate(parts), 10,
+                                                   (0.0, 1e5))[0].tolist(), s
+    (ingest,) = summary["ingest"]
+    assert ingest["blocks"] == RANKS * 2 * steps
+    assert ingest["reports"] <= steps // 2, ingest
+
+
 @pytest.mark.parametrize("policy", ["block", "drop"])
 def test_reductions_only_over_fixed_and_variable_arrays_under_both_policies(tmp_path, policy):
     """_particles_sim: a fixed array and a variable-length one whose ranks'

@@ -11,8 +11,9 @@ their slots back, and reports the step to the head (or its relay) in one
 call per node and step: a report.Part, made by report.Ranks from the blocks
 (a catalog.BlockRef each: the list, the index, this node) and the ranks'
 progress, which says what the head needs in a few numbers and carries the
-blocks packed, so that the head's work does not grow with the ranks. Blocks
-the receiver hands out before their step is complete (a rank whose inline
+blocks packed, so that the head's work does not grow with the ranks; the
+steps of small blocks that come faster than REPORT_LINGER share a report.
+Blocks the receiver hands out before their step is complete (a rank whose inline
 blocks of one step pass max_held_bytes) are put at once and reported with
 their step. Up to report.IN_FLIGHT calls are outstanding, so the thread
 puts the next step's blocks while the head takes the last one (the head
@@ -58,6 +59,15 @@ PACK_MAX_MEAN = 64 << 10
 # store under its budget: not done.)
 STEPS_PER_PUT = 32
 TOGETHER_BYTES = 4 << 20
+# While steps come faster than this, an ingest sends one report per
+# REPORT_LINGER seconds, with the steps that arrived meanwhile: a report
+# costs the head and the driver a few milliseconds of CPU in Ray's call
+# machinery whatever it carries (bench_peers' CPU part), so a fast
+# simulation's steps share it, and a step waits at most this long for its
+# report. Steps that come slower go at once, as before. Only steps taken
+# together (small or unput blocks, up to TOGETHER_BYTES): large blocks are
+# put and reported one step at a time, as the memory budget counts them.
+REPORT_LINGER = 0.02
 # Per-rank path only: held in slots (or inline buffers) while a step completes
 BATCH_BYTES = 64 << 20
 REFUSED_KEPT = 5  # refusal messages kept (and printed) in full; the rest are counted
@@ -109,6 +119,7 @@ class IngestActor:
             connections_refused=0, steps_put_together=0, reduced_at_receipt=0,
             receipt_in_parallel=0, receipt_failures=0, receipt_seconds=0.0, blocks_not_put=0)
         self.together_high = -1  # the highest step counted in steps_put_together
+        self.last_report = -REPORT_LINGER  # time.monotonic() of the last report
         self.ranks = set()  # the ranks that connected here
         # array -> [bytes of this node's blocks in one step, variable?], for
         # the store's budget (runtime/budget.py); a variable array's at its
@@ -296,8 +307,9 @@ class IngestActor:
 
     def _ahead(self, ev):
         """ev received, and when its kept blocks are small (packed), the
-        steps events with small blocks waiting behind it, up to
-        TOGETHER_BYTES and STEPS_PER_PUT, each received and packed as it is
+        steps events with small blocks waiting behind it or arriving until
+        REPORT_LINGER after the last report, up to TOGETHER_BYTES and
+        STEPS_PER_PUT, each received and packed as it is
         taken (its slots given back at once: no rank's ring is held while
         more are taken): ([_Taken, ...], their packs or None for large
         blocks, the first event not taken or None)."""
@@ -306,8 +318,10 @@ class IngestActor:
         if (first.blocks and not self._packed(first.blocks)) or nbytes > TOGETHER_BYTES:
             return [first], None, None
         taken, packs = [first], [_pack(first.blocks)]
+        linger_until = self.last_report + REPORT_LINGER
         while len(taken) < STEPS_PER_PUT:
-            nxt = self.receiver.next(0)
+            wait = linger_until - time.monotonic()
+            nxt = self.receiver.next(int(wait * 1000) if wait > 0 else 0)
             if nxt is None:
                 break
             if nxt.type != "steps":
@@ -381,6 +395,7 @@ class IngestActor:
 
     def _send_report(self, refs, progress=()):
         self.stats["reports"] += 1
+        self.last_report = time.monotonic()
         self.up.report(refs, progress=progress)
 
     def _goodbye(self, ev):
