@@ -29,9 +29,10 @@ one call), and so do their goodbyes (`ranks_done`); dropped once per rank's
 range of drops; through the relays, never per step.
 """
 
-import asyncio
 import collections
+import functools
 import math
+import threading
 import time
 from typing import Any, NamedTuple, Tuple
 
@@ -84,7 +85,12 @@ def start_head(nranks, max_pending=8, ingests=(), group=GROUP, where=None, head_
     if group < 2 or head_children < 1:
         raise ValueError("a relay takes at least 2 children and the head 1, not %d and %d"
                          % (group, head_children))
-    head = HeadActor.remote(nranks, max_pending)
+    from .report import IN_FLIGHT
+
+    # A thread per call that may wait: each child's reports in flight, and
+    # the driver's take beside them.
+    head = HeadActor.options(max_concurrency=head_children * IN_FLIGHT + 16).remote(
+        nranks, max_pending)
     ingests = list(ingests)
     sizes = []  # relays per level, bottom up
     n = len(ingests)
@@ -103,6 +109,18 @@ def start_head(nranks, max_pending=8, ingests=(), group=GROUP, where=None, head_
     if not sizes:
         return head, {name: head for name in ingests}
     return head, {name: above[i // group] for i, name in enumerate(ingests)}
+
+
+def _locked(method):
+    """The head is a threaded actor (a call costs it about a third less CPU
+    than on an asyncio actor: docs/architecture.md), its calls run at once:
+    each method holds the lock of its condition, as the event loop's one
+    thread ran one at a time."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self.changed:
+            return method(self, *args, **kwargs)
+    return locked
 
 
 @ray.remote(num_cpus=0)
@@ -127,7 +145,7 @@ class HeadActor:
         self.skipped = collections.defaultdict(list)  # array -> [[first, last], ...] not analysed
         self.lost = {}  # rank -> why it left without goodbye
         self.lost_at = {}  # rank -> when (a launcher ends all ranks when one fails)
-        self.changed = asyncio.Condition()
+        self.changed = threading.Condition()
         self.next_report = collections.defaultdict(int)  # child -> number of its next report
         self.calls = 0  # reports taken, for bench/bench_head.py
         self.introductions = 0  # introduce calls taken
@@ -135,7 +153,8 @@ class HeadActor:
 
     # ---- from the ingest actors (or the relays) -------------------------
 
-    async def introduce(self, said):
+    @_locked
+    def introduce(self, said):
         """A node's ranks' introductions, in the order they came
         (report.Reporter): (rank, size) when a rank connected, its
         Declarations as it declared its arrays."""
@@ -148,7 +167,7 @@ class HeadActor:
                 if size != self.nranks:
                     self._declaration_error("rank %d says the run has %d ranks, caudal run "
                                             "started %d" % (rank, size, self.nranks))
-        await self._notify()
+        self._notify()
 
     def _declare(self, decl):
         name = decl.name
@@ -163,13 +182,13 @@ class HeadActor:
                 self.needed[name] = len(layout.blocks_needed())
                 self.built.append((name, layout))
 
-    async def report(self, child, seq, part, urgent=False):
+    def report(self, child, seq, part, urgent=False):
         """A child's report.Part; a child keeps a few in flight, and they
         are applied in the order it sent them (seq). `child` names it: an
         ingest (its node in situ, one of several on a node in transit) or a
         relay. `urgent` is for relays (the head applies every part at once)."""
-        async with self.changed:
-            await self.changed.wait_for(lambda: self.next_report[child] == seq and
+        with self.changed:
+            self.changed.wait_for(lambda: self.next_report[child] == seq and
                                         len(self.ready) < self.max_pending)
             self.next_report[child] = seq + 1
             self.calls += 1
@@ -184,14 +203,17 @@ class HeadActor:
             self._advance()
             self.changed.notify_all()
 
-    async def dropped(self, rank, first, last, count):
+    @_locked
+    def dropped(self, rank, first, last, count):
         self.drops[rank] += count
         _add_range(self.drop_ranges[rank], first, last)
 
-    async def reported(self, rank, key, value):
+    @_locked
+    def reported(self, rank, key, value):
         self.values[(rank, key)] = value
 
-    async def ranks_done(self, byes):
+    @_locked
+    def ranks_done(self, byes):
         """Ranks that left, in the order they left: (rank, clean, counters
         or message); what that decides came before, in their ingest's part."""
         self.goodbyes += 1
@@ -201,35 +223,35 @@ class HeadActor:
                 self.lost[rank] = str(info)
                 self.lost_at[rank] = time.time()  # a batch's ranks keep their order
                 self.errors.append("rank %d left without goodbye: %s" % (rank, info))
-        await self._notify()
+        self._notify()
 
-    async def ingest_failed(self, ingest, message):
+    @_locked
+    def ingest_failed(self, ingest, message):
         self.errors.append(message)
-        await self._notify()
+        self._notify()
 
     # ---- for the driver -----------------------------------------------
 
-    async def take(self, timeout, nlayouts=0):
+    def take(self, timeout, nlayouts=0):
         """Complete steps in order (CompleteStep), whether the run is over
         (every rank left and nothing is pending), the declaration errors
         so far (caudal run stops the run for them), and the layouts built
         since the first `nlayouts` ((array, Layout) pairs: a step names its
         arrays, the driver keeps their layouts)."""
-        async with self.changed:
+        with self.changed:
             if not self.ready and not self._over():
-                try:
-                    await asyncio.wait_for(self.changed.wait(), timeout)
-                except asyncio.TimeoutError:
-                    pass
+                self.changed.wait(timeout)
             out = list(self.ready)
             self.ready.clear()
             self.changed.notify_all()
         return out, self._over(), list(self.declaration_errors), self.built[nlayouts:]
 
-    async def value(self, rank, key):
+    @_locked
+    def value(self, rank, key):
         return self.values.get((rank, key))
 
-    async def summary(self):
+    @_locked
+    def summary(self):
         counters = {r: info for r, (clean, info) in self.done.items() if clean}
         skipped_count = {name: sum(b - a + 1 for a, b in rs) for name, rs in self.skipped.items()}
         dropped = sum(self.drops.values())
@@ -331,9 +353,8 @@ class HeadActor:
         if floor != math.inf:
             self.decided = floor
 
-    async def _notify(self):
-        async with self.changed:
-            self.changed.notify_all()
+    def _notify(self):
+        self.changed.notify_all()  # under the lock: every caller holds it
 
 
 def _add_range(ranges, first, last):
