@@ -189,7 +189,7 @@ class HeadActor:
         relay. `urgent` is for relays (the head applies every part at once)."""
         with self.changed:
             self.changed.wait_for(lambda: self.next_report[child] == seq and
-                                        len(self.ready) < self.max_pending)
+                                  len(self.ready) < self.max_pending)
             self.next_report[child] = seq + 1
             self.calls += 1
             self.children[child] = (part.ranks, part.floor)
@@ -244,7 +244,7 @@ class HeadActor:
             out = list(self.ready)
             self.ready.clear()
             self.changed.notify_all()
-        return out, self._over(), list(self.declaration_errors), self.built[nlayouts:]
+            return out, self._over(), list(self.declaration_errors), self.built[nlayouts:]
 
     @_locked
     def value(self, rank, key):

@@ -13,9 +13,9 @@ call per node and step: a report.Part, made by report.Ranks from the blocks
 progress, which says what the head needs in a few numbers and carries the
 blocks packed, so that the head's work does not grow with the ranks; the
 steps of small blocks that come faster than REPORT_LINGER share a report.
-Blocks the receiver hands out before their step is complete (a rank whose inline
-blocks of one step pass max_held_bytes) are put at once and reported with
-their step. Up to report.IN_FLIGHT calls are outstanding, so the thread
+Blocks the receiver hands out before their step is complete (a rank whose
+inline blocks of one step pass max_held_bytes) are put at once and reported
+with their step. Up to report.IN_FLIGHT calls are outstanding, so the thread
 puts the next step's blocks while the head takes the last one (the head
 applies a node's reports in their order); a call the thread will wait for
 is marked urgent, so that a relay does not hold it back (relay.py).

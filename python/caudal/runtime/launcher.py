@@ -430,10 +430,10 @@ class Run:
         # Each on its node: it listens there, and the blocks it puts are born
         # in that node's store.
         self.places = places
-        cpus = {n["NodeID"]: int(n["Resources"].get("CPU", 1)) for n in alive}
+        cores = {n["NodeID"]: max(1, int(n["Resources"].get("CPU", 1))) for n in alive}
         self.ingests = [IngestActor.options(
-            max_concurrency=CONTROL_THREADS + max(1, cpus.get(p.node, 1)), **on_node(p.node)
-        ).remote(p.listen, token, targets[p.name], p.node, p.name, max(1, cpus.get(p.node, 1)))
+            max_concurrency=CONTROL_THREADS + cores.get(p.node, 1), **on_node(p.node)
+        ).remote(p.listen, token, targets[p.name], p.node, p.name, cores.get(p.node, 1))
             for p in places]
         # The kernels run in them (blocks.RAY.executors): one per node;
         # reductions over many nodes go down the relays (report.Tree).

@@ -238,11 +238,9 @@ class Received:
             if have and not lost:
                 got = have
                 if short:
-                    from .report import _unwrapped
-
                     ranks = {rank for rank, _, _ in have}
-                    got += [x for x in _unwrapped(self.tree.calls(
-                        short, array, self.blocks.step, fn, args)) if x[0] not in ranks]
+                    got += [x for x in self.tree.gather(short, array, self.blocks.step, fn, args)
+                            if x[0] not in ranks]
         learner.called(array, rid, got is not None, partly=got is not None and bool(short))
         return got
 

@@ -329,7 +329,7 @@ class StepBlocks:
             with self.lock:
                 if self.arrays is not None:  # resolved meanwhile: no tree
                     return None
-            return _unwrapped(tree.calls(handles, array, step, fn, args))
+            return tree.gather(handles, array, step, fn, args)
 
         return run
 
@@ -402,6 +402,12 @@ class Tree:
     def __init__(self, executors=None, relays=None):
         self.executors = {} if executors is None else executors
         self.relays = {} if relays is None else relays
+
+    def gather(self, handles, array, step, fn, args):
+        """[(rank, count, fn(block, *args)), ...] for every block of `array`
+        below `handles`, run where each lies; a refusal raises the
+        KernelError that names the block."""
+        return _unwrapped(self.calls(handles, array, step, fn, args))
 
     def calls(self, handles, array, step, fn, args):
         """The calls that run fn(block, *args) on every block of `array`
