@@ -338,6 +338,21 @@ def particles(p, ctx):
 """
 
 
+def check_particles(results, truth):
+    """Every step PARTICLES analysed (both arrays alike) equals what
+    _particles_sim's ranks put: its values, and their own record of the
+    field's sum."""
+    assert set(results["phist"]) == set(results["fmean"])
+    for s in results["fmean"]:
+        f = np.concatenate([s * 10000.0 + r * 100.0 + np.arange(12.0) for r in range(RANKS)])
+        assert results["fcount"][s] == f.size and results["fmax"][s] == f.max()
+        assert results["fmean"][s] == pytest.approx(f.mean(), rel=1e-13)
+        assert sum(truth[s][r][2] for r in range(RANKS)) == f.sum()  # the sim's own
+        parts = [s * 1000.0 + r * 100.0 + np.arange(truth[s][r][0]) for r in range(RANKS)]
+        assert results["phist"][s] == np.histogram(np.concatenate(parts), 10,
+                                                   (0.0, 1e5))[0].tolist(), s
+
+
 def test_steps_faster_than_the_report_linger_share_reports_and_stay_exact(tmp_path):
     """Ranks that step every 4 ms, faster than ingest.REPORT_LINGER: the
     ingest sends one report per linger with the steps that came meanwhile
@@ -358,14 +373,8 @@ def test_steps_faster_than_the_report_linger_share_reports_and_stay_exact(tmp_pa
     assert p.returncode == 0, p.stdout + p.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     truth = read_truth(truth)
-    assert sorted(results["fmean"]) == sorted(results["phist"]) == list(range(steps))
-    for s in range(steps):
-        f = np.concatenate([s * 10000.0 + r * 100.0 + np.arange(12.0) for r in range(RANKS)])
-        assert results["fmean"][s] == pytest.approx(f.mean(), rel=1e-13)
-        assert sum(truth[s][r][2] for r in range(RANKS)) == f.sum()  # the sim's own
-        parts = [s * 1000.0 + r * 100.0 + np.arange(truth[s][r][0]) for r in range(RANKS)]
-        assert results["phist"][s] == np.histogram(np.concatenate(parts), 10,
-                                                   (0.0, 1e5))[0].tolist(), s
+    assert sorted(results["fmean"]) == list(range(steps))
+    check_particles(results, truth)
     (ingest,) = summary["ingest"]
     assert ingest["blocks"] == RANKS * 2 * steps
     assert ingest["reports"] <= steps // 2, ingest
@@ -394,15 +403,7 @@ def test_reductions_only_over_fixed_and_variable_arrays_under_both_policies(tmp_
     assert p.returncode == 0, p.stdout + p.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     truth = read_truth(truth)
-    for s, counts in results["phist"].items():
-        parts = [s * 1000.0 + r * 100.0 + np.arange(truth[s][r][0]) for r in range(RANKS)]
-        assert counts == np.histogram(np.concatenate(parts), 10, (0.0, 1e5))[0].tolist(), s
-    for s in results["fmean"]:
-        f = np.concatenate([s * 10000.0 + r * 100.0 + np.arange(12.0) for r in range(RANKS)])
-        assert results["fcount"][s] == f.size and results["fmax"][s] == f.max()
-        assert results["fmean"][s] == pytest.approx(f.mean(), rel=1e-13)
-        assert truth[s][0][2] + truth[s][1][2] + truth[s][2][2] == f.sum()  # the sim's own
-    assert set(results["phist"]) == set(results["fmean"])
+    check_particles(results, truth)
     dropped = steps_of(summary["drops_by_rank"].get("1", []))
     if policy == "drop":
         assert dropped and steps_of(summary["steps_skipped"]["particles"]) == dropped
