@@ -88,7 +88,9 @@ SlurmdParameters=config_overrides
 KillWait=30
 MessageTimeout=30
 InactiveLimit=0
-MinJobAge=2
+# sbatch --wait reads the exit code from the job's record: a record purged
+# before sbatch polls it (it polls every few seconds) makes sbatch exit 0.
+MinJobAge=300
 {nodes}
 PartitionName=test Nodes={names} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 """
