@@ -189,8 +189,12 @@ def test_an_events_blocks_are_reduced_on_the_pools_threads_as_they_are_in_turn()
         assert np.array_equal(many[i][1][1], one[i][1][1])
         assert many[i][1][1][:16].tolist() == np.histogram(x, 16, (0.0, 2.0))[0].tolist()
     assert many[-1] == one[-1] == ()  # both kernels refuse complex values
+    # the kernels' CPU, on whichever thread ran them: some, and serially
+    # within the receipt's wall time
+    assert 0 < serial["kernel_cpu_seconds"] <= serial["receipt_seconds"]
+    assert parallel["kernel_cpu_seconds"] > 0
     for counts in (serial, parallel):
-        del counts["receipt_seconds"]
+        del counts["receipt_seconds"], counts["kernel_cpu_seconds"]
     assert parallel.pop("receipt_in_parallel") == 1
     assert serial == parallel == {"reduced_at_receipt": 12, "receipt_failures": 2}
 

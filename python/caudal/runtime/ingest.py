@@ -67,7 +67,11 @@ TOGETHER_BYTES = 4 << 20
 # report. Steps that come slower go at once, as before. Only steps taken
 # together (small or unput blocks, up to TOGETHER_BYTES): large blocks are
 # put and reported one step at a time, as the memory budget counts them.
-REPORT_LINGER = 0.02
+# bench_peers' CPU part at 8 MiB steps flat out (about 50 steps/s), Caudal's
+# CPU per step over the issue's line: 20 ms 1.73 (2 steps a report), 50 ms
+# 1.27 (4.4), 100 ms 1.05 (9): past 50 ms the steps' own costs dominate,
+# while a step's added wait keeps growing.
+REPORT_LINGER = 0.05
 # Per-rank path only: held in slots (or inline buffers) while a step completes
 BATCH_BYTES = 64 << 20
 REFUSED_KEPT = 5  # refusal messages kept (and printed) in full; the rest are counted
@@ -117,7 +121,10 @@ class IngestActor:
         # keys even when none: summary.json says 0, not nothing
         self.stats = collections.Counter(
             connections_refused=0, steps_put_together=0, reduced_at_receipt=0,
-            receipt_in_parallel=0, receipt_failures=0, receipt_seconds=0.0, blocks_not_put=0)
+            receipt_in_parallel=0, receipt_failures=0, receipt_seconds=0.0, blocks_not_put=0,
+            kernel_cpu_seconds=0.0)
+        # run() is called on several actor threads; its CPU is added under this
+        self.run_lock = threading.Lock()
         self.together_high = -1  # the highest step counted in steps_put_together
         self.last_report = -REPORT_LINGER  # time.monotonic() of the last report
         self.ranks = set()  # the ranks that connected here
@@ -141,8 +148,16 @@ class IngestActor:
         """fn(*args) here, next to the blocks this actor put: the kernels'
         per-block work (blocks.RAY.executors), on the actor's threads (the
         C kernels release the GIL), so that no Ray worker process is needed
-        for them."""
-        return fn(*args)
+        for them. Its CPU on this thread counts as the kernels' (the
+        summary's kernel_cpu_seconds: what the analyses' own work cost,
+        apart from Caudal's)."""
+        t0 = time.thread_time()
+        try:
+            return fn(*args)
+        finally:
+            cpu = time.thread_time() - t0
+            with self.run_lock:
+                self.stats["kernel_cpu_seconds"] += cpu
 
     def set_plan(self, plan):
         """The driver's receipt.Plan, for the events from now on (one

@@ -72,24 +72,27 @@ def compute(plan, blocks, stats, pool=None):
     else:
         done = [_reduce(blocks[i], todo[i]) for i in work]
     out = [()] * len(blocks)
-    for i, (states, failed) in zip(work, done):
+    for i, (states, failed, cpu) in zip(work, done):
         out[i] = states
         stats["reduced_at_receipt"] += len(states)
         stats["receipt_failures"] += failed
+        stats["kernel_cpu_seconds"] += cpu
     stats["receipt_seconds"] += time.perf_counter() - t0
     return out
 
 
 def _reduce(block, todo):
-    """(states, how many failed) of a block under its array's reductions."""
+    """(states, how many failed, the functions' CPU seconds on this thread)
+    of a block under its array's reductions."""
     v = np.asarray(block)
     states, failed = [], 0
+    t0 = time.thread_time()
     for rid, fn, args in todo:
         try:
             states.append((rid, fn(v, *args)))
         except Exception:
             failed += 1
-    return tuple(states), failed
+    return tuple(states), failed, time.thread_time() - t0
 
 
 def complete(plan, name, states):
