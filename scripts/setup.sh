@@ -49,6 +49,25 @@ if ! [ -x /usr/sbin/slurmd ] || ! [ -x /usr/sbin/munged ]; then
     fi
 fi
 
+# examples/lammps and tests/python/test_lammps.py: Debian's LAMMPS library,
+# built against Open MPI. Installing Open MPI makes it the default mpicc and
+# mpiexec (Debian's alternatives rank it above MPICH), so MPICH is set back:
+# the project's MPI stays MPICH, and the LAMMPS driver uses Open MPI by name.
+if ! [ -e /usr/include/lammps/library.h ] || ! command -v mpirun.openmpi >/dev/null ||
+   ! command -v pkg-config >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "== installing LAMMPS's library (with Open MPI) and pkg-config from Debian"
+        apt_install liblammps-dev pkg-config
+    else
+        echo "setup: LAMMPS's library not found, the LAMMPS tests will be skipped" \
+             "(sudo apt-get install liblammps-dev pkg-config)" >&2
+    fi
+fi
+if [ "$(id -u)" = 0 ] && [ -x /usr/bin/mpicc.mpich ] && [ -x /usr/bin/mpirun.mpich ]; then
+    update-alternatives --set mpi /usr/bin/mpicc.mpich >/dev/null
+    update-alternatives --set mpirun /usr/bin/mpirun.mpich >/dev/null
+fi
+
 # The fuzzers (scripts/fuzz.sh) need clang and its libFuzzer runtime, which
 # Debian ships apart (libclang-rt-dev, only recommended by clang).
 libfuzzer_links() {
