@@ -197,6 +197,18 @@ int cdk_label_stats(const int32_t *labels, int ndim, const int64_t *start,
 int cdk_pointstats_add(const void *data, int dtype, int64_t n, int64_t *num, double *mean,
                        double *m2, double *min, double *max);
 
+/* ---- molecular dynamics (md.c): one rank's atoms */
+
+/* Per type t, mv2[t] += sum of mass[t] * |v_i|^2 over the atoms of type t and
+ * count[t] += their number. v holds 3n velocities (x0 y0 z0 x1 ...), type n
+ * types, mass/mv2/count nmass entries each (index 0 unused, as LAMMPS's
+ * per-type masses). Each atom adds (vx*vx + vy*vy + vz*vz) * mass[t] in atom
+ * order, LAMMPS's compute temp expression, so that a rank's sum is LAMMPS's
+ * to the bit. An atom whose type is outside 1..nmass-1: CDK_ERR_ARG, its
+ * index in *bad (nothing added). */
+int cdk_md_kinetic(const double *v, const int32_t *type, int64_t n, const double *mass,
+                   int64_t nmass, double *mv2, int64_t *count, int64_t *bad);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,7 +15,8 @@ Kernels (C, run next to the blocks): ``caudal.stats`` (moments,
 histograms, quantiles), ``caudal.stencil`` (gradient, Laplacian, divergence,
 curl), ``caudal.extract`` (coarsening, slices), ``caudal.features``
 (connected components), ``caudal.temporal`` (per-point statistics over
-time); ``caudal.blocks`` runs any function next to each block.
+time), ``caudal.md`` (molecular dynamics: kinetic energy and temperature of
+the atoms ranks publish); ``caudal.blocks`` runs any function next to each block.
 
 ``CaudalError``
     Raised by every failing call; ``.status`` is one of the ``ERR_*``
@@ -59,7 +60,7 @@ from ._caudal import (  # noqa: F401
 )
 
 # The kernels: one call each over a StepArray, a Dask or a NumPy array.
-from . import blocks, extract, features, stats, stencil, temporal  # noqa: F401,E402
+from . import blocks, extract, features, md, stats, stencil, temporal  # noqa: F401,E402
 
 __version__ = "%d.%d.%d" % (
     _caudal.VERSION_MAJOR,
@@ -113,6 +114,7 @@ __all__ = [
     "blocks",
     "extract",
     "features",
+    "md",
     "stats",
     "stencil",
     "temporal",

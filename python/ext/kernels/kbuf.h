@@ -36,6 +36,7 @@ PyObject *kbuf_raise(int status, const char *where);
 extern PyMethodDef kstats_methods[];  /* bind_stats.c: moments, histograms */
 extern PyMethodDef kfields_methods[]; /* bind_fields.c: stencils, coarsening,
                                          labels, per-point statistics */
+extern PyMethodDef kmd_methods[];    /* bind_md.c: molecular dynamics */
 /* bind_stats.c also defines the Sketch type; module.c adds it. */
 extern PyTypeObject KSketch_Type;
 

@@ -112,6 +112,7 @@ PyMODINIT_FUNC PyInit__kernels(void)
     if (!m)
         return NULL;
     if (add_methods(m, kstats_methods) < 0 || add_methods(m, kfields_methods) < 0 ||
+        add_methods(m, kmd_methods) < 0 ||
         PyType_Ready(&KSketch_Type) < 0 ||
         PyModule_AddObjectRef(m, "Sketch", (PyObject *)&KSketch_Type) < 0 ||
         PyModule_AddIntConstant(m, "MAX_DIMS", CDK_MAX_DIMS) < 0) {

@@ -1,0 +1,53 @@
+/* bind_md.c - the molecular dynamics kernels (kernels/md.c) for Python. */
+#include "kbuf.h"
+
+static PyObject *k_md_kinetic(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o[5];
+    if (!PyArg_ParseTuple(args, "OOOOO:md_kinetic", &o[0], &o[1], &o[2], &o[3], &o[4]))
+        return NULL;
+    kbuf b[5]; /* v, type, mass, mv2, count */
+    memset(b, 0, sizeof b);
+    PyObject *res = NULL;
+    if (kbuf_get(o[0], "v", 0, 0, &b[0]) < 0 || kbuf_expect(&b[0], "v", CAUDAL_FLOAT64, -1) < 0 ||
+        kbuf_get(o[1], "type", 0, 0, &b[1]) < 0 ||
+        kbuf_expect(&b[1], "type", CAUDAL_INT32, -1) < 0 ||
+        kbuf_get(o[2], "mass", 0, 0, &b[2]) < 0 ||
+        kbuf_expect(&b[2], "mass", CAUDAL_FLOAT64, -1) < 0 ||
+        kbuf_get(o[3], "mv2", 1, 0, &b[3]) < 0 ||
+        kbuf_expect(&b[3], "mv2", CAUDAL_FLOAT64, b[2].n) < 0 ||
+        kbuf_get(o[4], "count", 1, 0, &b[4]) < 0 ||
+        kbuf_expect(&b[4], "count", CAUDAL_INT64, b[2].n) < 0)
+        goto done;
+    if (b[0].n != 3 * b[1].n) {
+        PyErr_Format(PyExc_ValueError, "md_kinetic: %lld velocities for %lld atoms (3 per atom)",
+                     (long long)b[0].n, (long long)b[1].n);
+        goto done;
+    }
+    int rc;
+    int64_t bad = -1;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cdk_md_kinetic(b[0].view.buf, b[1].view.buf, b[1].n, b[2].view.buf, b[2].n,
+                        b[3].view.buf, b[4].view.buf, &bad);
+    Py_END_ALLOW_THREADS
+    if (rc == CDK_OK)
+        res = Py_NewRef(Py_None);
+    else if (bad >= 0)
+        PyErr_Format(PyExc_ValueError, "md_kinetic: atom %lld has type %d, outside 1..%lld",
+                     (long long)bad, (int)((const int32_t *)b[1].view.buf)[bad],
+                     (long long)b[2].n - 1);
+    else
+        kbuf_raise(rc, "md_kinetic");
+done:
+    for (int i = 0; i < 5; i++)
+        kbuf_release(&b[i]);
+    return res;
+}
+
+PyMethodDef kmd_methods[] = {
+    {"md_kinetic", k_md_kinetic, METH_VARARGS,
+     "md_kinetic(v, type, mass, mv2, count) -> None\n\n"
+     "Per type t: mv2[t] += sum of mass[t] * |v|^2, count[t] += atoms (v float64\n"
+     "3n, type int32 n, mass/mv2 float64 and count int64 of ntypes + 1)."},
+    {NULL, NULL, 0, NULL}};
