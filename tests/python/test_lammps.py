@@ -1,0 +1,163 @@
+"""LAMMPS, unchanged, under caudal run: examples/lammps/lammps_caudal (the C
+driver on LAMMPS's library interface) built as a user would, with Open MPI's
+mpicc (Debian's LAMMPS is built against Open MPI; the project's own MPI is
+MPICH), 32,000 Lennard-Jones atoms on 2 Open MPI ranks publishing their
+atoms as variable-length arrays. Caudal's answers are checked against what
+LAMMPS itself writes for the same steps (fix ave/time in in.lj)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+EXAMPLE = os.path.join(ROOT, "examples", "lammps")
+OMPI_CC, OMPI_RUN = shutil.which("mpicc.openmpi"), shutil.which("mpirun.openmpi")
+
+pytestmark = pytest.mark.skipif(
+    not (OMPI_CC and OMPI_RUN and os.path.exists("/usr/include/lammps/library.h")
+         and shutil.which("pkg-config")),
+    reason="LAMMPS's library or Open MPI missing (scripts/setup.sh installs liblammps-dev)")
+
+STEPS, EVERY, RANKS = 200, 50, 2
+NATOMS = 32000  # in.lj: 4 * 20^3
+
+# The example's temperature, and every atom's id gathered (each once).
+ANALYTICS = """
+import sys
+import numpy as np
+import caudal
+sys.path.insert(0, %r)
+from md_temperature import temperature  # noqa: F401  (the example's own analysis)
+
+@caudal.analysis("id")
+def ids(i, ctx):
+    got = np.sort(np.asarray(i[-1].data.compute()))
+    ctx.record("ids_each_once", bool(np.array_equal(got, np.arange(1, got.size + 1))))
+    ctx.record("ids", int(got.size))
+""" % EXAMPLE
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    """lammps_caudal built as a user would: Open MPI's mpicc, `caudal
+    config` and LAMMPS's pkg-config."""
+    caudal = subprocess.run([sys.executable, "-m", "caudal", "config", "--cflags", "--libs"],
+                            check=True, capture_output=True, text=True).stdout.split()
+    lammps = subprocess.run(["pkg-config", "--cflags", "--libs", "liblammps"],
+                            check=True, capture_output=True, text=True).stdout.split()
+    exe = str(tmp_path_factory.mktemp("lammps") / "lammps_caudal")
+    subprocess.run([OMPI_CC, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror",
+                    os.path.join(EXAMPLE, "lammps_caudal.c"), "-o", exe, *caudal, *lammps],
+                   check=True)
+    return exe
+
+
+def mpirun():
+    """Open MPI's launcher as caudal run's --mpiexec: it refuses root
+    unless told (the tests run as root in CI)."""
+    return OMPI_RUN + (" --allow-run-as-root" if os.geteuid() == 0 else "")
+
+
+def run(tmp_path, driver, analytics, inp, steps=STEPS, every=EVERY, extra=()):
+    script = tmp_path / "analytics.py"
+    script.write_text(analytics)
+    out = tmp_path / "lammps"
+    out.mkdir()
+    run_dir = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "caudal", "run", "-n", str(RANKS),
+                        "--mpiexec", mpirun(), "--analytics", str(script),
+                        "--run-dir", str(run_dir), *extra, "--", driver, str(inp), str(steps),
+                        "--every", str(every), "--", "-var", "out", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    return p, run_dir, out
+
+
+def results(run_dir):
+    got = {}
+    for line in (run_dir / "results.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        got.setdefault(r["name"], {})[r["step"]] = r["value"]
+    return got
+
+
+def lammps_table(path):
+    """LAMMPS's fix ave/time file: step -> its values."""
+    rows = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        f = line.split()
+        rows[int(f[0])] = [float(x) for x in f[1:]]
+    return rows
+
+
+def test_temperature_and_atoms_match_lammps_at_every_published_step(tmp_path, driver):
+    """Every published step: the temperature equals LAMMPS's compute temp
+    (thermo.txt) to 2 ulp, the kinetic energy its `ke` (per atom, LJ units'
+    thermo normalisation) to 1e-14, and the ranks' atoms, whose count per
+    rank changes as they migrate, are all 32,000, each id once.
+
+    Why 2 ulp and not a tolerance: the kernel adds (vx*vx + vy*vy + vz*vz)
+    * m atom by atom in LAMMPS's order and scales by mvv2e / (dof * boltz)
+    as compute temp does, so a rank's sum is LAMMPS's bit for bit; only the
+    merge of the ranks' sums (MPI_Allreduce there, a sum here) could round
+    differently, by an ulp."""
+    p, run_dir, out = run(tmp_path, driver, ANALYTICS, os.path.join(EXAMPLE, "in.lj"))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    got = results(run_dir)
+    thermo = lammps_table(out / "thermo.txt")
+    steps = list(range(0, STEPS + 1, EVERY))
+    assert sorted(thermo) == steps
+    assert sorted(got["temp"]) == steps
+    for s in steps:
+        temp, _pe, ke_per_atom = thermo[s]
+        assert abs(got["temp"][s] - temp) <= 2 * np.spacing(temp), (s, got["temp"][s], temp)
+        assert got["ke"][s] / NATOMS == pytest.approx(ke_per_atom, rel=1e-14), s
+        assert got["natoms"][s] == got["ids"][s] == NATOMS, s
+        assert got["ids_each_once"][s] is True, s
+    # the temperature changed along the run: the steps are not one copied
+    assert len({got["temp"][s] for s in steps}) == len(steps)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rank_steps_dropped"] == 0 and summary["ranks_clean"] == RANKS
+
+
+def test_lammps_alone_writes_the_same_answers_as_under_caudal(tmp_path, driver):
+    """Without CAUDAL_ENDPOINT the driver is LAMMPS alone (the benchmark's
+    baseline): it publishes nothing and its trajectory is the one it runs
+    under caudal run, to the last digit of its thermo output."""
+    out = tmp_path / "alone"
+    out.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAUDAL_")}
+    cmd = OMPI_RUN.split() + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+    p = subprocess.run(cmd + ["-n", str(RANKS), driver, os.path.join(EXAMPLE, "in.lj"),
+                              str(STEPS), "--every", str(EVERY), "--", "-var", "out", str(out)],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    with_caudal = tmp_path / "with"
+    with_caudal.mkdir()
+    q, run_dir, lmp = run(with_caudal, driver, ANALYTICS, os.path.join(EXAMPLE, "in.lj"))
+    assert q.returncode == 0, q.stdout[-3000:] + q.stderr[-3000:]
+    assert lammps_table(out / "thermo.txt") == lammps_table(lmp / "thermo.txt")
+    assert lammps_table(out / "msd.txt") == lammps_table(lmp / "msd.txt")
+
+
+def test_a_broken_input_fails_the_run_with_lammps_own_message(tmp_path, driver):
+    """An input LAMMPS refuses (an unknown pair style): caudal run ends with
+    the simulation's failure, LAMMPS's error line is in the output, and no
+    step was analysed."""
+    bad = tmp_path / "in.bad"
+    bad.write_text(open(os.path.join(EXAMPLE, "in.lj")).read()
+                   .replace("pair_style lj/cut 2.5", "pair_style lj/nonesuch 2.5"))
+    p, run_dir, _ = run(tmp_path, driver, ANALYTICS, bad)
+    text = p.stdout + p.stderr
+    assert p.returncode != 0, text[-3000:]
+    assert "ERROR" in text and "lj/nonesuch" in text, text[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["end"]["reason"] == "simulation_failed", summary["end"]
+    assert summary["steps_analysed"] == 0
