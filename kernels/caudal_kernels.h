@@ -209,6 +209,18 @@ int cdk_pointstats_add(const void *data, int dtype, int64_t n, int64_t *num, dou
 int cdk_md_kinetic(const double *v, const int32_t *type, int64_t n, const double *mass,
                    int64_t nmass, double *mv2, int64_t *count, int64_t *bad);
 
+/* Sums of squared displacements from a reference, LAMMPS's compute msd (com
+ * no) on one rank's atoms: for atom i, d = x + image * prd - ref[id] per
+ * component (prd: the box's lengths), sums[0..2] += d*d per component and
+ * sums[3] += dx*dx + dy*dy + dz*dz, atom by atom in order. x holds 3n
+ * positions, image 3n image flags, id n ids; ref holds 3 * nref unwrapped
+ * reference positions indexed by id (NaN: an id without one). An id outside
+ * 0..nref-1 or without a reference: CDK_ERR_ARG, its atom's index in *bad
+ * (nothing added). */
+int cdk_md_msd(const double *x, const int32_t *image, const int64_t *id, int64_t n,
+               const double prd[3], const double *ref, int64_t nref, double sums[4],
+               int64_t *bad);
+
 #ifdef __cplusplus
 }
 #endif

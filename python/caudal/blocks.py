@@ -156,6 +156,13 @@ class _Ray:
             return executor.run.options(num_returns=num_returns).remote(fn, *args)
         return _remote(fn).options(**on_node(node, num_returns=num_returns)).remote(*args)
 
+    def share(self, value):
+        """value for the tasks of many steps: once in the store, each node
+        reading it from its own copy."""
+        import ray
+
+        return ray.put(value)
+
     def fetch(self, objs):
         """The values of objs, references fetched together, values as they are."""
         import ray
@@ -215,6 +222,9 @@ class _Here:
 
     def blocks_here(self, grid):
         return []  # only blocks in Ray's store have a known node
+
+    def share(self, value):
+        return value
 
     def keeper_key(self, node):
         return "here"

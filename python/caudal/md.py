@@ -19,7 +19,7 @@ import numpy as np
 from . import _kernels
 from .blocks import KernelError, as_grid, flat_view
 
-__all__ = ["Kinetic", "kinetic"]
+__all__ = ["Kinetic", "MSD", "kinetic"]
 
 
 class Kinetic(NamedTuple):
@@ -58,30 +58,118 @@ def _kinetic_merge(*parts):
     return (np.sum([p[0] for p in parts], axis=0), np.sum([p[1] for p in parts], axis=0))
 
 
-def paired(a, b, kernel):
-    """The grids of two per-atom arrays of one step, rank by rank: a rank's
-    block of each holds its atoms (b may hold fewer values per atom), so
-    both must have blocks from the same ranks."""
-    g, h = as_grid(a, "a"), as_grid(b, "b")
-    if g.step != h.step:
-        raise KernelError("%s: %s and %s are of different steps" % (kernel, g.describe(),
-                                                                     h.describe()))
-    if set(g.blocks) != set(h.blocks):
-        only = sorted(set(g.blocks) ^ set(h.blocks))
-        raise KernelError("%s: %s and %s have atoms on different ranks (blocks %s in one only)"
-                          % (kernel, g.describe(), h.describe(), only))
-    return g, h
+def aligned(arrays, kernel):
+    """The grids of per-atom arrays of one step, rank by rank: a rank's
+    block of each holds its atoms (some hold 3 values per atom), so all
+    must have blocks from the same ranks."""
+    grids = [as_grid(a, n) for a, n in arrays]
+    g = grids[0]
+    for h in grids[1:]:
+        if h.step != g.step:
+            raise KernelError("%s: %s and %s are of different steps"
+                              % (kernel, g.describe(), h.describe()))
+        if set(h.blocks) != set(g.blocks):
+            only = sorted(set(g.blocks) ^ set(h.blocks))
+            raise KernelError("%s: %s and %s have atoms on different ranks (blocks %s in one "
+                              "only)" % (kernel, g.describe(), h.describe(), only))
+    return grids
+
+
+def _require(grid, dtype, kernel):
+    if grid.dtype != dtype:
+        raise KernelError("%s: %s must be %s, not %s" % (kernel, grid.describe(),
+                                                          np.dtype(dtype), grid.dtype))
 
 
 def kinetic(v, types, mass):
     """Kinetic sums per type over every rank's atoms: v (float64, 3 per
     atom) and types (int32) of one step, mass per type (index 0 unused)."""
     mass = np.ascontiguousarray(mass, dtype=np.float64).ravel()
-    g, h = paired(v, types, "kinetic")
-    if g.dtype != np.float64 or h.dtype != np.int32:
-        raise KernelError("kinetic: %s must be float64 and %s int32, not %s and %s"
-                          % (g.describe(), h.describe(), g.dtype, h.dtype))
+    g, h = aligned([(v, "v"), (types, "types")], "kinetic")
+    _require(g, np.float64, "kinetic")
+    _require(h, np.int32, "kinetic")
     if not g.blocks:
         return Kinetic(np.zeros(len(mass)), np.zeros(len(mass), np.int64))
     parts = g.map_each(_kinetic_block, lambda b: (*b.args(), *h.blocks[b.pos].args(), mass))
     return Kinetic(*g.reduce(_kinetic_merge, parts))
+
+
+def _unwrapped_block(x, image, ids, prd):
+    x = flat_view(x).reshape(-1, 3)
+    return flat_view(ids).copy(), x + flat_view(image).reshape(-1, 3) * prd
+
+
+def _msd_block(x, image, ids, prd, ref):
+    sums = np.zeros(4)
+    _kernels.md_msd(flat_view(x), flat_view(image), flat_view(ids), prd, ref, sums)
+    return sums
+
+
+def _sum(*parts):
+    return np.sum(parts, axis=0)
+
+
+class MSD:
+    """Mean square displacement of the atoms from where they were at the
+    first step given, LAMMPS's compute msd (com no):
+
+        msd = caudal.md.MSD()
+
+        @caudal.analysis("x", "image", "id", "box")
+        def diffusion(x, image, ids, box, ctx):
+            mx, my, mz, m = msd.update(x[-1], image[-1], ids[-1], box[-1].data.compute())
+            ctx.record("msd", m)
+
+    Positions are unwrapped with the image flags (x + image * box length),
+    and each atom is followed by its id whatever rank holds it: the first
+    step's unwrapped positions, indexed by id, go once into Ray's object
+    store and each rank's atoms are compared with them where they lie (the
+    C kernel md_msd); only 4 sums per rank travel. The atoms must stay the
+    same ones (the mean is over the first step's count, as LAMMPS's over
+    its group)."""
+
+    def __init__(self):
+        self.ref = None  # (max id + 1) x 3 unwrapped positions, NaN for no atom
+        self.shared = None  # the same, as the blocks' backend shares it
+        self.natoms = 0
+        self.first_step = None
+
+    def update(self, x, image, ids, box):
+        """[x, y, z, total] mean square displacements at this step, in the
+        positions' units squared: zeros at the first step."""
+        box = np.ascontiguousarray(box, dtype=np.float64).ravel()
+        gx, gi, gd = aligned([(x, "x"), (image, "image"), (ids, "ids")], "msd")
+        _require(gx, np.float64, "msd")
+        _require(gi, np.int32, "msd")
+        _require(gd, np.int64, "msd")
+        if box.size != 6:
+            raise KernelError("msd: %s: box must hold lo x y z then hi x y z, not %d values"
+                              % (gx.describe(), box.size))
+        prd = box[3:] - box[:3]
+        natoms = int(gd.shape[0])
+        if self.ref is None:
+            self._reference(gx, gi, gd, prd)
+        elif natoms != self.natoms:
+            raise KernelError("msd: %s holds %d atoms, the first step (%s) held %d: the "
+                              "atoms followed must stay the same"
+                              % (gd.describe(), natoms, self.first_step, self.natoms))
+        if not gx.blocks:
+            return np.zeros(4)
+        parts = gx.map_each(_msd_block, lambda b: (*b.args(), *gi.blocks[b.pos].args(),
+                                                   *gd.blocks[b.pos].args(), prd, self.shared))
+        return gx.reduce(_sum, parts) / self.natoms
+
+    def _reference(self, gx, gi, gd, prd):
+        parts = gx.map_each(_unwrapped_block, lambda b: (*b.args(), *gi.blocks[b.pos].args(),
+                                                         *gd.blocks[b.pos].args(), prd))
+        got = gx.fetch([parts[p] for p in sorted(parts)])
+        ids = np.concatenate([i for i, _ in got]) if got else np.zeros(0, np.int64)
+        if ids.size and ids.min() < 0:
+            raise KernelError("msd: %s holds a negative id, %d" % (gd.describe(), ids.min()))
+        if np.unique(ids).size != ids.size:
+            raise KernelError("msd: %s holds an id twice" % gd.describe())
+        ref = np.full((int(ids.max()) + 1 if ids.size else 0, 3), np.nan)
+        for i, u in got:
+            ref[i] = u
+        self.ref, self.natoms, self.first_step = ref, int(ids.size), gx.step
+        self.shared = gx.backend.share(ref)

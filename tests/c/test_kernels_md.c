@@ -74,11 +74,70 @@ static void test_bad_kinetic(void)
     CHECK(count[1] == 0 && count[2] == 0);
 }
 
+static void test_msd_case(int64_t n)
+{
+    int64_t nref = n + 3; /* ids 1..n+1, one of them missing: a gap */
+    double *x = malloc((size_t)(3 * n + 1) * sizeof *x);
+    int32_t *image = malloc((size_t)(3 * n + 1) * sizeof *image);
+    int64_t *id = malloc((size_t)(n + 1) * sizeof *id);
+    double *ref = malloc((size_t)(3 * nref) * sizeof *ref);
+    CHECK(x && image && id && ref);
+    for (int64_t k = 0; k < 3 * nref; k++)
+        ref[k] = k < 3 || k / 3 == n / 2 + 1 ? NAN : 4 * rnd();
+    double prd[3] = {10, 12.5, 7};
+    double want[4] = {1, 2, 3, 6}, sums[4] = {1, 2, 3, 6}; /* it adds to them */
+    for (int64_t i = 0; i < n; i++) {
+        int64_t k = 1 + (i * 7) % (n + 1); /* ids out of order */
+        id[i] = k == n / 2 + 1 ? n + 2 : k;
+        double d[3];
+        for (int c = 0; c < 3; c++) {
+            x[3 * i + c] = 5 * rnd();
+            image[3 * i + c] = (int32_t)(3 * rnd());
+            d[c] = x[3 * i + c] + image[3 * i + c] * prd[c] - ref[3 * id[i] + c];
+            want[c] += d[c] * d[c];
+        }
+        want[3] += d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
+    }
+    int64_t bad = -1;
+    CHECK_CDK(cdk_md_msd(x, image, id, n, prd, ref, nref, sums, &bad), CDK_OK);
+    for (int c = 0; c < 4; c++)
+        CHECK(sums[c] == want[c]); /* LAMMPS's expression in its order: the same bits */
+    CHECK(bad == -1);
+    free(x);
+    free(image);
+    free(id);
+    free(ref);
+}
+
+static void test_bad_msd(void)
+{
+    double x[6] = {1, 2, 3, 4, 5, 6}, ref[9] = {NAN, NAN, NAN, 0, 0, 0, 1, 1, 1};
+    double prd[3] = {1, 1, 1}, sums[4] = {0, 0, 0, 0};
+    int32_t image[6] = {0};
+    int64_t id[2] = {1, 3}, bad = -1;
+    /* id 3 is past the reference (ids 0..2): refused, named, nothing added */
+    CHECK_CDK(cdk_md_msd(x, image, id, 2, prd, ref, 3, sums, &bad), CDK_ERR_ARG);
+    CHECK(bad == 1 && sums[3] == 0);
+    id[1] = 0; /* id 0 has no reference (NaN) */
+    CHECK_CDK(cdk_md_msd(x, image, id, 2, prd, ref, 3, sums, &bad), CDK_ERR_ARG);
+    CHECK(bad == 1 && sums[3] == 0);
+    id[1] = -1;
+    CHECK_CDK(cdk_md_msd(x, image, id, 2, prd, ref, 3, sums, &bad), CDK_ERR_ARG);
+    CHECK(bad == 1 && sums[3] == 0);
+    id[1] = 2;
+    CHECK_CDK(cdk_md_msd(x, image, id, 2, NULL, ref, 3, sums, &bad), CDK_ERR_ARG);
+    CHECK_CDK(cdk_md_msd(x, image, id, 2, prd, ref, 3, sums, &bad), CDK_OK);
+    CHECK(sums[0] == 1 + 9 && sums[3] == (1 + 4 + 9) + (9 + 16 + 25));
+}
+
 int main(void)
 {
     for (int rep = 0; rep < 50; rep++)
         test_kinetic_case(rep * 37 % 500, 1 + rep % 4);
     test_bad_kinetic();
+    for (int rep = 0; rep < 50; rep++)
+        test_msd_case(rep * 29 % 400);
+    test_bad_msd();
     printf("test_kernels_md: ok\n");
     return 0;
 }

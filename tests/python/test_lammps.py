@@ -33,13 +33,17 @@ import sys
 import numpy as np
 import caudal
 sys.path.insert(0, %r)
-from md_temperature import temperature  # noqa: F401  (the example's own analysis)
+from md_analysis import diffusion, temperature  # noqa: F401  (the example's own)
 
 @caudal.analysis("id")
 def ids(i, ctx):
     got = np.sort(np.asarray(i[-1].data.compute()))
     ctx.record("ids_each_once", bool(np.array_equal(got, np.arange(1, got.size + 1))))
     ctx.record("ids", int(got.size))
+
+@caudal.analysis("image")
+def crossed(image, ctx):
+    ctx.record("crossed", int(np.count_nonzero(np.asarray(image[-1].data.compute()))))
 """ % EXAMPLE
 
 
@@ -97,17 +101,21 @@ def lammps_table(path):
     return rows
 
 
-def test_temperature_and_atoms_match_lammps_at_every_published_step(tmp_path, driver):
+def test_temperature_msd_and_atoms_match_lammps_at_every_published_step(tmp_path, driver):
     """Every published step: the temperature equals LAMMPS's compute temp
     (thermo.txt) to 2 ulp, the kinetic energy its `ke` (per atom, LJ units'
-    thermo normalisation) to 1e-14, and the ranks' atoms, whose count per
-    rank changes as they migrate, are all 32,000, each id once.
+    thermo normalisation) to 1e-14, the mean square displacement (x, y, z,
+    total) LAMMPS's compute msd (msd.txt) to 2 ulp, and the ranks' atoms,
+    whose count per rank changes as they migrate, are all 32,000, each id
+    once.
 
-    Why 2 ulp and not a tolerance: the kernel adds (vx*vx + vy*vy + vz*vz)
-    * m atom by atom in LAMMPS's order and scales by mvv2e / (dof * boltz)
-    as compute temp does, so a rank's sum is LAMMPS's bit for bit; only the
-    merge of the ranks' sums (MPI_Allreduce there, a sum here) could round
-    differently, by an ulp."""
+    Why 2 ulp and not a tolerance: the kernels compute LAMMPS's expressions
+    atom by atom in its order ((vx*vx + vy*vy + vz*vz) * m, scaled by
+    mvv2e / (dof * boltz); x + image * prd - reference, squared), so a
+    rank's sums are LAMMPS's bit for bit; only the merge of the ranks' sums
+    (MPI_Allreduce there, a sum here) could round differently, by an ulp.
+    The atoms cross the periodic box along the run (image flags other than
+    0), so the unwrapping is exercised."""
     p, run_dir, out = run(tmp_path, driver, ANALYTICS, os.path.join(EXAMPLE, "in.lj"))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     got = results(run_dir)
@@ -121,6 +129,12 @@ def test_temperature_and_atoms_match_lammps_at_every_published_step(tmp_path, dr
         assert got["ke"][s] / NATOMS == pytest.approx(ke_per_atom, rel=1e-14), s
         assert got["natoms"][s] == got["ids"][s] == NATOMS, s
         assert got["ids_each_once"][s] is True, s
+    msd = lammps_table(out / "msd.txt")
+    for s in steps:
+        for mine, theirs in zip(got["msd"][s], msd[s]):
+            assert abs(mine - theirs) <= 2 * np.spacing(theirs), (s, got["msd"][s], msd[s])
+    assert got["msd"][0] == [0.0] * 4 and got["msd"][STEPS][3] > 0.1
+    assert got["crossed"][STEPS] > 0  # atoms left the box and came in on the other side
     # the temperature changed along the run: the steps are not one copied
     assert len({got["temp"][s] for s in steps}) == len(steps)
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -45,9 +45,56 @@ done:
     return res;
 }
 
+static PyObject *k_md_msd(PyObject *self, PyObject *args)
+{
+    (void)self;
+    static const char *const names[] = {"x", "image", "id", "prd", "ref", "sums"};
+    static const int dtypes[] = {CAUDAL_FLOAT64, CAUDAL_INT32, CAUDAL_INT64,
+                                 CAUDAL_FLOAT64, CAUDAL_FLOAT64, CAUDAL_FLOAT64};
+    PyObject *o[6];
+    if (!PyArg_ParseTuple(args, "OOOOOO:md_msd", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5]))
+        return NULL;
+    kbuf b[6];
+    memset(b, 0, sizeof b);
+    PyObject *res = NULL;
+    for (int i = 0; i < 6; i++)
+        if (kbuf_get(o[i], names[i], i == 5, 0, &b[i]) < 0 ||
+            kbuf_expect(&b[i], names[i], dtypes[i], i == 3 ? 3 : i == 5 ? 4 : -1) < 0)
+            goto done;
+    if (b[0].n != 3 * b[2].n || b[1].n != 3 * b[2].n || b[4].n % 3) {
+        PyErr_Format(PyExc_ValueError, "md_msd: %lld positions and %lld image flags for %lld "
+                     "atoms, %lld reference values (3 per atom each)", (long long)b[0].n,
+                     (long long)b[1].n, (long long)b[2].n, (long long)b[4].n);
+        goto done;
+    }
+    int rc;
+    int64_t bad = -1;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cdk_md_msd(b[0].view.buf, b[1].view.buf, b[2].view.buf, b[2].n, b[3].view.buf,
+                    b[4].view.buf, b[4].n / 3, b[5].view.buf, &bad);
+    Py_END_ALLOW_THREADS
+    if (rc == CDK_OK)
+        res = Py_NewRef(Py_None);
+    else if (bad >= 0)
+        PyErr_Format(PyExc_ValueError, "md_msd: atom %lld has id %lld, which has no reference "
+                     "position (ids 0..%lld)", (long long)bad,
+                     (long long)((const int64_t *)b[2].view.buf)[bad], (long long)b[4].n / 3 - 1);
+    else
+        kbuf_raise(rc, "md_msd");
+done:
+    for (int i = 0; i < 6; i++)
+        kbuf_release(&b[i]);
+    return res;
+}
+
 PyMethodDef kmd_methods[] = {
     {"md_kinetic", k_md_kinetic, METH_VARARGS,
      "md_kinetic(v, type, mass, mv2, count) -> None\n\n"
      "Per type t: mv2[t] += sum of mass[t] * |v|^2, count[t] += atoms (v float64\n"
      "3n, type int32 n, mass/mv2 float64 and count int64 of ntypes + 1)."},
+    {"md_msd", k_md_msd, METH_VARARGS,
+     "md_msd(x, image, id, prd, ref, sums) -> None\n\n"
+     "sums[0..2] += per-component squared displacements of x + image * prd from\n"
+     "ref[id], sums[3] += their total (x float64 3n, image int32 3n, id int64 n,\n"
+     "prd float64 3, ref float64 3 per id, sums float64 4)."},
     {NULL, NULL, 0, NULL}};

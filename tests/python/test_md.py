@@ -1,0 +1,114 @@
+"""caudal.md on NumPy arrays (one block, computed here) against NumPy, and
+its refusals; test_lammps.py runs the same on LAMMPS's atoms under caudal
+run, against LAMMPS's own answers."""
+
+import numpy as np
+import pytest
+
+import caudal
+from caudal.blocks import KernelError
+
+RNG = np.random.default_rng(7)
+
+
+def atoms(n, ntypes):
+    v = RNG.normal(size=3 * n)
+    types = RNG.integers(1, ntypes + 1, n).astype(np.int32)
+    mass = np.concatenate([[0.0], RNG.uniform(1, 4, ntypes)])
+    return v, types, mass
+
+
+def test_kinetic_sums_per_type_and_the_temperature_equal_numpy():
+    v, types, mass = atoms(2000, 3)
+    k = caudal.md.kinetic(v, types, mass)
+    per_atom = (v.reshape(-1, 3) ** 2).sum(axis=1) * mass[types]
+    for t in (1, 2, 3):
+        assert k.mv2[t] == pytest.approx(per_atom[types == t].sum(), rel=1e-13)
+        assert k.count[t] == np.count_nonzero(types == t)
+    assert k.mv2[0] == 0 and k.count[0] == 0 and k.natoms == 2000
+    assert k.energy() == pytest.approx(0.5 * per_atom.sum(), rel=1e-13)
+    # LAMMPS's compute temp: dof = 3N - 3 by default
+    assert k.temperature(boltz=2.0, mvv2e=3.0) == pytest.approx(
+        per_atom.sum() * 3.0 / ((3 * 2000 - 3) * 2.0), rel=1e-13)
+    assert k.temperature(extra_dof=0) == pytest.approx(per_atom.sum() / 6000, rel=1e-13)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("type past the masses", "atom 5 has type 4, outside 1..3"),
+    ("type 0", "atom 5 has type 0, outside 1..3"),
+    ("float types", "must be int32"),
+    ("float32 velocities", "must be float64"),
+    ("velocities of 2 per atom", "velocities for"),
+])
+def test_kinetic_refuses_bad_atoms_naming_them(case, message):
+    v, types, mass = atoms(10, 3)
+    if case == "type past the masses":
+        types[5] = 4
+    elif case == "type 0":
+        types[5] = 0
+    elif case == "float types":
+        types = types.astype(np.float64)
+    elif case == "float32 velocities":
+        v = v.astype(np.float32)
+    else:
+        v = v[:20]
+    with pytest.raises(KernelError, match=message):
+        caudal.md.kinetic(v, types, mass)
+
+
+def test_no_atoms_leave_no_temperature():
+    k = caudal.md.kinetic(np.zeros(0), np.zeros(0, np.int32), [0.0, 1.0])
+    assert k.natoms == 0
+    with pytest.raises(KernelError, match="no degrees of freedom"):
+        k.temperature()
+
+
+def unwrapped(x, image, prd):
+    return x.reshape(-1, 3) + image.reshape(-1, 3) * prd
+
+
+def test_msd_follows_atoms_by_id_across_orders_and_box_crossings():
+    """The atoms come in a new order every step (as they do from ranks
+    whose atoms migrate), cross the periodic box (image flags change), and
+    the MSD equals NumPy's on the unwrapped positions matched by id."""
+    n, box = 300, np.array([-1.0, 0.0, 2.0, 9.0, 12.5, 9.0])
+    prd = box[3:] - box[:3]
+    ids = RNG.permutation(np.arange(1, n + 1)).astype(np.int64)
+    true0 = RNG.uniform(box[:3], box[3:], (n, 3))  # by position in ids
+    msd = caudal.md.MSD()
+    x, image = true0.ravel().copy(), np.zeros(3 * n, np.int32)
+    assert msd.update(x, image, ids, box).tolist() == [0.0] * 4
+    true = true0.copy()
+    for step in range(1, 6):
+        true += RNG.normal(scale=2.0, size=(n, 3))  # far enough to cross the box
+        order = RNG.permutation(n)
+        wrapped = box[:3] + np.mod(true - box[:3], prd)
+        img = np.rint((true - wrapped) / prd).astype(np.int32)
+        x, image, these = wrapped[order].ravel(), img[order].ravel(), ids[order]
+        got = msd.update(x, image, these, box)
+        d = unwrapped(x, image, prd) - true0[order]
+        assert got[:3] == pytest.approx((d ** 2).mean(axis=0), rel=1e-12), step
+        assert got[3] == pytest.approx((d ** 2).sum(axis=1).mean(), rel=1e-12), step
+    assert np.count_nonzero(image) > n  # the box was crossed
+
+
+def test_msd_refuses_what_it_cannot_follow():
+    n, box = 20, np.array([0, 0, 0, 5.0, 5.0, 5.0])
+    x, image = RNG.uniform(0, 5, 3 * n), np.zeros(3 * n, np.int32)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    twice = ids.copy()
+    twice[3] = 7
+    with pytest.raises(KernelError, match="holds an id twice"):
+        caudal.md.MSD().update(x, image, twice, box)
+    msd = caudal.md.MSD()
+    msd.update(x, image, ids, box)
+    with pytest.raises(KernelError, match="holds 19 atoms, the first step .* held 20"):
+        msd.update(x[:-3], image[:-3], ids[:-1], box)
+    stranger = ids.copy()
+    stranger[4] = 99
+    with pytest.raises(KernelError, match="atom 4 has id 99, which has no reference"):
+        msd.update(x, image, stranger, box)
+    with pytest.raises(KernelError, match="box must hold lo x y z then hi x y z"):
+        msd.update(x, image, ids, box[:3])
+    with pytest.raises(KernelError, match="must be int32"):
+        msd.update(x, image.astype(np.int64), ids, box)
