@@ -221,6 +221,25 @@ int cdk_md_msd(const double *x, const int32_t *image, const int64_t *id, int64_t
                const double prd[3], const double *ref, int64_t nref, double sums[4],
                int64_t *bad);
 
+/* Pair distances binned for g(r), LAMMPS's compute rdf, on one rank's atoms
+ * and the halo of other atoms within the cutoff of them (other ranks' atoms,
+ * and periodic images, already shifted into this rank's frame: the halo's
+ * x is the atom's x + image shift * box length, as LAMMPS's ghost atoms).
+ * Each unordered pair within the bins is counted once over all ranks: a pair
+ * of own atoms here (once), a pair of an own atom with a halo atom where the
+ * own atom's id is the smaller (the other rank sees the same pair the other
+ * way round and leaves it). A pair at distance r = sqrt(dx*dx + dy*dy +
+ * dz*dz), dx = x_i - x_j, falls in bin (int)(r * delrinv) if below nbins
+ * (LAMMPS's expression); counts[(ti * (ntypes + 1) + tj) * nbins + bin] += 1
+ * with ti <= tj the pair's types. Cell lists of side `cutoff` find the pairs
+ * (not all pairs). x, hx: 3 per atom; type, htype, id, hid: 1 per atom;
+ * types 1..ntypes, else CDK_ERR_ARG with the atom's index in *bad (own
+ * atoms first, then the halo's, n + index). */
+int cdk_md_pairs(const double *x, const int32_t *type, const int64_t *id, int64_t n,
+                 const double *hx, const int32_t *htype, const int64_t *hid, int64_t m,
+                 double cutoff, double delrinv, int64_t nbins, int64_t ntypes, int64_t *counts,
+                 int64_t *bad);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,6 +1,7 @@
 /* md.c - molecular dynamics kernels over one rank's atoms, in the layout
  * LAMMPS holds them (examples/lammps publishes them as they are). */
 #include <math.h>
+#include <stdlib.h>
 
 #include "caudal_kernels.h"
 
@@ -54,5 +55,123 @@ int cdk_md_msd(const double *x, const int32_t *image, const int64_t *id, int64_t
     sums[1] = s1;
     sums[2] = s2;
     sums[3] = s3;
+    return CDK_OK;
+}
+
+/* The cells of side >= cutoff over the atoms' bounding box: atom k is in
+ * cell cell_of[k]; head[c] its first atom, next[k] the one after k. */
+typedef struct cells {
+    int64_t dim[3];
+    double lo[3], inv[3];
+    int64_t *head, *next;
+} cells;
+
+static int64_t cell_axis(const cells *c, int d, double v)
+{
+    int64_t k = (int64_t)((v - c->lo[d]) * c->inv[d]);
+    return k < 0 ? 0 : k >= c->dim[d] ? c->dim[d] - 1 : k;
+}
+
+static int64_t cell_of(const cells *c, const double *p)
+{
+    return (cell_axis(c, 0, p[0]) * c->dim[1] + cell_axis(c, 1, p[1])) * c->dim[2] +
+           cell_axis(c, 2, p[2]);
+}
+
+/* Atoms 0..n-1 are x's, n..n+m-1 hx's. At most MAX_CELLS cells: a sparse
+ * halo far apart costs coarser cells, not memory. */
+#define MAX_CELLS ((int64_t)1 << 22)
+
+static int cells_build(cells *c, const double *x, int64_t n, const double *hx, int64_t m,
+                       double cutoff)
+{
+    double lo[3] = {INFINITY, INFINITY, INFINITY}, hi[3] = {-INFINITY, -INFINITY, -INFINITY};
+    for (int64_t k = 0; k < n + m; k++) {
+        const double *p = k < n ? x + 3 * k : hx + 3 * (k - n);
+        for (int d = 0; d < 3; d++) {
+            lo[d] = p[d] < lo[d] ? p[d] : lo[d];
+            hi[d] = p[d] > hi[d] ? p[d] : hi[d];
+        }
+    }
+    double side = cutoff * (1 + 1e-9); /* a pair at the cutoff stays in adjacent cells */
+    for (;;) {
+        int64_t total = 1;
+        for (int d = 0; d < 3; d++) {
+            double extent = n + m ? hi[d] - lo[d] : 0;
+            c->dim[d] = extent / side >= 1 ? (int64_t)(extent / side) : 1;
+            c->lo[d] = n + m ? lo[d] : 0;
+            /* cells of at least `side`: an atom's neighbours lie in the 27 around it */
+            c->inv[d] = extent > 0 ? (double)c->dim[d] / extent : 0;
+            total *= c->dim[d];
+        }
+        if (total <= MAX_CELLS)
+            break;
+        side *= 2;
+    }
+    int64_t ncells = c->dim[0] * c->dim[1] * c->dim[2];
+    c->head = malloc((size_t)ncells * sizeof *c->head);
+    c->next = malloc((size_t)(n + m + 1) * sizeof *c->next);
+    if (!c->head || !c->next) {
+        free(c->head);
+        free(c->next);
+        return CDK_ERR_NOMEM;
+    }
+    for (int64_t k = 0; k < ncells; k++)
+        c->head[k] = -1;
+    for (int64_t k = n + m - 1; k >= 0; k--) { /* lists in index order */
+        int64_t cell = cell_of(c, k < n ? x + 3 * k : hx + 3 * (k - n));
+        c->next[k] = c->head[cell];
+        c->head[cell] = k;
+    }
+    return CDK_OK;
+}
+
+int cdk_md_pairs(const double *x, const int32_t *type, const int64_t *id, int64_t n,
+                 const double *hx, const int32_t *htype, const int64_t *hid, int64_t m,
+                 double cutoff, double delrinv, int64_t nbins, int64_t ntypes, int64_t *counts,
+                 int64_t *bad)
+{
+    if (n < 0 || m < 0 || !(cutoff > 0) || !isfinite(cutoff) || !(delrinv > 0) || nbins < 1 ||
+        ntypes < 1 || !counts || !bad || (n > 0 && (!x || !type || !id)) ||
+        (m > 0 && (!hx || !htype || !hid)))
+        return CDK_ERR_ARG;
+    for (int64_t k = 0; k < n + m; k++) {
+        int32_t t = k < n ? type[k] : htype[k - n];
+        if (t < 1 || t > ntypes) {
+            *bad = k;
+            return CDK_ERR_ARG;
+        }
+    }
+    cells c;
+    int rc = cells_build(&c, x, n, hx, m, cutoff);
+    if (rc != CDK_OK)
+        return rc;
+    int64_t nt = ntypes + 1;
+    for (int64_t i = 0; i < n; i++) {
+        const double *xi = x + 3 * i;
+        int64_t ci[3] = {cell_axis(&c, 0, xi[0]), cell_axis(&c, 1, xi[1]),
+                         cell_axis(&c, 2, xi[2])};
+        for (int64_t a = ci[0] > 0 ? ci[0] - 1 : 0; a <= ci[0] + 1 && a < c.dim[0]; a++)
+            for (int64_t b = ci[1] > 0 ? ci[1] - 1 : 0; b <= ci[1] + 1 && b < c.dim[1]; b++)
+                for (int64_t e = ci[2] > 0 ? ci[2] - 1 : 0; e <= ci[2] + 1 && e < c.dim[2];
+                     e++) {
+                    for (int64_t j = c.head[(a * c.dim[1] + b) * c.dim[2] + e]; j >= 0;
+                         j = c.next[j]) {
+                        if (j < n ? j <= i : id[i] >= hid[j - n])
+                            continue; /* counted from its other atom, or by its other rank */
+                        const double *xj = j < n ? x + 3 * j : hx + 3 * (j - n);
+                        double dx = xi[0] - xj[0], dy = xi[1] - xj[1], dz = xi[2] - xj[2];
+                        double r = sqrt(dx * dx + dy * dy + dz * dz);
+                        int64_t bin = (int64_t)(r * delrinv);
+                        if (bin >= nbins)
+                            continue;
+                        int64_t ti = type[i], tj = j < n ? type[j] : htype[j - n];
+                        int64_t lo = ti < tj ? ti : tj, hi = ti < tj ? tj : ti;
+                        counts[(lo * nt + hi) * nbins + bin]++;
+                    }
+                }
+    }
+    free(c.head);
+    free(c.next);
     return CDK_OK;
 }

@@ -16,10 +16,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _kernels
-from .blocks import KernelError, as_grid, flat_view
+import itertools
 
-__all__ = ["Kinetic", "MSD", "kinetic"]
+from . import _kernels, stats
+from .blocks import KernelError, _checked, as_grid, flat_view
+
+__all__ = ["Kinetic", "MSD", "Rdf", "kinetic", "rdf", "speeds"]
 
 
 class Kinetic(NamedTuple):
@@ -173,3 +175,218 @@ class MSD:
             ref[i] = u
         self.ref, self.natoms, self.first_step = ref, int(ids.size), gx.step
         self.shared = gx.backend.share(ref)
+
+
+# ---- radial distribution function
+
+SHIFTS = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=np.int64)
+
+
+class Rdf(NamedTuple):
+    """One step's pair counts within the cutoff, binned, and what LAMMPS's
+    compute rdf makes of them: g(r) and the coordination number, for all
+    atoms or one pair of types."""
+
+    counts: np.ndarray  # [ti, tj, bin], ti <= tj: each unordered pair once
+    typecount: np.ndarray  # atoms per type (index 0 unused)
+    cutoff: float
+    prd: tuple  # the box's lengths
+    steps: int = 1  # steps whose counts are summed here (Rdf.mean)
+
+    @staticmethod
+    def mean(rdfs):
+        """The average over steps, as LAMMPS's fix ave/time of compute rdf
+        averages them (of the same atoms in the same box: g is then the
+        summed counts' over the number of steps)."""
+        rdfs = list(rdfs)
+        if not rdfs:
+            raise KernelError("rdf: no steps to average")
+        first = rdfs[0]
+        for r in rdfs[1:]:
+            if (r.counts.shape != first.counts.shape or r.cutoff != first.cutoff
+                    or r.prd != first.prd or not np.array_equal(r.typecount, first.typecount)):
+                raise KernelError("rdf: the steps averaged differ in their bins, box or atoms")
+        return first._replace(counts=np.sum([r.counts for r in rdfs], axis=0),
+                              steps=sum(r.steps for r in rdfs))
+
+    @property
+    def nbins(self):
+        return self.counts.shape[-1]
+
+    @property
+    def delr(self):
+        return self.cutoff / self.nbins
+
+    @property
+    def r(self):
+        """Bin centres, LAMMPS's first column."""
+        return (np.arange(self.nbins) + 0.5) * self.delr
+
+    def hist(self, i=None, j=None):
+        """LAMMPS's histogram of one pair of types (None: all atoms): ordered
+        pairs, so a pair of atoms of one type counts twice."""
+        if i is None and j is None:
+            pairs = 2 * self.counts.sum(axis=(0, 1))
+        elif i is None or j is None:
+            raise KernelError("rdf: give both types of the pair, or neither")
+        else:
+            if not (1 <= min(i, j) and max(i, j) < len(self.typecount)):
+                raise KernelError("rdf: types %r, %r: the atoms have types 1..%d"
+                                  % (i, j, len(self.typecount) - 1))
+            lo, hi = min(i, j), max(i, j)
+            pairs = self.counts[lo, hi] * (2 if i == j else 1)
+        return pairs if self.steps == 1 else pairs / self.steps
+
+    def g(self, i=None, j=None):
+        return self._normalised(i, j)[0]
+
+    def coord(self, i=None, j=None):
+        return self._normalised(i, j)[1]
+
+    def _normalised(self, i, j):
+        """(g, coordination number) per bin, LAMMPS's compute rdf in 3-D,
+        expression by expression (so its output is matched to the bit)."""
+        hist = self.hist(i, j).astype(np.float64)
+        if i is None:
+            icount = jcount = duplicates = int(self.typecount.sum())
+        else:
+            icount, jcount = int(self.typecount[i]), int(self.typecount[j])
+            duplicates = icount if i == j else 0
+        normfac = float(jcount) - float(duplicates) / icount if icount > 0 else 0.0
+        xprd, yprd, zprd = self.prd
+        constant = 4.0 * np.pi / (3.0 * xprd * yprd * zprd)
+        delr = self.delr
+        g, coord, ncoord = np.zeros(self.nbins), np.zeros(self.nbins), 0.0
+        for b in range(self.nbins):
+            rlower, rupper = b * delr, (b + 1) * delr
+            vfrac = constant * (rupper * rupper * rupper - rlower * rlower * rlower)
+            gr = hist[b] / (vfrac * normfac * icount) if vfrac * normfac != 0.0 else 0.0
+            if icount != 0:
+                ncoord += gr * vfrac * normfac
+            g[b], coord[b] = gr, ncoord
+        return g, coord
+
+
+def _atoms_block(x, types):
+    """A rank's atoms' bounding box and count per type."""
+    p = flat_view(x).reshape(-1, 3)
+    t = flat_view(types)
+    if t.size and t.min() < 1:
+        raise ValueError("an atom has type %d: types count from 1" % t.min())
+    return p.min(axis=0), p.max(axis=0), np.bincount(t)
+
+
+def _halo_block(x, types, ids, shifts, prd, lo, hi):
+    """This rank's atoms, shifted by each of `shifts` box lengths (as
+    LAMMPS makes its ghost atoms: x + shift * length), that fall within
+    [lo, hi]: another rank's halo."""
+    p = flat_view(x).reshape(-1, 3)
+    out = []
+    for sh in shifts:
+        q = p + sh * prd
+        keep = np.all((q >= lo) & (q <= hi), axis=1)
+        out.append((q[keep], flat_view(types)[keep], flat_view(ids)[keep]))
+    return (np.ascontiguousarray(np.concatenate([o[0] for o in out])).ravel(),
+            np.concatenate([o[1] for o in out]), np.concatenate([o[2] for o in out]))
+
+
+def _pairs_block(x, types, ids, cutoff, delrinv, nbins, ntypes, *halos):
+    counts = np.zeros((ntypes + 1, ntypes + 1, nbins), np.int64)
+    if halos:
+        hx = np.concatenate([h[0] for h in halos])
+        ht = np.concatenate([h[1] for h in halos])
+        hid = np.concatenate([h[2] for h in halos])
+    else:
+        hx, ht, hid = np.zeros(0), np.zeros(0, np.int32), np.zeros(0, np.int64)
+    _kernels.md_pairs(flat_view(x), flat_view(types), flat_view(ids), hx, ht, hid,
+                      cutoff, delrinv, nbins, ntypes, counts)
+    return counts
+
+
+def rdf(x, types, ids, box, cutoff, nbins=100):
+    """The pair counts of g(r) over every rank's atoms at one step, with
+    periodic boundaries (the minimum image: each box length must be at
+    least twice the cutoff): an Rdf, whose g() and coord() are LAMMPS's
+    compute rdf for all atoms or a pair of types, and whose counts are each
+    pair once.
+
+    Each rank's atoms are counted where they lie, with cell lists (C,
+    md_pairs), against their halo: the atoms of other ranks, and periodic
+    images, within the cutoff of the rank's bounding box, selected where
+    those atoms lie and sent to it (for ranks on other nodes, through Ray's
+    store). A pair across two ranks is counted by the rank of its smaller
+    id. Only the counts, types x types x nbins integers per rank, travel
+    back."""
+    gx, gt, gd = aligned([(x, "x"), (types, "types"), (ids, "ids")], "rdf")
+    _require(gx, np.float64, "rdf")
+    _require(gt, np.int32, "rdf")
+    _require(gd, np.int64, "rdf")
+    box = np.ascontiguousarray(box, dtype=np.float64).ravel()
+    if box.size != 6:
+        raise KernelError("rdf: %s: box must hold lo x y z then hi x y z, not %d values"
+                          % (gx.describe(), box.size))
+    prd = box[3:] - box[:3]
+    if not (cutoff > 0 and np.isfinite(cutoff)) or int(nbins) != nbins or nbins < 1:
+        raise KernelError("rdf: %s: the cutoff must be a positive number and nbins a "
+                          "positive integer, not %r and %r" % (gx.describe(), cutoff, nbins))
+    if np.any(prd < 2 * cutoff):
+        raise KernelError("rdf: %s: the box (%s) is shorter than twice the cutoff %g: an atom "
+                          "would meet two images of another" % (gx.describe(), prd, cutoff))
+    nbins = int(nbins)
+    delrinv = 1.0 / (cutoff / nbins)  # LAMMPS's delr, then its inverse
+    if not gx.blocks:
+        return Rdf(np.zeros((2, 2, nbins), np.int64), np.zeros(2, np.int64), cutoff,
+                   tuple(prd))
+    order = sorted(gx.blocks)
+    info = gx.map_each(_atoms_block, lambda b: (*b.args(), *gt.blocks[b.pos].args()))
+    info = dict(zip(order, gx.fetch([info[p] for p in order])))
+    ntypes = max(len(c) for _, _, c in info.values()) - 1
+    typecount = np.zeros(ntypes + 1, np.int64)
+    for _, _, c in info.values():
+        typecount[:len(c)] += c
+    width = cutoff * (1 + 1e-9)
+    halos = {p: [] for p in order}
+    for r in order:
+        lo, hi = info[r][0] - width, info[r][1] + width
+        for s in order:
+            slo, shi = info[s][0], info[s][1]
+            near = [sh for sh in SHIFTS if (s != r or sh.any())
+                    and np.all(slo + sh * prd <= hi) and np.all(shi + sh * prd >= lo)]
+            if near:
+                b = gx.blocks[s]
+                halos[r].append(gx.backend.submit(
+                    _checked, (_halo_block, b.where(gx), *b.args(), *gt.blocks[s].args(),
+                               *gd.blocks[s].args(), np.array(near), prd, lo, hi), b.node))
+    parts = {}
+    for r in order:
+        b = gx.blocks[r]
+        parts[r] = gx.backend.submit(
+            _checked, (_pairs_block, b.where(gx), *b.args(), *gt.blocks[r].args(),
+                       *gd.blocks[r].args(), float(cutoff), delrinv, nbins, ntypes,
+                       *halos[r]), b.node)
+    return Rdf(gx.reduce(_sum, parts), typecount, float(cutoff), tuple(prd))
+
+
+# ---- velocity distribution
+
+
+def _speed_block(v, spec):
+    w = flat_view(v).reshape(-1, 3)
+    return stats._hist_counts(np.sqrt(np.einsum("ij,ij->i", w, w)), spec)
+
+
+def speeds(v, bins=50, range=None):
+    """The distribution of the atoms' speeds |v| over every rank's atoms
+    (v: float64, 3 per atom) as a stats.Histogram, made where each rank's
+    atoms lie; `range` (lo, hi) is required, so that steps compare bin by
+    bin. Speeds past it are counted in `above`."""
+    g = as_grid(v, "v")
+    _require(g, np.float64, "speeds")
+    if range is None:
+        raise KernelError("speeds: %s: give the range of the bins, the same every step"
+                          % g.describe())
+    spec, edges, nbins = stats._bins(g, bins, range, "speeds")
+    counts = g.map_reduce(_speed_block, stats._sum, spec)
+    if counts is None:
+        counts = np.zeros(nbins + 3, dtype=np.int64)
+    return stats._histogram(counts, edges, nbins)

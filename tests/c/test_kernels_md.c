@@ -130,6 +130,68 @@ static void test_bad_msd(void)
     CHECK(sums[0] == 1 + 9 && sums[3] == (1 + 4 + 9) + (9 + 16 + 25));
 }
 
+/* Two "ranks" A and B of random atoms (no periodic box), each counting its
+ * own atoms against the other's as halo: together every pair once, as all
+ * pairs counted here. */
+static void test_pairs_case(int64_t na, int64_t nb, int64_t ntypes)
+{
+    int64_t n = na + nb, nbins = 7;
+    double cutoff = 1.5, delrinv = 1.0 / (cutoff / (double)nbins);
+    double *x = malloc((size_t)(3 * n + 3) * sizeof *x);
+    int32_t *type = malloc((size_t)(n + 1) * sizeof *type);
+    int64_t *id = malloc((size_t)(n + 1) * sizeof *id);
+    size_t ncounts = (size_t)((ntypes + 1) * (ntypes + 1) * nbins);
+    int64_t *got = calloc(ncounts, sizeof *got), *want = calloc(ncounts, sizeof *want);
+    CHECK(x && type && id && got && want);
+    for (int64_t i = 0; i < n; i++) {
+        for (int d = 0; d < 3; d++)
+            x[3 * i + d] = 3 * rnd() + (d == 0 && i >= na ? 2 : 0); /* B overlaps A */
+        type[i] = (int32_t)(1 + i % ntypes);
+        id[i] = (i * 37) % n + 1; /* unique, out of order */
+    }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i + 1; j < n; j++) {
+            double dx = x[3 * i] - x[3 * j], dy = x[3 * i + 1] - x[3 * j + 1],
+                   dz = x[3 * i + 2] - x[3 * j + 2];
+            int64_t bin = (int64_t)(sqrt(dx * dx + dy * dy + dz * dz) * delrinv);
+            if (bin >= nbins)
+                continue;
+            int64_t lo = type[i] < type[j] ? type[i] : type[j];
+            int64_t hi = type[i] < type[j] ? type[j] : type[i];
+            want[(lo * (ntypes + 1) + hi) * nbins + bin]++;
+        }
+    int64_t bad = -1;
+    CHECK_CDK(cdk_md_pairs(x, type, id, na, x + 3 * na, type + na, id + na, nb, cutoff,
+                           delrinv, nbins, ntypes, got, &bad), CDK_OK);
+    CHECK_CDK(cdk_md_pairs(x + 3 * na, type + na, id + na, nb, x, type, id, na, cutoff,
+                           delrinv, nbins, ntypes, got, &bad), CDK_OK);
+    for (size_t k = 0; k < ncounts; k++)
+        CHECK(got[k] == want[k]);
+    CHECK(bad == -1);
+    free(x);
+    free(type);
+    free(id);
+    free(got);
+    free(want);
+}
+
+static void test_bad_pairs(void)
+{
+    double x[6] = {0, 0, 0, 1, 0, 0};
+    int32_t type[2] = {1, 2};
+    int64_t id[2] = {1, 2}, counts[3 * 3 * 2] = {0}, bad = -1;
+    CHECK_CDK(cdk_md_pairs(x, type, id, 2, NULL, NULL, NULL, 0, 2.0, 1.0, 2, 1, counts, &bad),
+              CDK_ERR_ARG);
+    CHECK(bad == 1 && counts[(1 * 3 + 2) * 2 + 1] == 0);
+    CHECK_CDK(cdk_md_pairs(x, type, id, 2, NULL, NULL, NULL, 0, 0.0, 1.0, 2, 2, counts, &bad),
+              CDK_ERR_ARG);
+    CHECK_CDK(cdk_md_pairs(x, type, id, 2, NULL, NULL, NULL, 0, NAN, 1.0, 2, 2, counts, &bad),
+              CDK_ERR_ARG);
+    CHECK_CDK(cdk_md_pairs(x, type, id, 2, NULL, NULL, NULL, 0, 2.0, 1.0, 2, 2, counts, &bad),
+              CDK_OK);
+    CHECK(counts[(1 * 3 + 2) * 2 + 1] == 1); /* r = 1: bin 1 */
+}
+
 int main(void)
 {
     for (int rep = 0; rep < 50; rep++)
@@ -138,6 +200,9 @@ int main(void)
     for (int rep = 0; rep < 50; rep++)
         test_msd_case(rep * 29 % 400);
     test_bad_msd();
+    for (int rep = 0; rep < 30; rep++)
+        test_pairs_case(rep * 13 % 200, rep * 7 % 150, 1 + rep % 3);
+    test_bad_pairs();
     printf("test_kernels_md: ok\n");
     return 0;
 }

@@ -29,6 +29,7 @@ NATOMS = 32000  # in.lj: 4 * 20^3
 
 # The example's temperature, and every atom's id gathered (each once).
 ANALYTICS = """
+import os
 import sys
 import numpy as np
 import caudal
@@ -44,6 +45,24 @@ def ids(i, ctx):
 @caudal.analysis("image")
 def crossed(image, ctx):
     ctx.record("crossed", int(np.count_nonzero(np.asarray(image[-1].data.compute()))))
+
+@caudal.analysis("v")
+def velocities(v, ctx):
+    h = caudal.md.speeds(v[-1], bins=40, range=(0.0, 4.0))
+    ctx.record("speeds", h.counts.tolist() + [h.above])
+    np.save(os.path.join(os.environ["CAUDAL_TEST_FRAMES"], "v%%d.npy" %% v[-1].step),
+            np.asarray(v[-1].data.compute()))
+
+@caudal.analysis("x", "type", "id", "box")
+def pairs(x, types, ids, box, ctx):
+    b = box[-1].data.compute()
+    r = caudal.md.rdf(x[-1], types[-1], ids[-1], b, 2.5, 100)
+    ctx.record("g", r.g().tolist())
+    ctx.record("coord", r.coord().tolist())
+    ctx.record("hist", r.hist().tolist())
+    # the frame, for an independent library's g(r) (freud) in the test
+    np.savez(os.path.join(os.environ["CAUDAL_TEST_FRAMES"], "%%d.npz" %% x[-1].step),
+             x=np.asarray(x[-1].data.compute()), box=b)
 """ % EXAMPLE
 
 
@@ -73,12 +92,14 @@ def run(tmp_path, driver, analytics, inp, steps=STEPS, every=EVERY, extra=()):
     script.write_text(analytics)
     out = tmp_path / "lammps"
     out.mkdir()
+    (tmp_path / "frames").mkdir()
     run_dir = tmp_path / "run"
+    env = dict(os.environ, CAUDAL_TEST_FRAMES=str(tmp_path / "frames"))
     p = subprocess.run([sys.executable, "-m", "caudal", "run", "-n", str(RANKS),
                         "--mpiexec", mpirun(), "--analytics", str(script),
                         "--run-dir", str(run_dir), *extra, "--", driver, str(inp), str(steps),
                         "--every", str(every), "--", "-var", "out", str(out)],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     return p, run_dir, out
 
 
@@ -107,7 +128,8 @@ def test_temperature_msd_and_atoms_match_lammps_at_every_published_step(tmp_path
     thermo normalisation) to 1e-14, the mean square displacement (x, y, z,
     total) LAMMPS's compute msd (msd.txt) to 2 ulp, and the ranks' atoms,
     whose count per rank changes as they migrate, are all 32,000, each id
-    once.
+    once; the distribution of their speeds is NumPy's on the same
+    velocities.
 
     Why 2 ulp and not a tolerance: the kernels compute LAMMPS's expressions
     atom by atom in its order ((vx*vx + vy*vy + vz*vz) * m, scaled by
@@ -135,10 +157,67 @@ def test_temperature_msd_and_atoms_match_lammps_at_every_published_step(tmp_path
             assert abs(mine - theirs) <= 2 * np.spacing(theirs), (s, got["msd"][s], msd[s])
     assert got["msd"][0] == [0.0] * 4 and got["msd"][STEPS][3] > 0.1
     assert got["crossed"][STEPS] > 0  # atoms left the box and came in on the other side
+    # the speeds' distribution, against NumPy on the same velocities
+    for s in steps:
+        v = np.load(tmp_path / "frames" / ("v%d.npy" % s)).reshape(-1, 3)
+        speed = np.sqrt((v ** 2).sum(axis=1))
+        want = np.histogram(speed, 40, (0.0, 4.0))[0].tolist() + [int((speed > 4.0).sum())]
+        assert got["speeds"][s] == want, s
     # the temperature changed along the run: the steps are not one copied
     assert len({got["temp"][s] for s in steps}) == len(steps)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rank_steps_dropped"] == 0 and summary["ranks_clean"] == RANKS
+
+
+def lammps_rdf(path):
+    """LAMMPS's fix ave/time file of compute rdf (mode vector): step -> an
+    array of rows (bin, r, g, coord)."""
+    steps, lines = {}, [ln for ln in path.read_text().splitlines() if not ln.startswith("#")]
+    i = 0
+    while i < len(lines):
+        step, rows = (int(v) for v in lines[i].split())
+        steps[step] = np.array([[float(v) for v in ln.split()] for ln in lines[i + 1:i + 1 + rows]])
+        i += 1 + rows
+    return steps
+
+
+def test_rdf_matches_lammps_to_the_bit_and_freud_to_its_single_precision(tmp_path, driver):
+    """g(r) and the coordination number of all pairs, 100 bins to the
+    cutoff 2.5, at every published step: equal to LAMMPS's compute rdf
+    (rdf.txt) bit for bit. The pair counts are exact (each pair once, whichever
+    ranks and periodic images hold its atoms), and the normalisation is
+    LAMMPS's expressions in its order. Against freud (PyPI), an independent
+    library, on the same frames: the same pair counts but for pairs within
+    freud's single precision of a bin edge (at most 2 in 10^4 of the pairs
+    moved to a neighbouring bin), and the same g(r) to that."""
+    import freud
+
+    p, run_dir, out = run(tmp_path, driver, ANALYTICS, os.path.join(EXAMPLE, "in.lj"))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    got = results(run_dir)
+    theirs = lammps_rdf(out / "rdf.txt")
+    steps = list(range(0, STEPS + 1, EVERY))
+    assert sorted(theirs) == sorted(got["g"]) == steps
+    for s in steps:
+        assert got["g"][s] == theirs[s][:, 2].tolist(), s
+        assert got["coord"][s] == theirs[s][:, 3].tolist(), s
+        hist = np.array(got["hist"][s])
+        assert hist.sum() > 50 * NATOMS  # about 55 neighbours within 2.5 per atom
+        frame = np.load(tmp_path / "frames" / ("%d.npz" % s))
+        lo, hi = frame["box"][:3], frame["box"][3:]
+        fbox = freud.box.Box(*(hi - lo))
+        # freud's box is centred on 0, and LAMMPS's atoms may stray out of
+        # theirs between reneighbourings
+        pos = fbox.wrap(frame["x"].reshape(-1, 3) - (lo + hi) / 2)
+        f = freud.density.RDF(bins=100, r_max=2.5)
+        f.compute(system=(fbox, pos))
+        diff = np.abs(np.asarray(f.bin_counts, dtype=np.int64) - hist)
+        assert diff.sum() <= 2e-4 * hist.sum(), (s, diff.sum())
+        # g differs by what the moved pairs weigh in their bins (g / pairs
+        # there), and by at most 1e-4 of it for the normalisation's rounding
+        g = np.array(got["g"][s])
+        per_pair = np.divide(g, hist, out=np.zeros_like(g), where=hist > 0)
+        assert np.all(np.abs(np.asarray(f.rdf) - g) <= diff * per_pair + 1e-4 * g + 1e-12), s
 
 
 def test_lammps_alone_writes_the_same_answers_as_under_caudal(tmp_path, driver):

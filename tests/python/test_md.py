@@ -112,3 +112,75 @@ def test_msd_refuses_what_it_cannot_follow():
         msd.update(x, image, ids, box[:3])
     with pytest.raises(KernelError, match="must be int32"):
         msd.update(x, image.astype(np.int64), ids, box)
+
+
+def brute_pairs(p, t, prd, cutoff, nbins):
+    """Every pair's minimum-image distance, binned as LAMMPS bins it:
+    counts[ti, tj, bin], ti <= tj."""
+    d = p[:, None, :] - p[None, :, :]
+    d -= np.rint(d / prd) * prd
+    iu = np.triu_indices(len(p), 1)
+    r = np.sqrt((d ** 2).sum(-1))[iu]
+    b = (r * (1.0 / (cutoff / nbins))).astype(np.int64)
+    keep = b < nbins
+    ti, tj = t[iu[0]][keep], t[iu[1]][keep]
+    counts = np.zeros((t.max() + 1, t.max() + 1, nbins), np.int64)
+    np.add.at(counts, (np.minimum(ti, tj), np.maximum(ti, tj), b[keep]), 1)
+    return counts
+
+
+def test_rdf_counts_every_pair_once_across_the_periodic_box():
+    """One block (a rank alone): the pairs across the box's faces come from
+    its own periodic images; the counts equal all pairs' minimum-image
+    distances binned, per pair of types, and g and the coordination number
+    follow LAMMPS's normalisation (an ideal gas: coord(cutoff) near the
+    density times the sphere's volume)."""
+    n, lo = 900, np.array([-1.0, 0.0, 2.0])
+    prd = np.array([9.0, 10.0, 11.0])
+    p = lo + RNG.random((n, 3)) * prd
+    t = RNG.integers(1, 3, n).astype(np.int32)
+    ids = RNG.permutation(n).astype(np.int64) + 1
+    r = caudal.md.rdf(p.ravel(), t, ids, np.concatenate([lo, lo + prd]), 3.0, 30)
+    assert np.array_equal(r.counts, brute_pairs(p, t, prd, 3.0, 30))
+    assert r.typecount.tolist() == [0, np.count_nonzero(t == 1), np.count_nonzero(t == 2)]
+    assert np.array_equal(r.hist(), 2 * r.counts.sum(axis=(0, 1)))
+    assert np.array_equal(r.hist(1, 2), r.counts[1, 2]) and np.array_equal(r.hist(2, 1),
+                                                                          r.counts[1, 2])
+    assert np.array_equal(r.hist(2, 2), 2 * r.counts[2, 2])
+    density = n / prd.prod()
+    assert r.coord()[-1] == pytest.approx(density * 4 / 3 * np.pi * 27, rel=0.05)
+    assert r.r[0] == pytest.approx(0.05) and r.r[-1] == pytest.approx(2.95)
+    mean = caudal.md.Rdf.mean([r, r])
+    assert mean.steps == 2 and np.array_equal(mean.g(), r.g())
+
+
+def test_rdf_refuses_what_it_cannot_count():
+    p, t, ids = RNG.random(30), np.ones(10, np.int32), np.arange(1, 11, dtype=np.int64)
+    box = np.array([0, 0, 0, 5.0, 5.0, 5.0])
+    with pytest.raises(KernelError, match="shorter than twice the cutoff"):
+        caudal.md.rdf(p, t, ids, box, 3.0)
+    with pytest.raises(KernelError, match="cutoff must be a positive number"):
+        caudal.md.rdf(p, t, ids, box, -1.0)
+    bad = t.copy()
+    bad[4] = 0
+    with pytest.raises(KernelError, match="an atom has type 0"):
+        caudal.md.rdf(p, bad, ids, box, 1.0)
+    with pytest.raises(KernelError, match="must be int64"):
+        caudal.md.rdf(p, t, ids.astype(np.int32), box, 1.0)
+    r = caudal.md.rdf(p, t, ids, box, 1.0, 10)
+    with pytest.raises(KernelError, match="the atoms have types 1..1"):
+        r.g(1, 2)
+    other = caudal.md.rdf(p, t, ids, box, 1.0, 20)
+    with pytest.raises(KernelError, match="differ in their bins"):
+        caudal.md.Rdf.mean([r, other])
+
+
+def test_speeds_histogram_equals_numpy():
+    v = RNG.normal(size=3 * 5000)
+    h = caudal.md.speeds(v, bins=40, range=(0.0, 4.0))
+    s = np.sqrt((v.reshape(-1, 3) ** 2).sum(axis=1))
+    counts, edges = np.histogram(s, 40, (0.0, 4.0))
+    assert h.counts.tolist() == counts.tolist() and np.array_equal(h.edges, edges)
+    assert h.above == np.count_nonzero(s > 4.0) and h.below == 0
+    with pytest.raises(KernelError, match="give the range"):
+        caudal.md.speeds(v)

@@ -87,6 +87,56 @@ done:
     return res;
 }
 
+static PyObject *k_md_pairs(PyObject *self, PyObject *args)
+{
+    (void)self;
+    static const char *const names[] = {"x", "type", "id", "hx", "htype", "hid", "counts"};
+    static const int dtypes[] = {CAUDAL_FLOAT64, CAUDAL_INT32, CAUDAL_INT64, CAUDAL_FLOAT64,
+                                 CAUDAL_INT32,   CAUDAL_INT64, CAUDAL_INT64};
+    PyObject *o[7];
+    double cutoff, delrinv;
+    long long nbins, ntypes;
+    if (!PyArg_ParseTuple(args, "OOOOOOddLLO:md_pairs", &o[0], &o[1], &o[2], &o[3], &o[4],
+                          &o[5], &cutoff, &delrinv, &nbins, &ntypes, &o[6]))
+        return NULL;
+    kbuf b[7];
+    memset(b, 0, sizeof b);
+    PyObject *res = NULL;
+    for (int i = 0; i < 7; i++)
+        if (kbuf_get(o[i], names[i], i == 6, 0, &b[i]) < 0 ||
+            kbuf_expect(&b[i], names[i], dtypes[i],
+                        i == 6 ? (ntypes + 1) * (ntypes + 1) * nbins : -1) < 0)
+            goto done;
+    if (b[0].n != 3 * b[1].n || b[1].n != b[2].n || b[3].n != 3 * b[4].n || b[4].n != b[5].n) {
+        PyErr_Format(PyExc_ValueError, "md_pairs: %lld positions, %lld types, %lld ids; halo "
+                     "%lld positions, %lld types, %lld ids (3 positions per atom)",
+                     (long long)b[0].n, (long long)b[1].n, (long long)b[2].n,
+                     (long long)b[3].n, (long long)b[4].n, (long long)b[5].n);
+        goto done;
+    }
+    int rc;
+    int64_t bad = -1;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cdk_md_pairs(b[0].view.buf, b[1].view.buf, b[2].view.buf, b[1].n, b[3].view.buf,
+                      b[4].view.buf, b[5].view.buf, b[4].n, cutoff, delrinv, nbins, ntypes,
+                      b[6].view.buf, &bad);
+    Py_END_ALLOW_THREADS
+    if (rc == CDK_OK)
+        res = Py_NewRef(Py_None);
+    else if (bad >= 0)
+        PyErr_Format(PyExc_ValueError, "md_pairs: %s atom %lld has type %d, outside 1..%lld",
+                     bad < b[1].n ? "the" : "the halo's", (long long)(bad < b[1].n ? bad : bad - b[1].n),
+                     (int)(bad < b[1].n ? ((const int32_t *)b[1].view.buf)[bad]
+                                        : ((const int32_t *)b[4].view.buf)[bad - b[1].n]),
+                     ntypes);
+    else
+        kbuf_raise(rc, "md_pairs");
+done:
+    for (int i = 0; i < 7; i++)
+        kbuf_release(&b[i]);
+    return res;
+}
+
 PyMethodDef kmd_methods[] = {
     {"md_kinetic", k_md_kinetic, METH_VARARGS,
      "md_kinetic(v, type, mass, mv2, count) -> None\n\n"
@@ -97,4 +147,8 @@ PyMethodDef kmd_methods[] = {
      "sums[0..2] += per-component squared displacements of x + image * prd from\n"
      "ref[id], sums[3] += their total (x float64 3n, image int32 3n, id int64 n,\n"
      "prd float64 3, ref float64 3 per id, sums float64 4)."},
+    {"md_pairs", k_md_pairs, METH_VARARGS,
+     "md_pairs(x, type, id, hx, htype, hid, cutoff, delrinv, nbins, ntypes, counts)\n\n"
+     "Pairs of own atoms, and of own with halo atoms (the smaller id's side), binned\n"
+     "at (int)(r * delrinv) < nbins into counts[ti, tj, bin] (int64, ti <= tj)."},
     {NULL, NULL, 0, NULL}};
