@@ -254,3 +254,54 @@ def test_a_broken_input_fails_the_run_with_lammps_own_message(tmp_path, driver):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["end"]["reason"] == "simulation_failed", summary["end"]
     assert summary["steps_analysed"] == 0
+
+
+MIXTURE = """
+import sys
+import numpy as np
+import caudal
+
+@caudal.analysis("v", "type", "mass", "units")
+def temperature(v, types, mass, units, ctx):
+    boltz, mvv2e, _dt = units[-1].data.compute()
+    k = caudal.md.kinetic(v[-1], types[-1], mass[-1].data.compute())
+    ctx.record("temp", k.temperature(boltz, mvv2e))
+    ctx.record("per_type", k.count.tolist())
+
+@caudal.analysis("x", "type", "id", "box")
+def pairs(x, types, ids, box, ctx):
+    r = caudal.md.rdf(x[-1], types[-1], ids[-1], box[-1].data.compute(), 2.5, 100)
+    for i, j in ((1, 1), (1, 2), (2, 2)):
+        ctx.record("g%d%d" % (i, j), r.g(i, j).tolist())
+        ctx.record("coord%d%d" % (i, j), r.coord(i, j).tolist())
+"""
+
+
+def test_a_binary_mixture_matches_lammps_per_type_pair(tmp_path, driver):
+    """Two types of different masses, half the atoms each (LAMMPS's `set
+    type/fraction`): g(r) and the coordination number per pair of types
+    (1-1, 1-2, 2-2, LAMMPS's compute rdf 100 1 1 1 2 2 2) bit for bit, and
+    the temperature with per-type masses to 1e-13 (LAMMPS sums all atoms in
+    one sum, the kernel per type and then the types: the order differs)."""
+    text = open(os.path.join(EXAMPLE, "in.lj")).read()
+    for old, new in (("create_box 1 box", "create_box 2 box"),
+                     ("create_atoms 1 box", "create_atoms 1 box\nset type 1 type/fraction 2 0.5 12345"),
+                     ("mass 1 1.0", "mass 1 1.0\nmass 2 2.0"),
+                     ("pair_coeff 1 1 1.0 1.0 2.5", "pair_coeff * * 1.0 1.0 2.5"),
+                     ("compute rdf all rdf 100", "compute rdf all rdf 100 1 1 1 2 2 2")):
+        assert old in text
+        text = text.replace(old, new)
+    inp = tmp_path / "in.mix"
+    inp.write_text(text)
+    p, run_dir, out = run(tmp_path, driver, MIXTURE, inp)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    got = results(run_dir)
+    theirs, thermo = lammps_rdf(out / "rdf.txt"), lammps_table(out / "thermo.txt")
+    steps = list(range(0, STEPS + 1, EVERY))
+    assert sorted(theirs) == sorted(got["g11"]) == steps
+    for s in steps:
+        n1, n2 = got["per_type"][s][1:]
+        assert n1 + n2 == NATOMS and abs(n1 - n2) < NATOMS // 20
+        for col, name in enumerate(("g11", "coord11", "g12", "coord12", "g22", "coord22")):
+            assert got[name][s] == theirs[s][:, 2 + col].tolist(), (s, name)
+        assert got["temp"][s] == pytest.approx(thermo[s][0], rel=1e-13), s

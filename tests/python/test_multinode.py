@@ -12,6 +12,10 @@ mpiexec, real unix sockets and shared memory on each host, TCP between them.
 - In transit across hosts: Ray on one host only, 4 ranks on two other hosts
   that run no Ray, streaming over TCP to 2 ingest endpoints on the Ray
   host. The same results again.
+- g(r) across nodes: atoms in slabs of 4 ranks on two nodes; each rank's
+  halo comes from the ranks next to it, one of them on the other node, and
+  from across the periodic box: every pair is counted once, as counting
+  them all here does.
 - A rank on a host without an ingest is told so, by name.
 """
 
@@ -28,6 +32,7 @@ from test_run import STATS, caudal_run, oracle
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAULTY_SIM = os.path.join(HERE, "_faulty_sim.py")
+ATOMS_SIM = os.path.join(HERE, "_atoms_sim.py")
 LOAD_ANALYTICS = os.path.join(HERE, "_load_analytics.py")
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
@@ -193,3 +198,43 @@ def test_a_rank_on_a_host_without_an_ingest_is_told(hosts, tmp_path):
     # The rank that failed is named, not the one the launcher ended after it.
     assert "rank 1 never connected to Caudal (its own message above says why)" in p.stderr
     assert summary["end"]["reason"] == "simulation_failed"
+
+
+RDF = """
+import ray
+import caudal
+
+@caudal.analysis("x", "type", "id", "box")
+def pairs(x, types, ids, box, ctx):
+    r = caudal.md.rdf(x[-1], types[-1], ids[-1], box[-1].data.compute(), 2.0, 20)
+    ctx.record("counts", r.counts.tolist())
+    ctx.record("nodes", sorted({b.node for b in x[-1].blocks.blocks.values()}))
+"""
+
+
+def test_rdf_halos_cross_nodes_and_every_pair_counts_once(hosts, tmp_path):
+    """4 ranks on two nodes (2 each), each publishing the atoms of its slab
+    of a periodic box: the counts of pairs per pair of types and bin equal
+    those of every pair counted here with the minimum image, at every step,
+    and the blocks lay on both nodes (so halos went between them)."""
+    import numpy as np
+
+    sys.path.insert(0, HERE)
+    from _atoms_sim import HI, LO, atoms
+    from test_md import brute_pairs
+
+    analytics = tmp_path / "rdf.py"
+    analytics.write_text(RDF)
+    steps = 4
+    with RayCluster([hosts[0], hosts[1]]) as cluster:
+        p, results, summary = run_on(hosts[0], cluster, tmp_path, analytics, 4,
+                                     [sys.executable, ATOMS_SIM, str(steps)])
+        assert p.returncode == 0, p.stdout + p.stderr
+    assert sorted(results["counts"]) == list(range(steps))
+    for step in range(steps):
+        pos, types, _ = atoms(step)
+        want = brute_pairs(pos, types, HI - LO, 2.0, 20)
+        assert np.array_equal(np.array(results["counts"][step]), want), step
+        assert len(results["nodes"][step]) == 2, step
+    assert [i["ranks_connected"] for i in sorted(summary["ingest"], key=lambda i: i["host"])] \
+        == [[[0, 1]], [[2, 3]]]
