@@ -305,3 +305,44 @@ def test_a_binary_mixture_matches_lammps_per_type_pair(tmp_path, driver):
         for col, name in enumerate(("g11", "coord11", "g12", "coord12", "g22", "coord22")):
             assert got[name][s] == theirs[s][:, 2 + col].tolist(), (s, name)
         assert got["temp"][s] == pytest.approx(thermo[s][0], rel=1e-13), s
+
+
+SLOW = """
+import time
+import caudal
+
+@caudal.analysis("v", "type", "mass", "units")
+def temperature(v, types, mass, units, ctx):
+    boltz, mvv2e, _dt = units[-1].data.compute()
+    k = caudal.md.kinetic(v[-1], types[-1], mass[-1].data.compute())
+    ctx.record("temp", k.temperature(boltz, mvv2e))
+    ctx.record("natoms", k.natoms)
+    time.sleep(0.25)  # slower than LAMMPS publishes: the ranks must drop steps
+"""
+
+
+def test_under_the_drop_policy_lammps_runs_on_and_every_analysed_step_is_whole(tmp_path, driver):
+    """--policy drop with a ring of 1 slot and an analysis slower than
+    LAMMPS's publishing (every 10 steps): LAMMPS is not held up, steps are
+    dropped and counted, and every step that was analysed has all 32,000
+    atoms (variable-length arrays from both ranks, none half there) and
+    LAMMPS's temperature to 2 ulp."""
+    p, run_dir, out = run(tmp_path, driver, SLOW, os.path.join(EXAMPLE, "in.lj"), steps=400,
+                          every=10, extra=("--policy", "drop", "--ring-depth", "1"))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    got = results(run_dir)
+    thermo = lammps_table(out / "thermo.txt")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    published = set(range(0, 401, 10))
+    assert summary["rank_steps_dropped"] > 0, summary
+    assert 1 <= len(got["temp"]) < len(published)
+    assert set(got["temp"]) <= published
+    for s, t in got["temp"].items():
+        assert got["natoms"][s] == NATOMS, s
+        assert abs(t - thermo[s][0]) <= 2 * np.spacing(thermo[s][0]), s
+    # a step is analysed whole or not at all: the ones not analysed were
+    # dropped by a rank, and said so (drops_by_rank: ranges of steps)
+    assert summary["steps_analysed"] == len(got["temp"])
+    dropped = {s for ranges in summary["drops_by_rank"].values() for lo, hi in ranges
+               for s in published if lo <= s <= hi}
+    assert dropped | set(got["temp"]) == published and not dropped & set(got["temp"])
