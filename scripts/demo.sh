@@ -3,9 +3,8 @@
 # local Ray. The analytics (examples/analytics/heat_stats.py) compute each
 # step's mean, min, max and rate of change from the ranks' blocks, and steer
 # the heat source off once the mean passes 1.0; the simulation's own
-# MPI_Allreduce means are then compared with the analytics'; then LAMMPS (below).
-# Installs what it
-# needs first.
+# MPI_Allreduce means are then compared with the analytics'. Then LAMMPS
+# (below). Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
