@@ -114,7 +114,7 @@ def rdf_throughput(frames_dir):
     out = []
     for name in sorted(os.listdir(frames_dir), key=lambda n: int(n.split(".")[0])):
         f = np.load(os.path.join(frames_dir, name))
-        lo, hi = f["box"][:3], f["box"][3:]
+        lo, hi = f["box"][:3], f["box"][3:6]
         r = caudal.md.rdf(f["x"], f["type"], f["id"], f["box"], 2.5, 100)
         mine = best_of(lambda: caudal.md.rdf(f["x"], f["type"], f["id"], f["box"], 2.5, 100))
         fbox = freud.box.Box(*(hi - lo))

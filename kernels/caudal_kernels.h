@@ -210,16 +210,17 @@ int cdk_md_kinetic(const double *v, const int32_t *type, int64_t n, const double
                    int64_t nmass, double *mv2, int64_t *count, int64_t *bad);
 
 /* Sums of squared displacements from a reference, LAMMPS's compute msd (com
- * no) on one rank's atoms: for atom i, d = x + image * prd - ref[id] per
- * component (prd: the box's lengths), sums[0..2] += d*d per component and
- * sums[3] += dx*dx + dy*dy + dz*dz, atom by atom in order. x holds 3n
- * positions, image 3n image flags, id n ids; ref holds 3 * nref unwrapped
- * reference positions indexed by id (NaN: an id without one). An id outside
- * 0..nref-1 or without a reference: CDK_ERR_ARG, its atom's index in *bad
- * (nothing added). */
+ * no) on one rank's atoms: for atom i, d = x + image * prd - its reference
+ * position per component (prd: the box's lengths), sums[0..2] += d*d per
+ * component and sums[3] += dx*dx + dy*dy + dz*dz, atom by atom in order. x
+ * holds 3n positions, image 3n image flags, id n ids; the reference is
+ * nref ids, sorted ascending (ref_id), and their 3 * nref unwrapped
+ * positions in that order (ref), found by binary search: sparse or large
+ * ids cost nothing. An id without a reference: CDK_ERR_ARG, its atom's
+ * index in *bad (nothing added). */
 int cdk_md_msd(const double *x, const int32_t *image, const int64_t *id, int64_t n,
-               const double prd[3], const double *ref, int64_t nref, double sums[4],
-               int64_t *bad);
+               const double prd[3], const int64_t *ref_id, const double *ref, int64_t nref,
+               double sums[4], int64_t *bad);
 
 /* Pair distances binned for g(r), LAMMPS's compute rdf, on one rank's atoms
  * and the halo of other atoms within the cutoff of them (other ranks' atoms,
@@ -232,8 +233,10 @@ int cdk_md_msd(const double *x, const int32_t *image, const int64_t *id, int64_t
  * dz*dz), dx = x_i - x_j, falls in bin (int)(r * delrinv) if below nbins
  * (LAMMPS's expression); counts[(ti * (ntypes + 1) + tj) * nbins + bin] += 1
  * with ti <= tj the pair's types. Cell lists of side `cutoff` find the pairs
- * (not all pairs). x, hx: 3 per atom; type, htype, id, hid: 1 per atom;
- * types 1..ntypes, else CDK_ERR_ARG with the atom's index in *bad (own
+ * (not all pairs), so delrinv must be at least nbins / cutoff (the bins end
+ * at the cutoff, as LAMMPS's delr = cutoff / nbins makes them). x, hx: 3 per
+ * atom; type, htype, id, hid: 1 per atom; ids unique; types 1..ntypes and
+ * finite positions, else CDK_ERR_ARG with the atom's index in *bad (own
  * atoms first, then the halo's, n + index). */
 int cdk_md_pairs(const double *x, const int32_t *type, const int64_t *id, int64_t n,
                  const double *hx, const int32_t *htype, const int64_t *hid, int64_t m,

@@ -26,22 +26,36 @@ int cdk_md_kinetic(const double *v, const int32_t *type, int64_t n, const double
     return CDK_OK;
 }
 
+/* Index of `id` in the nref sorted ids, or -1. */
+static int64_t find_id(const int64_t *ids, int64_t nref, int64_t id)
+{
+    int64_t lo = 0, hi = nref;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (ids[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < nref && ids[lo] == id ? lo : -1;
+}
+
 int cdk_md_msd(const double *x, const int32_t *image, const int64_t *id, int64_t n,
-               const double prd[3], const double *ref, int64_t nref, double sums[4],
-               int64_t *bad)
+               const double prd[3], const int64_t *ref_id, const double *ref, int64_t nref,
+               double sums[4], int64_t *bad)
 {
     if (n < 0 || nref < 0 || !prd || !sums || !bad ||
-        (n > 0 && (!x || !image || !id || !ref)))
+        (n > 0 && (!x || !image || !id || !ref || !ref_id)))
         return CDK_ERR_ARG;
     for (int64_t i = 0; i < n; i++) {
-        if (id[i] < 0 || id[i] >= nref || isnan(ref[3 * id[i]])) {
+        if (find_id(ref_id, nref, id[i]) < 0) {
             *bad = i;
             return CDK_ERR_ARG;
         }
     }
     double s0 = sums[0], s1 = sums[1], s2 = sums[2], s3 = sums[3];
     for (int64_t i = 0; i < n; i++) {
-        const double *xi = x + 3 * i, *r = ref + 3 * id[i];
+        const double *xi = x + 3 * i, *r = ref + 3 * find_id(ref_id, nref, id[i]);
         const int32_t *im = image + 3 * i;
         double dx = xi[0] + im[0] * prd[0] - r[0];
         double dy = xi[1] + im[1] * prd[1] - r[1];
@@ -95,18 +109,21 @@ static int cells_build(cells *c, const double *x, int64_t n, const double *hx, i
     }
     double side = cutoff * (1 + 1e-9); /* a pair at the cutoff stays in adjacent cells */
     for (;;) {
-        int64_t total = 1;
+        double total = 1; /* in double: a tiny cutoff must not overflow the count */
         for (int d = 0; d < 3; d++) {
-            double extent = n + m ? hi[d] - lo[d] : 0;
-            c->dim[d] = extent / side >= 1 ? (int64_t)(extent / side) : 1;
-            c->lo[d] = n + m ? lo[d] : 0;
-            /* cells of at least `side`: an atom's neighbours lie in the 27 around it */
-            c->inv[d] = extent > 0 ? (double)c->dim[d] / extent : 0;
-            total *= c->dim[d];
+            double extent = n + m ? hi[d] - lo[d] : 0, per = extent / side;
+            total *= per >= 1 ? floor(per) : 1;
         }
-        if (total <= MAX_CELLS)
+        if (total <= (double)MAX_CELLS)
             break;
         side *= 2;
+    }
+    for (int d = 0; d < 3; d++) {
+        double extent = n + m ? hi[d] - lo[d] : 0;
+        c->dim[d] = extent / side >= 1 ? (int64_t)(extent / side) : 1;
+        c->lo[d] = n + m ? lo[d] : 0;
+        /* cells of at least `side`: an atom's neighbours lie in the 27 around it */
+        c->inv[d] = extent > 0 ? (double)c->dim[d] / extent : 0;
     }
     int64_t ncells = c->dim[0] * c->dim[1] * c->dim[2];
     c->head = malloc((size_t)ncells * sizeof *c->head);
@@ -131,13 +148,16 @@ int cdk_md_pairs(const double *x, const int32_t *type, const int64_t *id, int64_
                  double cutoff, double delrinv, int64_t nbins, int64_t ntypes, int64_t *counts,
                  int64_t *bad)
 {
-    if (n < 0 || m < 0 || !(cutoff > 0) || !isfinite(cutoff) || !(delrinv > 0) || nbins < 1 ||
+    /* the cells find the pairs within the cutoff: the bins must not reach past it */
+    if (n < 0 || m < 0 || !(cutoff > 0) || !isfinite(cutoff) || nbins < 1 ||
+        !(delrinv * cutoff >= (double)nbins * (1 - 1e-12)) || !isfinite(delrinv) ||
         ntypes < 1 || !counts || !bad || (n > 0 && (!x || !type || !id)) ||
         (m > 0 && (!hx || !htype || !hid)))
         return CDK_ERR_ARG;
     for (int64_t k = 0; k < n + m; k++) {
         int32_t t = k < n ? type[k] : htype[k - n];
-        if (t < 1 || t > ntypes) {
+        const double *p = k < n ? x + 3 * k : hx + 3 * (k - n);
+        if (t < 1 || t > ntypes || !isfinite(p[0]) || !isfinite(p[1]) || !isfinite(p[2])) {
             *bad = k;
             return CDK_ERR_ARG;
         }
@@ -162,9 +182,10 @@ int cdk_md_pairs(const double *x, const int32_t *type, const int64_t *id, int64_
                         const double *xj = j < n ? x + 3 * j : hx + 3 * (j - n);
                         double dx = xi[0] - xj[0], dy = xi[1] - xj[1], dz = xi[2] - xj[2];
                         double r = sqrt(dx * dx + dy * dy + dz * dz);
-                        int64_t bin = (int64_t)(r * delrinv);
-                        if (bin >= nbins)
+                        double at = r * delrinv;
+                        if (!(at < (double)nbins))
                             continue;
+                        int64_t bin = (int64_t)at;
                         int64_t ti = type[i], tj = j < n ? type[j] : htype[j - n];
                         int64_t lo = ti < tj ? ti : tj, hi = ti < tj ? tj : ti;
                         counts[(lo * nt + hi) * nbins + bin]++;

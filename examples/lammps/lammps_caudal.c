@@ -20,8 +20,8 @@
  *   v      float64, 3n      velocities
  *   image  int32, 3n        image flags: x + image * (boxhi - boxlo) is the
  *                           unwrapped position
- *   box    float64, 6       boxlo then boxhi (rank 0's block; the others'
- *                           are empty)
+ *   box    float64, 9       boxlo, boxhi, then 1 or 0 per dimension: periodic
+ *                           or not (rank 0's block; the others' are empty)
  *   mass   float64, T + 1   per-type masses, index 0 unused (rank 0's block)
  *   units  float64, 3       boltz, mvv2e and the time step dt, in the input's
  *                           units (rank 0's block)
@@ -31,6 +31,7 @@
  * its input asks. Without CAUDAL_ENDPOINT in the environment nothing is
  * published: the same program is LAMMPS alone, its own baseline.
  */
+#include <errno.h>
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -106,15 +107,15 @@ static int declare(driver *d, int natoms_guess)
 {
     caudal_client *c = d->caudal;
     uint64_t cap = (uint64_t)natoms_guess;
-    uint64_t six = 6, types = (uint64_t)d->ntypes + 1, zero = 0;
+    uint64_t nine = 9, types = (uint64_t)d->ntypes + 1, zero = 0;
     uint64_t three = 3, three_count = d->rank == 0 ? 3 : 0;
-    uint64_t box_count = d->rank == 0 ? 6 : 0, mass_count = d->rank == 0 ? types : 0;
+    uint64_t box_count = d->rank == 0 ? 9 : 0, mass_count = d->rank == 0 ? types : 0;
     if (caudal_declare_var(c, "id", CAUDAL_INT64, cap) != CAUDAL_OK ||
         caudal_declare_var(c, "type", CAUDAL_INT32, cap) != CAUDAL_OK ||
         caudal_declare_var(c, "x", CAUDAL_FLOAT64, 3 * cap) != CAUDAL_OK ||
         caudal_declare_var(c, "v", CAUDAL_FLOAT64, 3 * cap) != CAUDAL_OK ||
         caudal_declare_var(c, "image", CAUDAL_INT32, 3 * cap) != CAUDAL_OK ||
-        caudal_declare(c, "box", CAUDAL_FLOAT64, 1, &six, &zero, &box_count, CAUDAL_ORDER_C) !=
+        caudal_declare(c, "box", CAUDAL_FLOAT64, 1, &nine, &zero, &box_count, CAUDAL_ORDER_C) !=
             CAUDAL_OK ||
         caudal_declare(c, "mass", CAUDAL_FLOAT64, 1, &types, &zero, &mass_count,
                        CAUDAL_ORDER_C) != CAUDAL_OK ||
@@ -145,6 +146,8 @@ static int publish(driver *d, long long step)
     double xy, yz, xz;
     int periodic[3], changed;
     lammps_extract_box(lmp, d->box, d->box + 3, &xy, &yz, &xz, periodic, &changed);
+    for (int k = 0; k < 3; k++)
+        d->box[6 + k] = periodic[k] ? 1.0 : 0.0;
 
     caudal_client *c = d->caudal;
     /* LAMMPS allocates per-atom vectors as one block: x[0] holds all 3n. */
@@ -216,6 +219,18 @@ static int run(driver *d, long long steps, long long every)
     }
 }
 
+/* A whole non-negative number, all of text: 0, else -1. */
+static int parse_count(const char *text, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno || end == text || *end || v < 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: lammps_caudal INPUT STEPS [--every N] [--log FILE] [-- LAMMPS ARGS]\n");
@@ -235,18 +250,29 @@ int main(int argc, char **argv)
             lmp_from = i + 1;
             break;
         }
-        if (!strcmp(argv[i], "--every") && i + 1 < argc)
-            every = atoll(argv[++i]);
-        else if (!strcmp(argv[i], "--log") && i + 1 < argc)
-            log = argv[++i];
-        else if (!input)
+        if (!strcmp(argv[i], "--every") || !strcmp(argv[i], "--log")) {
+            if (i + 1 >= argc) {
+                every = -1; /* an option without its value */
+                break;
+            }
+            if (!strcmp(argv[i++], "--log"))
+                log = argv[i];
+            else if (parse_count(argv[i], &every) != 0)
+                every = -1;
+        } else if (!input) {
             input = argv[i];
-        else if (steps < 0)
-            steps = atoll(argv[i]);
-        else
-            steps = -2;
+        } else if (steps == -1) {
+            if (parse_count(argv[i], &steps) != 0)
+                steps = -2;
+        } else {
+            steps = -2; /* one argument too many */
+        }
     }
     if (!input || steps < 0 || every <= 0) {
+        if (d.rank == 0)
+            fprintf(stderr, "lammps_caudal: %s\n", !input ? "no input file"
+                            : steps < 0 ? "STEPS must be one whole number of steps, 0 or more"
+                                        : "--every must be a whole number of steps, 1 or more");
         MPI_Finalize();
         return usage();
     }
@@ -280,13 +306,20 @@ int main(int argc, char **argv)
         fail(&d, "the input made no simulation box", -1);
         goto out;
     }
+    if (lammps_extract_setting(d.lmp, "triclinic")) {
+        /* image * (boxhi - boxlo) unwraps, and the minimum image holds, only
+         * in an orthogonal box: refuse rather than publish wrong geometry */
+        fail(&d, "the box is triclinic (tilted): the atoms' positions are published for "
+                 "orthogonal boxes only", -1);
+        goto out;
+    }
     d.ntypes = lammps_extract_setting(d.lmp, "ntypes");
     d.tag_bytes = lammps_extract_setting(d.lmp, "tagint");
     d.image_bytes = lammps_extract_setting(d.lmp, "imageint");
     d.units[0] = *(const double *)lammps_extract_global(d.lmp, "boltz");
     d.units[1] = *(const double *)lammps_extract_global(d.lmp, "mvv2e");
     d.units[2] = *(const double *)lammps_extract_global(d.lmp, "dt");
-    d.box = calloc(6, sizeof *d.box);
+    d.box = calloc(9, sizeof *d.box);
     if (!d.box) {
         fail(&d, "out of memory", -1);
         goto out;
@@ -313,13 +346,15 @@ out:
             rc = 1;
         }
     }
+    /* A failure may be this rank's alone: LAMMPS's destructor could then
+     * wait in a collective for ranks that will not come, so abort first. */
+    if (rc != 0)
+        MPI_Abort(MPI_COMM_WORLD, rc);
     if (d.lmp)
         lammps_close(d.lmp);
     free(d.id);
     free(d.image);
     free(d.box);
-    if (rc != 0)
-        MPI_Abort(MPI_COMM_WORLD, rc);
     MPI_Finalize();
     return rc;
 }

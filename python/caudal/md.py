@@ -77,6 +77,19 @@ def aligned(arrays, kernel):
     return grids
 
 
+def _box(box, grid, kernel):
+    """(lo, hi, lengths, periodic) of a box given as lo x y z, hi x y z,
+    and optionally 1 or 0 per dimension for periodic or not (as
+    examples/lammps publishes it; without them, periodic in all three)."""
+    box = np.ascontiguousarray(box, dtype=np.float64).ravel()
+    if box.size not in (6, 9) or not np.all(np.isfinite(box)) or np.any(box[3:6] <= box[:3]):
+        raise KernelError("%s: %s: box must hold lo x y z, hi x y z (each above lo), and "
+                          "optionally 1 or 0 per dimension (periodic or not), not %s"
+                          % (kernel, grid.describe(), box.tolist()))
+    periodic = box[6:9] != 0 if box.size == 9 else np.ones(3, bool)
+    return box[:3], box[3:6], box[3:6] - box[:3], periodic
+
+
 def _require(grid, dtype, kernel):
     if grid.dtype != dtype:
         raise KernelError("%s: %s must be %s, not %s" % (kernel, grid.describe(),
@@ -101,9 +114,9 @@ def _unwrapped_block(x, image, ids, prd):
     return flat_view(ids).copy(), x + flat_view(image).reshape(-1, 3) * prd
 
 
-def _msd_block(x, image, ids, prd, ref):
+def _msd_block(x, image, ids, prd, ref_id, ref):
     sums = np.zeros(4)
-    _kernels.md_msd(flat_view(x), flat_view(image), flat_view(ids), prd, ref, sums)
+    _kernels.md_msd(flat_view(x), flat_view(image), flat_view(ids), prd, ref_id, ref, sums)
     return sums
 
 
@@ -126,28 +139,27 @@ class MSD:
     and each atom is followed by its id whatever rank holds it: the first
     step's unwrapped positions, indexed by id, go once into Ray's object
     store and each rank's atoms are compared with them where they lie (the
-    C kernel md_msd); only 4 sums per rank travel. The atoms must stay the
-    same ones (the mean is over the first step's count, as LAMMPS's over
-    its group)."""
+    C kernel md_msd, which finds each id by binary search in the sorted
+    reference ids: sparse or large ids cost nothing); only 4 sums per rank
+    travel. The atoms must stay the same ones (the mean is over the first
+    step's count, as LAMMPS's over its group): a changed count, or an id the
+    first step did not have, is refused."""
 
     def __init__(self):
-        self.ref = None  # (max id + 1) x 3 unwrapped positions, NaN for no atom
-        self.shared = None  # the same, as the blocks' backend shares it
+        self.ref_id = None  # the first step's ids, sorted
+        self.ref = None  # their unwrapped positions, (natoms, 3), in that order
+        self.shared = None  # both, as the blocks' backend shares them
         self.natoms = 0
         self.first_step = None
 
     def update(self, x, image, ids, box):
         """[x, y, z, total] mean square displacements at this step, in the
         positions' units squared: zeros at the first step."""
-        box = np.ascontiguousarray(box, dtype=np.float64).ravel()
         gx, gi, gd = aligned([(x, "x"), (image, "image"), (ids, "ids")], "msd")
         _require(gx, np.float64, "msd")
         _require(gi, np.int32, "msd")
         _require(gd, np.int64, "msd")
-        if box.size != 6:
-            raise KernelError("msd: %s: box must hold lo x y z then hi x y z, not %d values"
-                              % (gx.describe(), box.size))
-        prd = box[3:] - box[:3]
+        prd = _box(box, gx, "msd")[2]
         natoms = int(gd.shape[0])
         if self.ref is None:
             self._reference(gx, gi, gd, prd)
@@ -158,7 +170,7 @@ class MSD:
         if not gx.blocks:
             return np.zeros(4)
         parts = gx.map_each(_msd_block, lambda b: (*b.args(), *gi.blocks[b.pos].args(),
-                                                   *gd.blocks[b.pos].args(), prd, self.shared))
+                                                   *gd.blocks[b.pos].args(), prd, *self.shared))
         return gx.reduce(_sum, parts) / self.natoms
 
     def _reference(self, gx, gi, gd, prd):
@@ -166,15 +178,15 @@ class MSD:
                                                          *gd.blocks[b.pos].args(), prd))
         got = gx.fetch([parts[p] for p in sorted(parts)])
         ids = np.concatenate([i for i, _ in got]) if got else np.zeros(0, np.int64)
-        if ids.size and ids.min() < 0:
-            raise KernelError("msd: %s holds a negative id, %d" % (gd.describe(), ids.min()))
-        if np.unique(ids).size != ids.size:
-            raise KernelError("msd: %s holds an id twice" % gd.describe())
-        ref = np.full((int(ids.max()) + 1 if ids.size else 0, 3), np.nan)
-        for i, u in got:
-            ref[i] = u
-        self.ref, self.natoms, self.first_step = ref, int(ids.size), gx.step
-        self.shared = gx.backend.share(ref)
+        pos = np.concatenate([u for _, u in got]) if got else np.zeros((0, 3))
+        order = np.argsort(ids, kind="stable")
+        ids, pos = ids[order], np.ascontiguousarray(pos[order])
+        if ids.size and np.any(ids[1:] == ids[:-1]):
+            twice = ids[1:][ids[1:] == ids[:-1]][0]
+            raise KernelError("msd: %s holds id %d twice: atoms are followed by id"
+                              % (gd.describe(), twice))
+        self.ref_id, self.ref, self.natoms, self.first_step = ids, pos, int(ids.size), gx.step
+        self.shared = (gx.backend.share(ids), gx.backend.share(pos.ravel()))
 
 
 # ---- radial distribution function
@@ -205,7 +217,9 @@ class Rdf(NamedTuple):
         for r in rdfs[1:]:
             if (r.counts.shape != first.counts.shape or r.cutoff != first.cutoff
                     or r.prd != first.prd or not np.array_equal(r.typecount, first.typecount)):
-                raise KernelError("rdf: the steps averaged differ in their bins, box or atoms")
+                raise KernelError("rdf: the steps averaged differ in their bins, box or atoms "
+                                  "per type (give rdf() ntypes, so that every step has them "
+                                  "all)")
         return first._replace(counts=np.sum([r.counts for r in rdfs], axis=0),
                               steps=sum(r.steps for r in rdfs))
 
@@ -267,13 +281,22 @@ class Rdf(NamedTuple):
         return g, coord
 
 
-def _atoms_block(x, types):
-    """A rank's atoms' bounding box and count per type."""
+def _atoms_block(x, types, ids, ntypes):
+    """A rank's atoms' bounding box and count per type, once they are
+    found fit to count pairs of: finite positions, types 1..ntypes (None:
+    any), each id once."""
     p = flat_view(x).reshape(-1, 3)
-    t = flat_view(types)
-    if t.size and t.min() < 1:
-        raise ValueError("an atom has type %d: types count from 1" % t.min())
-    return p.min(axis=0), p.max(axis=0), np.bincount(t)
+    t, i = flat_view(types), flat_view(ids)
+    if not np.all(np.isfinite(p)):
+        raise ValueError("atom %d's position is not finite" % np.flatnonzero(
+            ~np.all(np.isfinite(p), axis=1))[0])
+    if t.size and (t.min() < 1 or (ntypes is not None and t.max() > ntypes)):
+        k = int(np.flatnonzero((t < 1) | (t > (ntypes or t.max())))[0])
+        raise ValueError("atom %d has type %d, outside 1..%s" % (k, t[k], ntypes or "ntypes"))
+    if np.unique(i).size != i.size:
+        raise ValueError("an id appears twice: a pair across ranks is counted by its smaller "
+                         "id, so ids must be unique (LAMMPS: atom_modify id yes)")
+    return p.min(axis=0), p.max(axis=0), np.bincount(t, minlength=(ntypes or 0) + 1)
 
 
 def _halo_block(x, types, ids, shifts, prd, lo, hi):
@@ -303,12 +326,17 @@ def _pairs_block(x, types, ids, cutoff, delrinv, nbins, ntypes, *halos):
     return counts
 
 
-def rdf(x, types, ids, box, cutoff, nbins=100):
+def rdf(x, types, ids, box, cutoff, nbins=100, ntypes=None):
     """The pair counts of g(r) over every rank's atoms at one step, with
-    periodic boundaries (the minimum image: each box length must be at
-    least twice the cutoff): an Rdf, whose g() and coord() are LAMMPS's
+    periodic boundaries where the box says so (all three for a box of 6
+    values; the minimum image: each periodic length must be at least twice
+    the cutoff): an Rdf, whose g() and coord() are LAMMPS's
     compute rdf for all atoms or a pair of types, and whose counts are each
-    pair once.
+    pair once. ntypes: the simulation's number of types (LAMMPS: the masses
+    less one), so that steps compare whichever types they hold; by default
+    the highest type present. Ids must be unique (a pair across ranks is
+    counted by the rank of its smaller id) and positions within a quarter
+    box of it (the images are those of one box length), as LAMMPS's are.
 
     Each rank's atoms are counted where they lie, with cell lists (C,
     md_pairs), against their halo: the atoms of other ranks, and periodic
@@ -321,26 +349,38 @@ def rdf(x, types, ids, box, cutoff, nbins=100):
     _require(gx, np.float64, "rdf")
     _require(gt, np.int32, "rdf")
     _require(gd, np.int64, "rdf")
-    box = np.ascontiguousarray(box, dtype=np.float64).ravel()
-    if box.size != 6:
-        raise KernelError("rdf: %s: box must hold lo x y z then hi x y z, not %d values"
-                          % (gx.describe(), box.size))
-    prd = box[3:] - box[:3]
+    box_lo, box_hi, prd, periodic = _box(box, gx, "rdf")
     if not (cutoff > 0 and np.isfinite(cutoff)) or int(nbins) != nbins or nbins < 1:
         raise KernelError("rdf: %s: the cutoff must be a positive number and nbins a "
                           "positive integer, not %r and %r" % (gx.describe(), cutoff, nbins))
-    if np.any(prd < 2 * cutoff):
+    if np.any(periodic & (prd < 2 * cutoff)):
         raise KernelError("rdf: %s: the box (%s) is shorter than twice the cutoff %g: an atom "
                           "would meet two images of another" % (gx.describe(), prd, cutoff))
+    # images only across the periodic faces
+    shifts = SHIFTS[np.all((SHIFTS == 0) | periodic, axis=1)]
     nbins = int(nbins)
     delrinv = 1.0 / (cutoff / nbins)  # LAMMPS's delr, then its inverse
     if not gx.blocks:
         return Rdf(np.zeros((2, 2, nbins), np.int64), np.zeros(2, np.int64), cutoff,
                    tuple(prd))
     order = sorted(gx.blocks)
-    info = gx.map_each(_atoms_block, lambda b: (*b.args(), *gt.blocks[b.pos].args()))
+    if ntypes is not None and (int(ntypes) != ntypes or ntypes < 1):
+        raise KernelError("rdf: %s: ntypes must be a positive integer, not %r"
+                          % (gx.describe(), ntypes))
+    info = gx.map_each(_atoms_block, lambda b: (*b.args(), *gt.blocks[b.pos].args(),
+                                                *gd.blocks[b.pos].args(), ntypes))
     info = dict(zip(order, gx.fetch([info[p] for p in order])))
-    ntypes = max(len(c) for _, _, c in info.values()) - 1
+    # Images of one box length find every pair while atoms stray less than
+    # a quarter of (length - 2 cutoff) outside the box.
+    margin = (prd - 2 * cutoff) / 4
+    for p, (blo, bhi, _) in info.items():
+        out = np.maximum(box_lo - blo, bhi - box_hi)
+        if np.any(periodic & (out > margin)):
+            d = int(np.argmax(np.where(periodic, out - margin, -np.inf)))
+            raise KernelError("rdf: %s: atoms lie %g outside the box along %s, more than "
+                              "%g: wrap the positions into the box"
+                              % (gx.blocks[p].where(gx), out[d], "xyz"[d], margin[d]))
+    ntypes = int(ntypes) if ntypes is not None else max(len(c) for _, _, c in info.values()) - 1
     typecount = np.zeros(ntypes + 1, np.int64)
     for _, _, c in info.values():
         typecount[:len(c)] += c
@@ -350,7 +390,7 @@ def rdf(x, types, ids, box, cutoff, nbins=100):
         lo, hi = info[r][0] - width, info[r][1] + width
         for s in order:
             slo, shi = info[s][0], info[s][1]
-            near = [sh for sh in SHIFTS if (s != r or sh.any())
+            near = [sh for sh in shifts if (s != r or sh.any())
                     and np.all(slo + sh * prd <= hi) and np.all(shi + sh * prd >= lo)]
             if near:
                 b = gx.blocks[s]

@@ -76,58 +76,67 @@ static void test_bad_kinetic(void)
 
 static void test_msd_case(int64_t n)
 {
-    int64_t nref = n + 3; /* ids 1..n+1, one of them missing: a gap */
+    /* the reference: n + 2 atoms of sparse, large ids (sorted), two of them
+     * absent from the step */
+    int64_t nref = n + 2;
     double *x = malloc((size_t)(3 * n + 1) * sizeof *x);
     int32_t *image = malloc((size_t)(3 * n + 1) * sizeof *image);
     int64_t *id = malloc((size_t)(n + 1) * sizeof *id);
+    int64_t *ref_id = malloc((size_t)nref * sizeof *ref_id);
     double *ref = malloc((size_t)(3 * nref) * sizeof *ref);
-    CHECK(x && image && id && ref);
-    for (int64_t k = 0; k < 3 * nref; k++)
-        ref[k] = k < 3 || k / 3 == n / 2 + 1 ? NAN : 4 * rnd();
+    CHECK(x && image && id && ref_id && ref);
+    for (int64_t k = 0; k < nref; k++) {
+        ref_id[k] = 1000000007LL * (k + 1) + k * k; /* increasing, sparse */
+        for (int c = 0; c < 3; c++)
+            ref[3 * k + c] = 4 * rnd();
+    }
     double prd[3] = {10, 12.5, 7};
     double want[4] = {1, 2, 3, 6}, sums[4] = {1, 2, 3, 6}; /* it adds to them */
     for (int64_t i = 0; i < n; i++) {
-        int64_t k = 1 + (i * 7) % (n + 1); /* ids out of order */
-        id[i] = k == n / 2 + 1 ? n + 2 : k;
+        int64_t k = (i * 7 + 3) % n + 1; /* reference atoms 1..n, out of order */
+        id[i] = ref_id[k];
         double d[3];
         for (int c = 0; c < 3; c++) {
             x[3 * i + c] = 5 * rnd();
             image[3 * i + c] = (int32_t)(3 * rnd());
-            d[c] = x[3 * i + c] + image[3 * i + c] * prd[c] - ref[3 * id[i] + c];
+            d[c] = x[3 * i + c] + image[3 * i + c] * prd[c] - ref[3 * k + c];
             want[c] += d[c] * d[c];
         }
         want[3] += d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
     }
     int64_t bad = -1;
-    CHECK_CDK(cdk_md_msd(x, image, id, n, prd, ref, nref, sums, &bad), CDK_OK);
+    CHECK_CDK(cdk_md_msd(x, image, id, n, prd, ref_id, ref, nref, sums, &bad), CDK_OK);
     for (int c = 0; c < 4; c++)
         CHECK(sums[c] == want[c]); /* LAMMPS's expression in its order: the same bits */
     CHECK(bad == -1);
     free(x);
     free(image);
     free(id);
+    free(ref_id);
     free(ref);
 }
 
 static void test_bad_msd(void)
 {
-    double x[6] = {1, 2, 3, 4, 5, 6}, ref[9] = {NAN, NAN, NAN, 0, 0, 0, 1, 1, 1};
+    double x[6] = {1, 2, 3, 4, 5, 6}, ref[6] = {0, 0, 0, 1, 1, 1};
     double prd[3] = {1, 1, 1}, sums[4] = {0, 0, 0, 0};
     int32_t image[6] = {0};
-    int64_t id[2] = {1, 3}, bad = -1;
-    /* id 3 is past the reference (ids 0..2): refused, named, nothing added */
-    CHECK_CDK(cdk_md_msd(x, image, id, 2, prd, ref, 3, sums, &bad), CDK_ERR_ARG);
+    int64_t ref_id[2] = {5, 9}, id[2] = {5, 7}, bad = -1;
+    /* id 7 is between the reference's: refused, named, nothing added */
+    CHECK_CDK(cdk_md_msd(x, image, id, 2, prd, ref_id, ref, 2, sums, &bad), CDK_ERR_ARG);
     CHECK(bad == 1 && sums[3] == 0);
-    id[1] = 0; /* id 0 has no reference (NaN) */
-    CHECK_CDK(cdk_md_msd(x, image, id, 2, prd, ref, 3, sums, &bad), CDK_ERR_ARG);
+    id[1] = 10; /* past them */
+    CHECK_CDK(cdk_md_msd(x, image, id, 2, prd, ref_id, ref, 2, sums, &bad), CDK_ERR_ARG);
     CHECK(bad == 1 && sums[3] == 0);
-    id[1] = -1;
-    CHECK_CDK(cdk_md_msd(x, image, id, 2, prd, ref, 3, sums, &bad), CDK_ERR_ARG);
-    CHECK(bad == 1 && sums[3] == 0);
-    id[1] = 2;
-    CHECK_CDK(cdk_md_msd(x, image, id, 2, NULL, ref, 3, sums, &bad), CDK_ERR_ARG);
-    CHECK_CDK(cdk_md_msd(x, image, id, 2, prd, ref, 3, sums, &bad), CDK_OK);
-    CHECK(sums[0] == 1 + 9 && sums[3] == (1 + 4 + 9) + (9 + 16 + 25));
+    id[0] = 4; /* before them */
+    CHECK_CDK(cdk_md_msd(x, image, id, 2, prd, ref_id, ref, 2, sums, &bad), CDK_ERR_ARG);
+    CHECK(bad == 0 && sums[3] == 0);
+    id[0] = 9;
+    id[1] = 5;
+    CHECK_CDK(cdk_md_msd(x, image, id, 2, NULL, ref_id, ref, 2, sums, &bad), CDK_ERR_ARG);
+    CHECK_CDK(cdk_md_msd(x, image, id, 2, prd, ref_id, ref, 2, sums, &bad), CDK_OK);
+    /* atom 0 (id 9) from (1, 1, 1), atom 1 (id 5) from the origin */
+    CHECK(sums[0] == 0 + 16 && sums[3] == (0 + 1 + 4) + (16 + 25 + 36));
 }
 
 /* Two "ranks" A and B of random atoms (no periodic box), each counting its
@@ -190,6 +199,24 @@ static void test_bad_pairs(void)
     CHECK_CDK(cdk_md_pairs(x, type, id, 2, NULL, NULL, NULL, 0, 2.0, 1.0, 2, 2, counts, &bad),
               CDK_OK);
     CHECK(counts[(1 * 3 + 2) * 2 + 1] == 1); /* r = 1: bin 1 */
+    /* bins reaching past the cutoff (delrinv < nbins / cutoff): refused */
+    CHECK_CDK(cdk_md_pairs(x, type, id, 2, NULL, NULL, NULL, 0, 2.0, 0.5, 2, 2, counts, &bad),
+              CDK_ERR_ARG);
+    /* a position that is not finite: refused, named, nothing counted */
+    double halo[3] = {NAN, 0, 0};
+    int32_t htype[1] = {1};
+    int64_t hid[1] = {3};
+    bad = -1;
+    CHECK_CDK(cdk_md_pairs(x, type, id, 2, halo, htype, hid, 1, 2.0, 1.0, 2, 2, counts, &bad),
+              CDK_ERR_ARG);
+    CHECK(bad == 2 && counts[(1 * 3 + 2) * 2 + 1] == 1);
+    /* a cutoff so small that its cells would overflow a count: coarser cells */
+    double far[6] = {0, 0, 0, 1e6, 1e6, 1e6};
+    int64_t tiny[2 * 2 * 1] = {0};
+    int32_t one[2] = {1, 1};
+    CHECK_CDK(cdk_md_pairs(far, one, id, 2, NULL, NULL, NULL, 0, 1e-9, 1e9, 1, 1, tiny, &bad),
+              CDK_OK);
+    CHECK(tiny[3] == 0);
 }
 
 int main(void)

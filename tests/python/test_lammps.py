@@ -204,7 +204,7 @@ def test_rdf_matches_lammps_to_the_bit_and_freud_to_its_single_precision(tmp_pat
         hist = np.array(got["hist"][s])
         assert hist.sum() > 50 * NATOMS  # about 55 neighbours within 2.5 per atom
         frame = np.load(tmp_path / "frames" / ("%d.npz" % s))
-        lo, hi = frame["box"][:3], frame["box"][3:]
+        lo, hi = frame["box"][:3], frame["box"][3:6]
         fbox = freud.box.Box(*(hi - lo))
         # freud's box is centred on 0, and LAMMPS's atoms may stray out of
         # theirs between reneighbourings
@@ -238,6 +238,22 @@ def test_lammps_alone_writes_the_same_answers_as_under_caudal(tmp_path, driver):
     assert q.returncode == 0, q.stdout[-3000:] + q.stderr[-3000:]
     assert lammps_table(out / "thermo.txt") == lammps_table(lmp / "thermo.txt")
     assert lammps_table(out / "msd.txt") == lammps_table(lmp / "msd.txt")
+
+
+def test_a_triclinic_box_is_refused_before_any_step(tmp_path, driver):
+    """A tilted box (region prism): the driver cannot unwrap or publish its
+    geometry for caudal.md, and says so before the run, naming the rank;
+    caudal run ends with the simulation's failure and analysed nothing."""
+    bad = tmp_path / "in.tilted"
+    bad.write_text(open(os.path.join(EXAMPLE, "in.lj")).read()
+                   .replace("region box block 0 ${side} 0 ${side} 0 ${side}",
+                            "region box prism 0 ${side} 0 ${side} 0 ${side} 1 0 0"))
+    p, run_dir, _ = run(tmp_path, driver, ANALYTICS, bad)
+    text = p.stdout + p.stderr
+    assert p.returncode != 0, text[-3000:]
+    assert "rank 0" in text and "the box is triclinic" in text, text[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["end"]["reason"] == "simulation_failed" and summary["steps_analysed"] == 0
 
 
 def test_a_broken_input_fails_the_run_with_lammps_own_message(tmp_path, driver):

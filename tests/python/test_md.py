@@ -98,7 +98,7 @@ def test_msd_refuses_what_it_cannot_follow():
     ids = np.arange(1, n + 1, dtype=np.int64)
     twice = ids.copy()
     twice[3] = 7
-    with pytest.raises(KernelError, match="holds an id twice"):
+    with pytest.raises(KernelError, match="holds id 7 twice"):
         caudal.md.MSD().update(x, image, twice, box)
     msd = caudal.md.MSD()
     msd.update(x, image, ids, box)
@@ -106,19 +106,27 @@ def test_msd_refuses_what_it_cannot_follow():
         msd.update(x[:-3], image[:-3], ids[:-1], box)
     stranger = ids.copy()
     stranger[4] = 99
-    with pytest.raises(KernelError, match="atom 4 has id 99, which has no reference"):
+    with pytest.raises(KernelError, match="atom 4 has id 99, which the first step did not "
+                                          "have"):
         msd.update(x, image, stranger, box)
-    with pytest.raises(KernelError, match="box must hold lo x y z then hi x y z"):
+    with pytest.raises(KernelError, match="box must hold lo x y z, hi x y z"):
         msd.update(x, image, ids, box[:3])
+    # sparse, large ids (LAMMPS tags need not be 1..N): followed as well
+    big = ids * 10 ** 12 + 7
+    sparse = caudal.md.MSD()
+    sparse.update(x, image, big, box)
+    moved = x + 0.5
+    assert sparse.update(moved, image, big, box)[3] == pytest.approx(0.75)
+    assert sparse.ref.nbytes == 3 * 8 * n  # the reference is the atoms, not the largest id
     with pytest.raises(KernelError, match="must be int32"):
         msd.update(x, image.astype(np.int64), ids, box)
 
 
-def brute_pairs(p, t, prd, cutoff, nbins):
-    """Every pair's minimum-image distance, binned as LAMMPS bins it:
-    counts[ti, tj, bin], ti <= tj."""
+def brute_pairs(p, t, prd, cutoff, nbins, periodic=(True, True, True)):
+    """Every pair's distance (the minimum image along periodic
+    dimensions), binned as LAMMPS bins it: counts[ti, tj, bin], ti <= tj."""
     d = p[:, None, :] - p[None, :, :]
-    d -= np.rint(d / prd) * prd
+    d -= np.rint(d / prd) * prd * np.array(periodic)
     iu = np.triu_indices(len(p), 1)
     r = np.sqrt((d ** 2).sum(-1))[iu]
     b = (r * (1.0 / (cutoff / nbins))).astype(np.int64)
@@ -163,8 +171,26 @@ def test_rdf_refuses_what_it_cannot_count():
         caudal.md.rdf(p, t, ids, box, -1.0)
     bad = t.copy()
     bad[4] = 0
-    with pytest.raises(KernelError, match="an atom has type 0"):
+    with pytest.raises(KernelError, match="atom 4 has type 0, outside 1..ntypes"):
         caudal.md.rdf(p, bad, ids, box, 1.0)
+    with pytest.raises(KernelError, match="atom 9 has type 1, outside 1..0|ntypes must be"):
+        caudal.md.rdf(p, t, ids, box, 1.0, ntypes=0)
+    two = t.copy()
+    two[9] = 2
+    with pytest.raises(KernelError, match="atom 9 has type 2, outside 1..1"):
+        caudal.md.rdf(p, two, ids, box, 1.0, ntypes=1)
+    nan = p.copy()
+    nan[7] = np.nan  # atom 2's y
+    with pytest.raises(KernelError, match="atom 2's position is not finite"):
+        caudal.md.rdf(nan, t, ids, box, 1.0)
+    with pytest.raises(KernelError, match="an id appears twice"):
+        caudal.md.rdf(p, t, np.zeros(10, np.int64), box, 1.0)  # LAMMPS's atom_modify id no
+    far = p.copy()
+    far[3] = 5.0 + 0.6  # atom 1's x, 0.6 past the box; a quarter of (5 - 2 * 1) is 0.75
+    caudal.md.rdf(far, t, ids, box, 1.0)
+    far[3] = 5.0 + 0.8
+    with pytest.raises(KernelError, match="atoms lie 0.8 outside the box along x"):
+        caudal.md.rdf(far, t, ids, box, 1.0)
     with pytest.raises(KernelError, match="must be int64"):
         caudal.md.rdf(p, t, ids.astype(np.int32), box, 1.0)
     r = caudal.md.rdf(p, t, ids, box, 1.0, 10)
@@ -173,6 +199,8 @@ def test_rdf_refuses_what_it_cannot_count():
     other = caudal.md.rdf(p, t, ids, box, 1.0, 20)
     with pytest.raises(KernelError, match="differ in their bins"):
         caudal.md.Rdf.mean([r, other])
+    # with ntypes, a step without the highest type still compares
+    assert caudal.md.rdf(p, t, ids, box, 1.0, 10, ntypes=3).counts.shape == (4, 4, 10)
 
 
 def test_speeds_histogram_equals_numpy():
@@ -184,3 +212,24 @@ def test_speeds_histogram_equals_numpy():
     assert h.above == np.count_nonzero(s > 4.0) and h.below == 0
     with pytest.raises(KernelError, match="give the range"):
         caudal.md.speeds(v)
+
+
+def test_rdf_takes_images_only_across_periodic_faces():
+    """A box periodic in x and y only (LAMMPS's `boundary p p f`, as
+    examples/lammps publishes it: 9 values): no pair across the z faces;
+    the z length may then be shorter than twice the cutoff."""
+    n, lo = 700, np.array([0.0, 0.0, 0.0])
+    prd = np.array([8.0, 9.0, 5.0])
+    p = lo + RNG.random((n, 3)) * prd
+    t = np.ones(n, np.int32)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    box = np.concatenate([lo, lo + prd, [1, 1, 0]])
+    r = caudal.md.rdf(p.ravel(), t, ids, box, 3.0, 30)
+    assert np.array_equal(r.counts, brute_pairs(p, t, prd, 3.0, 30, (True, True, False)))
+    periodic = caudal.md.rdf(p.ravel(), t, ids, np.concatenate([lo, lo + prd, [1, 1, 1]]), 2.5,
+                             25)
+    assert np.array_equal(periodic.counts, brute_pairs(p, t, prd, 2.5, 25))
+    with pytest.raises(KernelError, match="shorter than twice the cutoff"):
+        caudal.md.rdf(p.ravel(), t, ids, np.concatenate([lo, lo + prd, [1, 1, 1]]), 3.0, 30)
+    with pytest.raises(KernelError, match="each above lo"):
+        caudal.md.rdf(p.ravel(), t, ids, np.concatenate([lo + prd, lo]), 1.0)

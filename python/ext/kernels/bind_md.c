@@ -48,41 +48,43 @@ done:
 static PyObject *k_md_msd(PyObject *self, PyObject *args)
 {
     (void)self;
-    static const char *const names[] = {"x", "image", "id", "prd", "ref", "sums"};
-    static const int dtypes[] = {CAUDAL_FLOAT64, CAUDAL_INT32, CAUDAL_INT64,
-                                 CAUDAL_FLOAT64, CAUDAL_FLOAT64, CAUDAL_FLOAT64};
-    PyObject *o[6];
-    if (!PyArg_ParseTuple(args, "OOOOOO:md_msd", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5]))
+    static const char *const names[] = {"x", "image", "id", "prd", "ref_id", "ref", "sums"};
+    static const int dtypes[] = {CAUDAL_FLOAT64, CAUDAL_INT32,   CAUDAL_INT64, CAUDAL_FLOAT64,
+                                 CAUDAL_INT64,   CAUDAL_FLOAT64, CAUDAL_FLOAT64};
+    PyObject *o[7];
+    if (!PyArg_ParseTuple(args, "OOOOOOO:md_msd", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                          &o[6]))
         return NULL;
-    kbuf b[6];
+    kbuf b[7];
     memset(b, 0, sizeof b);
     PyObject *res = NULL;
-    for (int i = 0; i < 6; i++)
-        if (kbuf_get(o[i], names[i], i == 5, 0, &b[i]) < 0 ||
-            kbuf_expect(&b[i], names[i], dtypes[i], i == 3 ? 3 : i == 5 ? 4 : -1) < 0)
+    for (int i = 0; i < 7; i++)
+        if (kbuf_get(o[i], names[i], i == 6, 0, &b[i]) < 0 ||
+            kbuf_expect(&b[i], names[i], dtypes[i], i == 3 ? 3 : i == 6 ? 4 : -1) < 0)
             goto done;
-    if (b[0].n != 3 * b[2].n || b[1].n != 3 * b[2].n || b[4].n % 3) {
+    if (b[0].n != 3 * b[2].n || b[1].n != 3 * b[2].n || b[5].n != 3 * b[4].n) {
         PyErr_Format(PyExc_ValueError, "md_msd: %lld positions and %lld image flags for %lld "
-                     "atoms, %lld reference values (3 per atom each)", (long long)b[0].n,
-                     (long long)b[1].n, (long long)b[2].n, (long long)b[4].n);
+                     "atoms, %lld reference positions for %lld ids (3 per atom each)",
+                     (long long)b[0].n, (long long)b[1].n, (long long)b[2].n,
+                     (long long)b[5].n, (long long)b[4].n);
         goto done;
     }
     int rc;
     int64_t bad = -1;
     Py_BEGIN_ALLOW_THREADS
     rc = cdk_md_msd(b[0].view.buf, b[1].view.buf, b[2].view.buf, b[2].n, b[3].view.buf,
-                    b[4].view.buf, b[4].n / 3, b[5].view.buf, &bad);
+                    b[4].view.buf, b[5].view.buf, b[4].n, b[6].view.buf, &bad);
     Py_END_ALLOW_THREADS
     if (rc == CDK_OK)
         res = Py_NewRef(Py_None);
     else if (bad >= 0)
-        PyErr_Format(PyExc_ValueError, "md_msd: atom %lld has id %lld, which has no reference "
-                     "position (ids 0..%lld)", (long long)bad,
-                     (long long)((const int64_t *)b[2].view.buf)[bad], (long long)b[4].n / 3 - 1);
+        PyErr_Format(PyExc_ValueError, "md_msd: atom %lld has id %lld, which the first step "
+                     "did not have (%lld atoms then)", (long long)bad,
+                     (long long)((const int64_t *)b[2].view.buf)[bad], (long long)b[4].n);
     else
         kbuf_raise(rc, "md_msd");
 done:
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 7; i++)
         kbuf_release(&b[i]);
     return res;
 }
@@ -123,12 +125,17 @@ static PyObject *k_md_pairs(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     if (rc == CDK_OK)
         res = Py_NewRef(Py_None);
-    else if (bad >= 0)
-        PyErr_Format(PyExc_ValueError, "md_pairs: %s atom %lld has type %d, outside 1..%lld",
-                     bad < b[1].n ? "the" : "the halo's", (long long)(bad < b[1].n ? bad : bad - b[1].n),
-                     (int)(bad < b[1].n ? ((const int32_t *)b[1].view.buf)[bad]
-                                        : ((const int32_t *)b[4].view.buf)[bad - b[1].n]),
-                     ntypes);
+    else if (bad >= 0) {
+        int own = bad < b[1].n;
+        int64_t k = own ? bad : bad - b[1].n;
+        int t = own ? ((const int32_t *)b[1].view.buf)[k] : ((const int32_t *)b[4].view.buf)[k];
+        if (t < 1 || t > ntypes)
+            PyErr_Format(PyExc_ValueError, "md_pairs: %s atom %lld has type %d, outside 1..%lld",
+                         own ? "the" : "the halo's", (long long)k, t, ntypes);
+        else
+            PyErr_Format(PyExc_ValueError, "md_pairs: %s atom %lld has a position that is not "
+                         "finite", own ? "the" : "the halo's", (long long)k);
+    }
     else
         kbuf_raise(rc, "md_pairs");
 done:
@@ -143,10 +150,11 @@ PyMethodDef kmd_methods[] = {
      "Per type t: mv2[t] += sum of mass[t] * |v|^2, count[t] += atoms (v float64\n"
      "3n, type int32 n, mass/mv2 float64 and count int64 of ntypes + 1)."},
     {"md_msd", k_md_msd, METH_VARARGS,
-     "md_msd(x, image, id, prd, ref, sums) -> None\n\n"
+     "md_msd(x, image, id, prd, ref_id, ref, sums) -> None\n\n"
      "sums[0..2] += per-component squared displacements of x + image * prd from\n"
-     "ref[id], sums[3] += their total (x float64 3n, image int32 3n, id int64 n,\n"
-     "prd float64 3, ref float64 3 per id, sums float64 4)."},
+     "the reference position of each atom's id (ref_id sorted, ref 3 per id in\n"
+     "that order), sums[3] += their total (x float64 3n, image int32 3n, id int64\n"
+     "n, prd float64 3, sums float64 4)."},
     {"md_pairs", k_md_pairs, METH_VARARGS,
      "md_pairs(x, type, id, hx, htype, hid, cutoff, delrinv, nbins, ntypes, counts)\n\n"
      "Pairs of own atoms, and of own with halo atoms (the smaller id's side), binned\n"
