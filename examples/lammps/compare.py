@@ -14,6 +14,7 @@ import numpy as np
 
 
 def table(path):
+    """A fix ave/time file of scalars: step -> its values."""
     rows = {}
     for line in open(path):
         if line.strip() and not line.startswith("#"):
@@ -23,6 +24,8 @@ def table(path):
 
 
 def rdf_file(path):
+    """A fix ave/time file of compute rdf (mode vector): step -> an array of
+    rows (bin, r, g, coord, ...)."""
     lines = [ln for ln in open(path) if ln.strip() and not ln.startswith("#")]
     out, i = {}, 0
     while i < len(lines):

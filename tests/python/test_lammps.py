@@ -17,6 +17,8 @@ import pytest
 from conftest import ROOT
 
 EXAMPLE = os.path.join(ROOT, "examples", "lammps")
+sys.path.insert(0, EXAMPLE)
+import compare  # noqa: E402  (the example's reader of LAMMPS's files: one home for it)
 OMPI_CC, OMPI_RUN = shutil.which("mpicc.openmpi"), shutil.which("mpirun.openmpi")
 
 pytestmark = pytest.mark.skipif(
@@ -113,13 +115,7 @@ def results(run_dir):
 
 def lammps_table(path):
     """LAMMPS's fix ave/time file: step -> its values."""
-    rows = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        f = line.split()
-        rows[int(f[0])] = [float(x) for x in f[1:]]
-    return rows
+    return compare.table(path)
 
 
 def test_temperature_msd_and_atoms_match_lammps_at_every_published_step(tmp_path, driver):
@@ -172,13 +168,7 @@ def test_temperature_msd_and_atoms_match_lammps_at_every_published_step(tmp_path
 def lammps_rdf(path):
     """LAMMPS's fix ave/time file of compute rdf (mode vector): step -> an
     array of rows (bin, r, g, coord)."""
-    steps, lines = {}, [ln for ln in path.read_text().splitlines() if not ln.startswith("#")]
-    i = 0
-    while i < len(lines):
-        step, rows = (int(v) for v in lines[i].split())
-        steps[step] = np.array([[float(v) for v in ln.split()] for ln in lines[i + 1:i + 1 + rows]])
-        i += 1 + rows
-    return steps
+    return compare.rdf_file(path)
 
 
 def test_rdf_matches_lammps_to_the_bit_and_freud_to_its_single_precision(tmp_path, driver):
@@ -272,8 +262,9 @@ def test_a_broken_input_fails_the_run_with_lammps_own_message(tmp_path, driver):
     assert summary["steps_analysed"] == 0
 
 
-MIXTURE = """
-import sys
+# The temperature from the atoms' velocities, with what each test adds.
+TEMPERATURE = """
+import time
 import numpy as np
 import caudal
 
@@ -283,6 +274,10 @@ def temperature(v, types, mass, units, ctx):
     k = caudal.md.kinetic(v[-1], types[-1], mass[-1].data.compute())
     ctx.record("temp", k.temperature(boltz, mvv2e))
     ctx.record("per_type", k.count.tolist())
+    time.sleep(SLEEP)
+"""
+
+MIXTURE = TEMPERATURE.replace("SLEEP", "0") + """
 
 @caudal.analysis("x", "type", "id", "box")
 def pairs(x, types, ids, box, ctx):
@@ -323,18 +318,8 @@ def test_a_binary_mixture_matches_lammps_per_type_pair(tmp_path, driver):
         assert got["temp"][s] == pytest.approx(thermo[s][0], rel=1e-13), s
 
 
-SLOW = """
-import time
-import caudal
-
-@caudal.analysis("v", "type", "mass", "units")
-def temperature(v, types, mass, units, ctx):
-    boltz, mvv2e, _dt = units[-1].data.compute()
-    k = caudal.md.kinetic(v[-1], types[-1], mass[-1].data.compute())
-    ctx.record("temp", k.temperature(boltz, mvv2e))
-    ctx.record("natoms", k.natoms)
-    time.sleep(0.25)  # slower than LAMMPS publishes: the ranks must drop steps
-"""
+# slower than LAMMPS publishes: the ranks must drop steps
+SLOW = TEMPERATURE.replace("SLEEP", "0.25")
 
 
 def test_under_the_drop_policy_lammps_runs_on_and_every_analysed_step_is_whole(tmp_path, driver):
@@ -354,7 +339,7 @@ def test_under_the_drop_policy_lammps_runs_on_and_every_analysed_step_is_whole(t
     assert 1 <= len(got["temp"]) < len(published)
     assert set(got["temp"]) <= published
     for s, t in got["temp"].items():
-        assert got["natoms"][s] == NATOMS, s
+        assert sum(got["per_type"][s]) == NATOMS, s
         assert abs(t - thermo[s][0]) <= 2 * np.spacing(thermo[s][0]), s
     # a step is analysed whole or not at all: the ones not analysed were
     # dropped by a rank, and said so (drops_by_rank: ranges of steps)

@@ -1,25 +1,48 @@
 /* bind_md.c - the molecular dynamics kernels (kernels/md.c) for Python. */
 #include "kbuf.h"
 
+/* The n buffers of a call, each named, of its dtype, writable from index
+ * `writable` on, of `sizes[i]` elements (-1: any): 0, or -1 with the error
+ * raised and every buffer released. */
+static int take(PyObject *const *o, const char *const *names, const int *dtypes,
+                const int64_t *sizes, int writable, int n, kbuf *b)
+{
+    memset(b, 0, (size_t)n * sizeof *b);
+    for (int i = 0; i < n; i++)
+        if (kbuf_get(o[i], names[i], i >= writable, 0, &b[i]) < 0 ||
+            kbuf_expect(&b[i], names[i], dtypes[i], sizes[i]) < 0) {
+            for (int k = 0; k <= i; k++)
+                kbuf_release(&b[k]);
+            return -1;
+        }
+    return 0;
+}
+
+static PyObject *release(kbuf *b, int n, PyObject *res)
+{
+    for (int i = 0; i < n; i++)
+        kbuf_release(&b[i]);
+    return res;
+}
+
 static PyObject *k_md_kinetic(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *o[5];
     if (!PyArg_ParseTuple(args, "OOOOO:md_kinetic", &o[0], &o[1], &o[2], &o[3], &o[4]))
         return NULL;
-    kbuf b[5]; /* v, type, mass, mv2, count */
-    memset(b, 0, sizeof b);
+    static const char *const names[] = {"v", "type", "mass", "mv2", "count"};
+    static const int dtypes[] = {CAUDAL_FLOAT64, CAUDAL_INT32, CAUDAL_FLOAT64, CAUDAL_FLOAT64,
+                                 CAUDAL_INT64};
+    kbuf b[5];
     PyObject *res = NULL;
-    if (kbuf_get(o[0], "v", 0, 0, &b[0]) < 0 || kbuf_expect(&b[0], "v", CAUDAL_FLOAT64, -1) < 0 ||
-        kbuf_get(o[1], "type", 0, 0, &b[1]) < 0 ||
-        kbuf_expect(&b[1], "type", CAUDAL_INT32, -1) < 0 ||
-        kbuf_get(o[2], "mass", 0, 0, &b[2]) < 0 ||
-        kbuf_expect(&b[2], "mass", CAUDAL_FLOAT64, -1) < 0 ||
-        kbuf_get(o[3], "mv2", 1, 0, &b[3]) < 0 ||
-        kbuf_expect(&b[3], "mv2", CAUDAL_FLOAT64, b[2].n) < 0 ||
-        kbuf_get(o[4], "count", 1, 0, &b[4]) < 0 ||
-        kbuf_expect(&b[4], "count", CAUDAL_INT64, b[2].n) < 0)
-        goto done;
+    /* mv2 and count: one per mass, which is taken first */
+    if (take(o, names, dtypes, (const int64_t[]){-1, -1, -1, -1, -1}, 3, 3, b) < 0)
+        return NULL;
+    int64_t per_type = b[2].n;
+    if (take(o + 3, names + 3, dtypes + 3, (const int64_t[]){per_type, per_type}, 0, 2,
+             b + 3) < 0)
+        return release(b, 3, NULL);
     if (b[0].n != 3 * b[1].n) {
         PyErr_Format(PyExc_ValueError, "md_kinetic: %lld velocities for %lld atoms (3 per atom)",
                      (long long)b[0].n, (long long)b[1].n);
@@ -40,9 +63,7 @@ static PyObject *k_md_kinetic(PyObject *self, PyObject *args)
     else
         kbuf_raise(rc, "md_kinetic");
 done:
-    for (int i = 0; i < 5; i++)
-        kbuf_release(&b[i]);
-    return res;
+    return release(b, 5, res);
 }
 
 static PyObject *k_md_msd(PyObject *self, PyObject *args)
@@ -56,12 +77,9 @@ static PyObject *k_md_msd(PyObject *self, PyObject *args)
                           &o[6]))
         return NULL;
     kbuf b[7];
-    memset(b, 0, sizeof b);
     PyObject *res = NULL;
-    for (int i = 0; i < 7; i++)
-        if (kbuf_get(o[i], names[i], i == 6, 0, &b[i]) < 0 ||
-            kbuf_expect(&b[i], names[i], dtypes[i], i == 3 ? 3 : i == 6 ? 4 : -1) < 0)
-            goto done;
+    if (take(o, names, dtypes, (const int64_t[]){-1, -1, -1, 3, -1, -1, 4}, 6, 7, b) < 0)
+        return NULL;
     if (b[0].n != 3 * b[2].n || b[1].n != 3 * b[2].n || b[5].n != 3 * b[4].n) {
         PyErr_Format(PyExc_ValueError, "md_msd: %lld positions and %lld image flags for %lld "
                      "atoms, %lld reference positions for %lld ids (3 per atom each)",
@@ -84,9 +102,7 @@ static PyObject *k_md_msd(PyObject *self, PyObject *args)
     else
         kbuf_raise(rc, "md_msd");
 done:
-    for (int i = 0; i < 7; i++)
-        kbuf_release(&b[i]);
-    return res;
+    return release(b, 7, res);
 }
 
 static PyObject *k_md_pairs(PyObject *self, PyObject *args)
@@ -102,13 +118,10 @@ static PyObject *k_md_pairs(PyObject *self, PyObject *args)
                           &o[5], &cutoff, &delrinv, &nbins, &ntypes, &o[6]))
         return NULL;
     kbuf b[7];
-    memset(b, 0, sizeof b);
     PyObject *res = NULL;
-    for (int i = 0; i < 7; i++)
-        if (kbuf_get(o[i], names[i], i == 6, 0, &b[i]) < 0 ||
-            kbuf_expect(&b[i], names[i], dtypes[i],
-                        i == 6 ? (ntypes + 1) * (ntypes + 1) * nbins : -1) < 0)
-            goto done;
+    int64_t ncounts = (int64_t)(ntypes + 1) * (ntypes + 1) * nbins;
+    if (take(o, names, dtypes, (const int64_t[]){-1, -1, -1, -1, -1, -1, ncounts}, 6, 7, b) < 0)
+        return NULL;
     if (b[0].n != 3 * b[1].n || b[1].n != b[2].n || b[3].n != 3 * b[4].n || b[4].n != b[5].n) {
         PyErr_Format(PyExc_ValueError, "md_pairs: %lld positions, %lld types, %lld ids; halo "
                      "%lld positions, %lld types, %lld ids (3 positions per atom)",
@@ -139,9 +152,7 @@ static PyObject *k_md_pairs(PyObject *self, PyObject *args)
     else
         kbuf_raise(rc, "md_pairs");
 done:
-    for (int i = 0; i < 7; i++)
-        kbuf_release(&b[i]);
-    return res;
+    return release(b, 7, res);
 }
 
 PyMethodDef kmd_methods[] = {
