@@ -12,11 +12,10 @@ Each rank's atoms are reduced where their blocks lie (the C kernels of
 kernels/md.c); only per-type sums travel.
 """
 
+import itertools
 from typing import NamedTuple
 
 import numpy as np
-
-import itertools
 
 from . import _kernels, stats
 from .blocks import KernelError, _checked, as_grid, flat_view
@@ -58,6 +57,12 @@ def _kinetic_block(v, types, mass):
 
 def _kinetic_merge(*parts):
     return (np.sum([p[0] for p in parts], axis=0), np.sum([p[1] for p in parts], axis=0))
+
+
+def _args(grids, pos):
+    """The blocks at `pos` of each of `grids` (one rank's arrays), in order,
+    as task arguments."""
+    return tuple(a for g in grids for a in g.blocks[pos].args())
 
 
 def aligned(arrays, kernel):
@@ -105,7 +110,7 @@ def kinetic(v, types, mass):
     _require(h, np.int32, "kinetic")
     if not g.blocks:
         return Kinetic(np.zeros(len(mass)), np.zeros(len(mass), np.int64))
-    parts = g.map_each(_kinetic_block, lambda b: (*b.args(), *h.blocks[b.pos].args(), mass))
+    parts = g.map_each(_kinetic_block, lambda b: (*_args((g, h), b.pos), mass))
     return Kinetic(*g.reduce(_kinetic_merge, parts))
 
 
@@ -118,10 +123,6 @@ def _msd_block(x, image, ids, prd, ref_id, ref):
     sums = np.zeros(4)
     _kernels.md_msd(flat_view(x), flat_view(image), flat_view(ids), prd, ref_id, ref, sums)
     return sums
-
-
-def _sum(*parts):
-    return np.sum(parts, axis=0)
 
 
 class MSD:
@@ -169,13 +170,12 @@ class MSD:
                               % (gd.describe(), natoms, self.first_step, self.natoms))
         if not gx.blocks:
             return np.zeros(4)
-        parts = gx.map_each(_msd_block, lambda b: (*b.args(), *gi.blocks[b.pos].args(),
-                                                   *gd.blocks[b.pos].args(), prd, *self.shared))
-        return gx.reduce(_sum, parts) / self.natoms
+        parts = gx.map_each(_msd_block,
+                            lambda b: (*_args((gx, gi, gd), b.pos), prd, *self.shared))
+        return gx.reduce(stats._sum, parts) / self.natoms
 
     def _reference(self, gx, gi, gd, prd):
-        parts = gx.map_each(_unwrapped_block, lambda b: (*b.args(), *gi.blocks[b.pos].args(),
-                                                         *gd.blocks[b.pos].args(), prd))
+        parts = gx.map_each(_unwrapped_block, lambda b: (*_args((gx, gi, gd), b.pos), prd))
         got = gx.fetch([parts[p] for p in sorted(parts)])
         ids = np.concatenate([i for i, _ in got]) if got else np.zeros(0, np.int64)
         pos = np.concatenate([u for _, u in got]) if got else np.zeros((0, 3))
@@ -353,6 +353,9 @@ def rdf(x, types, ids, box, cutoff, nbins=100, ntypes=None):
     if not (cutoff > 0 and np.isfinite(cutoff)) or int(nbins) != nbins or nbins < 1:
         raise KernelError("rdf: %s: the cutoff must be a positive number and nbins a "
                           "positive integer, not %r and %r" % (gx.describe(), cutoff, nbins))
+    if ntypes is not None and (int(ntypes) != ntypes or ntypes < 1):
+        raise KernelError("rdf: %s: ntypes must be a positive integer, not %r"
+                          % (gx.describe(), ntypes))
     if np.any(periodic & (prd < 2 * cutoff)):
         raise KernelError("rdf: %s: the box (%s) is shorter than twice the cutoff %g: an atom "
                           "would meet two images of another" % (gx.describe(), prd, cutoff))
@@ -361,14 +364,11 @@ def rdf(x, types, ids, box, cutoff, nbins=100, ntypes=None):
     nbins = int(nbins)
     delrinv = 1.0 / (cutoff / nbins)  # LAMMPS's delr, then its inverse
     if not gx.blocks:
-        return Rdf(np.zeros((2, 2, nbins), np.int64), np.zeros(2, np.int64), cutoff,
+        nt = int(ntypes or 1) + 1
+        return Rdf(np.zeros((nt, nt, nbins), np.int64), np.zeros(nt, np.int64), cutoff,
                    tuple(prd))
-    order = sorted(gx.blocks)
-    if ntypes is not None and (int(ntypes) != ntypes or ntypes < 1):
-        raise KernelError("rdf: %s: ntypes must be a positive integer, not %r"
-                          % (gx.describe(), ntypes))
-    info = gx.map_each(_atoms_block, lambda b: (*b.args(), *gt.blocks[b.pos].args(),
-                                                *gd.blocks[b.pos].args(), ntypes))
+    grids, order = (gx, gt, gd), sorted(gx.blocks)
+    info = gx.map_each(_atoms_block, lambda b: (*_args(grids, b.pos), ntypes))
     info = dict(zip(order, gx.fetch([info[p] for p in order])))
     # Images of one box length find every pair while atoms stray less than
     # a quarter of (length - 2 cutoff) outside the box.
@@ -395,16 +395,15 @@ def rdf(x, types, ids, box, cutoff, nbins=100, ntypes=None):
             if near:
                 b = gx.blocks[s]
                 halos[r].append(gx.backend.submit(
-                    _checked, (_halo_block, b.where(gx), *b.args(), *gt.blocks[s].args(),
-                               *gd.blocks[s].args(), np.array(near), prd, lo, hi), b.node))
+                    _checked, (_halo_block, b.where(gx), *_args(grids, s), np.array(near), prd,
+                               lo, hi), b.node))
     parts = {}
     for r in order:
         b = gx.blocks[r]
         parts[r] = gx.backend.submit(
-            _checked, (_pairs_block, b.where(gx), *b.args(), *gt.blocks[r].args(),
-                       *gd.blocks[r].args(), float(cutoff), delrinv, nbins, ntypes,
-                       *halos[r]), b.node)
-    return Rdf(gx.reduce(_sum, parts), typecount, float(cutoff), tuple(prd))
+            _checked, (_pairs_block, b.where(gx), *_args(grids, r), float(cutoff), delrinv,
+                       nbins, ntypes, *halos[r]), b.node)
+    return Rdf(gx.reduce(stats._sum, parts), typecount, float(cutoff), tuple(prd))
 
 
 # ---- velocity distribution

@@ -113,11 +113,6 @@ def results(run_dir):
     return got
 
 
-def lammps_table(path):
-    """LAMMPS's fix ave/time file: step -> its values."""
-    return compare.table(path)
-
-
 def test_temperature_msd_and_atoms_match_lammps_at_every_published_step(tmp_path, driver):
     """Every published step: the temperature equals LAMMPS's compute temp
     (thermo.txt) to 2 ulp, the kinetic energy its `ke` (per atom, LJ units'
@@ -137,7 +132,7 @@ def test_temperature_msd_and_atoms_match_lammps_at_every_published_step(tmp_path
     p, run_dir, out = run(tmp_path, driver, ANALYTICS, os.path.join(EXAMPLE, "in.lj"))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     got = results(run_dir)
-    thermo = lammps_table(out / "thermo.txt")
+    thermo = compare.table(out / "thermo.txt")
     steps = list(range(0, STEPS + 1, EVERY))
     assert sorted(thermo) == steps
     assert sorted(got["temp"]) == steps
@@ -147,7 +142,7 @@ def test_temperature_msd_and_atoms_match_lammps_at_every_published_step(tmp_path
         assert got["ke"][s] / NATOMS == pytest.approx(ke_per_atom, rel=1e-14), s
         assert got["natoms"][s] == got["ids"][s] == NATOMS, s
         assert got["ids_each_once"][s] is True, s
-    msd = lammps_table(out / "msd.txt")
+    msd = compare.table(out / "msd.txt")
     for s in steps:
         for mine, theirs in zip(got["msd"][s], msd[s]):
             assert abs(mine - theirs) <= 2 * np.spacing(theirs), (s, got["msd"][s], msd[s])
@@ -165,12 +160,6 @@ def test_temperature_msd_and_atoms_match_lammps_at_every_published_step(tmp_path
     assert summary["rank_steps_dropped"] == 0 and summary["ranks_clean"] == RANKS
 
 
-def lammps_rdf(path):
-    """LAMMPS's fix ave/time file of compute rdf (mode vector): step -> an
-    array of rows (bin, r, g, coord)."""
-    return compare.rdf_file(path)
-
-
 def test_rdf_matches_lammps_to_the_bit_and_freud_to_its_single_precision(tmp_path, driver):
     """g(r) and the coordination number of all pairs, 100 bins to the
     cutoff 2.5, at every published step: equal to LAMMPS's compute rdf
@@ -185,7 +174,7 @@ def test_rdf_matches_lammps_to_the_bit_and_freud_to_its_single_precision(tmp_pat
     p, run_dir, out = run(tmp_path, driver, ANALYTICS, os.path.join(EXAMPLE, "in.lj"))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     got = results(run_dir)
-    theirs = lammps_rdf(out / "rdf.txt")
+    theirs = compare.rdf_file(out / "rdf.txt")
     steps = list(range(0, STEPS + 1, EVERY))
     assert sorted(theirs) == sorted(got["g"]) == steps
     for s in steps:
@@ -226,8 +215,8 @@ def test_lammps_alone_writes_the_same_answers_as_under_caudal(tmp_path, driver):
     with_caudal.mkdir()
     q, run_dir, lmp = run(with_caudal, driver, ANALYTICS, os.path.join(EXAMPLE, "in.lj"))
     assert q.returncode == 0, q.stdout[-3000:] + q.stderr[-3000:]
-    assert lammps_table(out / "thermo.txt") == lammps_table(lmp / "thermo.txt")
-    assert lammps_table(out / "msd.txt") == lammps_table(lmp / "msd.txt")
+    assert compare.table(out / "thermo.txt") == compare.table(lmp / "thermo.txt")
+    assert compare.table(out / "msd.txt") == compare.table(lmp / "msd.txt")
 
 
 def test_a_triclinic_box_is_refused_before_any_step(tmp_path, driver):
@@ -307,7 +296,7 @@ def test_a_binary_mixture_matches_lammps_per_type_pair(tmp_path, driver):
     p, run_dir, out = run(tmp_path, driver, MIXTURE, inp)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     got = results(run_dir)
-    theirs, thermo = lammps_rdf(out / "rdf.txt"), lammps_table(out / "thermo.txt")
+    theirs, thermo = compare.rdf_file(out / "rdf.txt"), compare.table(out / "thermo.txt")
     steps = list(range(0, STEPS + 1, EVERY))
     assert sorted(theirs) == sorted(got["g11"]) == steps
     for s in steps:
@@ -332,7 +321,7 @@ def test_under_the_drop_policy_lammps_runs_on_and_every_analysed_step_is_whole(t
                           every=10, extra=("--policy", "drop", "--ring-depth", "1"))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     got = results(run_dir)
-    thermo = lammps_table(out / "thermo.txt")
+    thermo = compare.table(out / "thermo.txt")
     summary = json.loads((run_dir / "summary.json").read_text())
     published = set(range(0, 401, 10))
     assert summary["rank_steps_dropped"] > 0, summary
