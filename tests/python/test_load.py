@@ -145,10 +145,13 @@ class Monitor(threading.Thread):
                 # caught between hydra's fork and its exec still reads as
                 # mpi, and a Ray worker becomes an actor: those may move on.
                 # So may Ray's GCS or raylet caught between caudal run's fork
-                # and their exec, which read as caudal run.
+                # and their exec, which read as caudal run, and a Ray worker
+                # caught between the raylet's fork and its exec, which reads
+                # as the raylet (a CI run counted the head so, and 2 raylets).
                 was = self.roles.get(pid, "other")
                 if was in ("other", "ray worker", "mpi") or \
-                        (was == "caudal" and role in ("raylet", "gcs")):
+                        (was == "caudal" and role in ("raylet", "gcs")) or \
+                        (was == "raylet" and role in ("ray worker", "ingest", "head")):
                     self.roles[pid] = role
                 if self.session is None:
                     m = re.search(r"--session[-_]dir=(\S+)", cmd)
