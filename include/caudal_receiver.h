@@ -223,6 +223,13 @@ CAUDAL_API int caudal_receiver_next(caudal_receiver *receiver, caudal_event *eve
  * step are released. Any thread. NULL: CAUDAL_ERR_INVALID. */
 CAUDAL_API int caudal_block_release(caudal_block *block);
 
+/* The number of slots of the ring the block lies in (its rank's ring
+ * depth); 0 for a block read inline, into memory of its own. A caller that
+ * holds a block until its rank's next step arrives keeps one of those
+ * slots: with fewer than 3, a rank under the block policy would wait for it
+ * at every step, and with 1 for ever. Any thread. NULL: CAUDAL_ERR_INVALID. */
+CAUDAL_API int caudal_block_ring_slots(const caudal_block *block, uint32_t *slots);
+
 /* Set a steering value for one rank, or for every rank (rank -1), the ones
  * that connect later included. A rank holds at most 1024 keys, counting
  * those set for every rank (a key set both ways counts twice): setting a new

@@ -44,6 +44,7 @@ struct caudal_block {
     caudal_receiver *r;
     conn *cn;
     uint32_t slot; /* CDL_NO_SLOT: data is `heap` */
+    uint32_t ring_slots; /* its ring's depth, read at receipt: the connection may be gone */
     void *heap;
     uint64_t heap_bytes;
     caudal_block *next;
@@ -291,6 +292,14 @@ static void receiver_free(caudal_receiver *r)
     free(r);
 }
 
+int caudal_block_ring_slots(const caudal_block *b, uint32_t *slots)
+{
+    if (!b || !slots)
+        return CAUDAL_ERR_INVALID;
+    *slots = b->ring_slots;
+    return CAUDAL_OK;
+}
+
 int caudal_block_release(caudal_block *b)
 {
     if (!b)
@@ -509,6 +518,7 @@ static int give_block(caudal_receiver *r, conn *cn, const cdl_msg *m,
     blk->r = r;
     blk->cn = cn;
     blk->slot = m->u.block.slot;
+    blk->ring_slots = blk->slot != CDL_NO_SLOT ? cn->depth : 0;
     blk->heap = heap;
     blk->heap_bytes = heap ? m->u.block.nbytes : 0;
     cn->held_inline += blk->heap_bytes;

@@ -10,6 +10,12 @@
   value through a Dask graph, at several times the cost);
 - cap: steering, the source strength "q" goes to zero once the mean passes
   CAUDAL_DEMO_THRESHOLD (default 1.0) and the simulation cools from then on.
+
+Each is declared reductions_only: it reads the temperature only through
+caudal's reductions, so once they are learned (the first few steps) they are
+computed on each block in its rank's slot as it arrives, the pair of rate
+against the rank's previous step, and the field is never copied into Ray's
+object store.
 """
 
 import os
@@ -19,7 +25,7 @@ import caudal
 THRESHOLD = float(os.environ.get("CAUDAL_DEMO_THRESHOLD", "1.0"))
 
 
-@caudal.analysis("temperature")
+@caudal.analysis("temperature", reductions_only=True)
 def stats(temperature, ctx):
     m = caudal.stats.moments(temperature[-1])
     ctx.record("mean", m.mean)
@@ -27,14 +33,14 @@ def stats(temperature, ctx):
     ctx.record("max", m.max)
 
 
-@caudal.analysis("temperature", window=2)
+@caudal.analysis("temperature", window=2, reductions_only=True)
 def rate(temperature, ctx):
     old, new = temperature
     m = caudal.temporal.change(old, new)  # (new - old) / steps, next to each block
     ctx.record("max_rate", max(abs(m.min), abs(m.max)))
 
 
-@caudal.analysis("temperature")
+@caudal.analysis("temperature", reductions_only=True)
 def cap(temperature, ctx):
     if caudal.stats.moments(temperature[-1]).mean > THRESHOLD:
         ctx.steer("q", 0.0)

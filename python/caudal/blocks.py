@@ -713,6 +713,24 @@ class ReceivedStep(TreeStep):
             g.require_elements(self.needs)
         return g.map_reduce(fn, merge, *args)
 
+    def pair_reduce(self, fn, merge, old, args, kernel):
+        """merge of fn(block, its rank's block of `old`, *args) over every
+        block, from the states computed at receipt (a pair reduction:
+        runtime/receipt.py), or None when they are not all there and both
+        steps' blocks were kept: the caller then takes the blocks' path."""
+        rec = self.received
+        if not isinstance(old, StepArray) or old.received is None or old.received.array != rec.array:
+            return None
+        Grid.require_fixed(self, kernel)
+        self.require_real(kernel)
+        self.require_elements(kernel)
+        got = rec.pair_states(fn, args, old.step)
+        if got is not None:
+            return self._merge(got, merge)
+        if not (rec.kept() and old.received.kept()):
+            self.fail(rec.pair_missed_error(kernel, old.step))
+        return None
+
 
 def as_reducible(x, name=None):
     """What a reduction (Grid.map_reduce) runs on: a ReceivedStep for a

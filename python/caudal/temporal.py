@@ -23,7 +23,8 @@ import numbers
 import numpy as np
 
 from . import _kernels
-from .blocks import KernelError, as_grid, c_view, flat_view, require_alike, resolve
+from .blocks import (KernelError, ReceivedStep, as_grid, as_reducible, c_view, flat_view,
+                     require_alike, resolve)
 
 __all__ = ["PointStats", "change"]
 
@@ -32,6 +33,12 @@ def _change_block(new, old, dt):
     d = np.subtract(flat_view(new), flat_view(old), dtype=np.float64)
     d /= dt
     return _kernels.moments(d)
+
+
+# A pair reduction (runtime/receipt.py): computed at receipt on each block
+# against its rank's block of the array's step before, dt None meaning the
+# two steps' difference.
+_change_block.paired = True
 
 
 def change(old, new, dt=None):
@@ -44,15 +51,23 @@ def change(old, new, dt=None):
     graph, no copy of a block)."""
     from .stats import Moments, _moments_merge
 
-    g, h = as_grid(new, "new"), as_grid(old, "old")
-    require_alike([g, h], "change")
+    given = dt
     if dt is None:
         if getattr(new, "step", None) is None or getattr(old, "step", None) is None:
             raise KernelError("change: give dt, or two steps of an array (StepArrays)")
         dt = new.step - old.step
     if not isinstance(dt, numbers.Real) or isinstance(dt, bool) or not dt or dt != dt:
         raise KernelError("change: %s against %s: dt must be a nonzero number, not %r"
-                          % (g.describe(), h.describe(), dt))
+                          % (as_reducible(new, "new").describe(),
+                             as_reducible(old, "old").describe(), dt))
+    r = as_reducible(new, "new")
+    if isinstance(r, ReceivedStep):  # caudal run: each rank's pair computed as it arrived
+        state = r.pair_reduce(_change_block, _moments_merge, old,
+                              (None if given is None else float(dt),), "change")
+        if state is not None:
+            return Moments.from_state(state)
+    g, h = as_grid(new, "new"), as_grid(old, "old")
+    require_alike([g, h], "change")
     parts = g.map_each(_change_block, lambda b: (*b.args(), *h.blocks[b.pos].args(), float(dt)))
     return Moments.from_state(g.reduce(_moments_merge, parts))
 

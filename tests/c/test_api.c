@@ -228,6 +228,11 @@ static void binding(void)
             CHECK(ev.step == 7 && strcmp(ev.array->name, "t") == 0 && ev.count == 24);
             CHECK(((const float *)ev.data)[23] == 23.0f);
             CHECK(ev.reserved[0] == 0);
+            uint32_t slots = 99;
+            CHECK_RC(caudal_block_ring_slots(ev.block, &slots), CAUDAL_OK);
+            CHECK(slots == 3); /* the client's ring_depth */
+            CHECK_RC(caudal_block_ring_slots(ev.block, NULL), CAUDAL_ERR_INVALID);
+            CHECK_RC(caudal_block_ring_slots(NULL, &slots), CAUDAL_ERR_INVALID);
             blocks++;
             CHECK_RC(caudal_block_release(ev.block), CAUDAL_OK);
         }

@@ -61,11 +61,11 @@ STEPS = AHEAD + 60
 AHEAD_LARGE = 16
 
 
-def heat_run(tmp_path, heat2d, name, env, shape=SHAPE, steps=STEPS):
+def heat_run(tmp_path, heat2d, name, env, shape=SHAPE, steps=STEPS, script=SCRIPT):
     folder = tmp_path / name
     folder.mkdir()
-    script = folder / "stats.py"
-    script.write_text(SCRIPT)
+    text, script = script, folder / "stats.py"
+    script.write_text(text)
     dump = folder / "dump"
     p, results, run_dir = caudal_run(
         folder, script, [heat2d, str(shape[0]), str(shape[1]), str(steps), "--dump-every", "1",
@@ -141,6 +141,7 @@ def test_an_array_whose_analyses_are_all_reductions_only_is_unkept_and_planned_a
     m = learner.rid(_moments_block, ())
     learner.called("t", m, False)
     learner.called("u", m, False)
+    learner.returned(only)  # the driver says so once a call returned
     plan = learner.step_done({"t", "u"})
     assert plan.unkept == {"t"} and set(plan.reductions) == {"t"}
     with pytest.raises(ValueError, match="reductions_only must be True or False"):
@@ -221,6 +222,85 @@ def test_on_an_unkept_array_a_reduction_called_every_few_steps_stays_once_it_cam
     assert plans[14] is False  # idle: left
     assert all(plans[15:])  # back: planned again, for good
     assert learner.was_planned("t", learner.rid(_moments_block, ()))
+
+
+def test_a_pair_reduction_is_planned_on_consecutive_steps_and_its_unkept_array_waits_for_it():
+    """change() over a window of two: planned at its first call on an
+    unkept array; the array is left unput only once every analysis of it
+    returned from a call (the rate's first is on the second step), so the
+    pair is in the plan by then; a call on steps with one between them
+    keeps the array's blocks put for the rest of the run."""
+    from caudal.temporal import _change_block
+
+    @analysis("t", window=2, reductions_only=True)
+    def rate(t, ctx):
+        pass
+
+    @analysis("t", reductions_only=True)
+    def mean(t, ctx):
+        pass
+
+    learner = receipt.Learner([rate, mean])
+    moments = learner.rid(_moments_block, ())
+    learner.called("t", moments, False)  # step 0: the window of two is not full yet
+    learner.returned(mean)
+    assert learner.step_done({"t"}).unkept == frozenset()
+    pair = learner.rid(_change_block, (None,))
+    learner.called("t", moments, True)
+    learner.called("t", pair, False)  # step 1, on steps 0 and 1
+    learner.returned(rate)
+    plan = learner.step_done({"t"})  # both analyses returned: unkept, the pair planned
+    assert plan.reductions["t"] == ((moments, _moments_block, ()), (pair, _change_block, (None,)))
+    assert plan.unkept == {"t"} and receipt.paired(plan, "t")
+    assert learner.summary()["unkept"] == ["t"]
+    learner.called("t", pair, True)
+    assert learner.step_done({"t"}) is None
+    learner.called("t", pair, True)
+    assert learner.step_done({"t"}) is None
+    learner.called("t", pair, False, consecutive=False)  # steps 2 and 4, say
+    plan = learner.step_done({"t"})
+    assert plan.unkept == frozenset()
+    assert learner.summary()["kept_for_pairs_apart"] == ["t"]
+    assert not receipt.paired(receipt.Plan({"t": ((0, _moments_block, ()),)}, frozenset()), "t")
+
+
+class _StepBlock(_Block):
+    def __init__(self, name, a, rank, step):
+        super().__init__(name, a)
+        self.rank, self.step = rank, step
+
+
+def test_a_pair_reduction_at_receipt_pairs_each_block_with_its_ranks_step_before():
+    """Each block pairs with its rank's block of the step before: held from
+    an earlier event, or earlier in the same event (a rank ahead); a step
+    some rank dropped is skipped over; a block with nothing before it gets
+    no state (the block is then kept). The state is tagged with the older
+    step and equals the blocks' path's per-block function."""
+    import collections
+
+    from caudal.temporal import _change_block
+
+    rng = np.random.default_rng(5)
+    x = {(r, s): rng.random((6, 4)) for r in range(2) for s in range(6)}
+    plan = receipt.Plan({"t": ((7, _change_block, (None,)), (8, _moments_block, ()))},
+                        frozenset({"t"}))
+    stats = collections.Counter()
+    previous = {("t", 0): (1, x[0, 1])}  # rank 0's step 1 is held; rank 1 has none
+    blocks = [_StepBlock("t", x[r, s], r, s) for s in (2, 3, 5) for r in range(2)]
+    out = receipt.compute(plan, blocks, stats, previous=previous, drops=[(3, 4)])
+    for b, states in zip(blocks, out):
+        got = dict(states)
+        assert got[8] == _moments_block(x[b.rank, b.step])
+        before = {2: 1, 3: 2, 5: 2}[b.step]  # 3 was dropped: 5 pairs with 2
+        if b.rank == 1 and b.step == 2:
+            assert 7 not in got  # nothing before it
+            continue
+        assert got[7] == (before, _change_block(x[b.rank, b.step], x[b.rank, before],
+                                                float(b.step - before)))
+    assert stats["reduced_at_receipt"] == 11 and stats["receipt_failures"] == 0
+    dt = receipt.compute(receipt.Plan({"t": ((7, _change_block, (0.5,)),)}, frozenset()),
+                         blocks[:1], stats, previous=previous)
+    assert dt[0][0][1] == (1, _change_block(x[0, 2], x[0, 1], 0.5))  # a given dt wins
 
 
 # ---------------------------------------------------------------- caudal run
@@ -316,6 +396,116 @@ def test_reductions_only_refuses_reading_data_it_promised_not_to_read(tmp_path, 
         assert abs(results["late_mean"][s] - fields[s].mean()) <= 1e-13 * fields[s].mean()
     assert summary["failures"] == len(by_step)
     assert summary["receipt"]["planned"] == {"temperature": 3}  # describe, sketch, moments
+
+
+RATE = """
+import caudal
+
+
+@caudal.analysis("temperature", window=2, reductions_only=True)
+def rate(t, ctx):
+    old, new = t
+    m = caudal.temporal.change(old, new)
+    ctx.record("max_rate", max(abs(m.min), abs(m.max)))
+    ctx.record("mean_rate", m.mean)
+    ctx.record("mean", caudal.stats.moments(new).mean)
+"""
+
+
+def test_a_window_of_two_reductions_only_is_computed_in_the_slots_and_equals_numpy(
+        tmp_path, heat2d):
+    """heat_stats.py's rate: change() over a window of two, reductions_only.
+    After the first steps the field is never put: each rank's block pairs
+    with its previous one, copied (a ring of 2 slots here: holding one would
+    stall the rank; _particles_sim's test below holds them), and every
+    step's rate equals NumPy's on the simulation's own dumps, the largest
+    to the last bit; the same run through the blocks' path gives the same
+    bits."""
+    p, results, summary, fields, errors = heat_run(tmp_path, heat2d, "rate", {}, script=RATE)
+    assert p.returncode == 0, p.stdout + p.stderr + str(errors)
+    assert sorted(results["max_rate"]) == list(range(1, STEPS))
+    for s in range(1, STEPS):
+        d = fields[s] - fields[s - 1]
+        assert results["max_rate"][s] == np.abs(d).max(), s
+        assert results["mean_rate"][s] == pytest.approx(d.mean(), rel=1e-12, abs=1e-300)
+    (ingest,) = summary["ingest"]
+    assert ingest["blocks_not_put"] >= 2 * (STEPS - AHEAD), ingest
+    assert ingest["copied_for_pairs"] >= 2 * (STEPS - AHEAD) and ingest["held_for_pairs"] == 0
+    assert summary["receipt"]["unkept"] == ["temperature"]
+    assert summary["receipt"]["reductions_at_receipt"] >= 2 * (STEPS - AHEAD)
+    p, off, _, _, _ = heat_run(tmp_path, heat2d, "rate-off", {"CAUDAL_RECEIPT": "0"},
+                               script=RATE)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert off == results
+
+
+PAIRS = """
+import os
+import time
+
+import caudal
+
+DELAY = float(os.environ.get("CAUDAL_TEST_DELAY", "0"))
+
+
+@caudal.analysis("field", window=2, reductions_only=True)
+def field(f, ctx):
+    old, new = f
+    ctx.record("old", old.step)
+    ctx.record("per_step", caudal.temporal.change(old, new).max)
+    ctx.record("dt1", caudal.temporal.change(old, new, dt=1.0).max)
+    time.sleep(DELAY)
+
+
+@caudal.analysis("particles", window=2, reductions_only=True)
+def particles(p, ctx):
+    caudal.temporal.change(p[0], p[1])
+"""
+
+
+@pytest.mark.parametrize("policy", ["block", "drop"])
+def test_a_pair_reduction_under_both_policies_pairs_each_step_with_the_one_analysed_before(
+        tmp_path, policy):
+    """_particles_sim's field (s * 10000 + ...) with change() over a window
+    of two, reductions_only: with dt=1 the rate is 10000 times the steps
+    between the pair, which checks that every block paired with its rank's
+    block of the step analysed before. Under the drop policy rank 1 has a
+    ring of one slot (its blocks copied, not held: holding its one slot
+    would stall it) and drops steps that rank 0 published: those are
+    skipped, and the step after pairs over them. change() on the
+    variable-length particles is refused every step, naming the array."""
+    script = tmp_path / "pairs.py"
+    script.write_text(PAIRS)
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    steps = 30
+    sim = [sys.executable, SIM, str(steps), str(truth), "--pace", "0.02"]
+    extra, env = ("--max-pending", "1"), {}
+    if policy == "drop":
+        sim += ["--ring-depth", "1:1"]
+        extra += ("--policy", "drop")
+        env = {"CAUDAL_TEST_DELAY": "0.05"}
+    p, results, run_dir = caudal_run(tmp_path, script, sim, ranks=RANKS, extra=extra, env=env)
+    assert p.returncode == 1, p.stdout + p.stderr  # the particles' analysis failed
+    summary = json.loads((run_dir / "summary.json").read_text())
+    errors = [json.loads(line) for line in (run_dir / "errors.jsonl").read_text().splitlines()]
+    assert errors and all(e["analysis"] == "particles" and "array 'particles'" in e["error"]
+                          and "variable-length" in e["error"] for e in errors), errors[:3]
+    dropped = steps_of(summary["drops_by_rank"].get("1", []))
+    if policy == "drop":
+        assert dropped
+    analysed = sorted(set(range(steps)) - dropped)
+    assert sorted(results["dt1"]) == analysed[1:]
+    for before, s in zip(analysed, analysed[1:]):
+        assert results["old"][s] == before
+        assert results["dt1"][s] == 10000.0 * (s - before), (s, before)
+        assert results["per_step"][s] == 10000.0
+    (ingest,) = summary["ingest"]
+    assert ingest["blocks_not_put"] >= 10, ingest
+    assert ingest["held_for_pairs"] >= 10
+    if policy == "drop":  # rank 1's every block (small ones kept are copied anyway)
+        assert ingest["copied_for_pairs"] >= 10, ingest
+    assert summary["receipt"]["reductions_at_receipt"] >= 20, summary["receipt"]
 
 
 PARTICLES = """

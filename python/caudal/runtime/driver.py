@@ -208,11 +208,14 @@ class Driver:
         for name in complete.arrays:
             if name in self.windows:
                 layout = self.layouts[name]
-                self.windows[name].append(step_array(
+                window = self.windows[name]
+                before = window[-1].step if window else None
+                window.append(step_array(
                     layout, functools.partial(blocks.of, name), step,
                     token=blocks.token, tree=blocks.tree(name, self.tree),
                     received=(None if learner is None
-                              else receipt.Received(blocks, name, layout, learner, self.tree))))
+                              else receipt.Received(blocks, name, layout, learner, self.tree,
+                                                    before))))
                 updated.add(name)
         self.last_step = step
         called = False
@@ -292,6 +295,8 @@ class Driver:
         else:
             self.counts["calls"] += 1
             self._write(call.lines)
+        if returned and self.learner is not None:
+            self.learner.returned(a)
         return True
 
     def _error(self, entry):

@@ -122,7 +122,7 @@ class IngestActor:
         self.stats = collections.Counter(
             connections_refused=0, steps_put_together=0, reduced_at_receipt=0,
             receipt_in_parallel=0, receipt_failures=0, receipt_seconds=0.0, blocks_not_put=0,
-            kernel_cpu_seconds=0.0)
+            kernel_cpu_seconds=0.0, held_for_pairs=0, copied_for_pairs=0)
         # run() is called on several actor threads; its CPU is added under this
         self.run_lock = threading.Lock()
         self.together_high = -1  # the highest step counted in steps_put_together
@@ -135,6 +135,10 @@ class IngestActor:
         # Its calls to the head (or its relay), in order; its ranks and their progress.
         self.up = Reporter(head, self.name, self._get)
         self.plan = None  # receipt.Plan: the reductions computed as blocks arrive
+        # (array, rank) -> (step, its block, or a copy): what the plan's pair
+        # reductions pair each rank's next block of the array with
+        self.previous = {}
+        self.drops = collections.deque(maxlen=64)  # (first, last) of the ranks' latest drops
         # The node's cores, for the reductions at receipt of a node-step's blocks
         self.pool = (concurrent.futures.ThreadPoolExecutor(threads, "caudal-receipt")
                      if threads > 1 else None)
@@ -240,6 +244,8 @@ class IngestActor:
             else:
                 self._other(ev)
             ev = None
+        for key in list(self.previous):
+            self._unhold(key)
         self.up.drain()
 
     def _next(self):
@@ -306,19 +312,59 @@ class IngestActor:
         blocks, nc = ev.blocks, ev.ncomplete
         if plan is None:
             return _Taken(ev, blocks, [()] * len(blocks), nc, [], [])
-        states = receipt.compute(plan, blocks, self.stats, self.pool)
+        if self.previous:  # arrays whose pairs left the plan
+            for key in [k for k in self.previous if not receipt.paired(plan, k[0])]:
+                self._unhold(key)
+        for rank, first, last, count in ev.drops:
+            self.drops.append((first, last))
+        states = receipt.compute(plan, blocks, self.stats, self.pool, self.previous, self.drops)
         kept, kept_states, ncomplete, unput, unput_early = [], [], 0, [], []
         for i, (b, st) in enumerate(zip(blocks, states)):
-            if receipt.complete(plan, b.name, st):
+            unkept = receipt.complete(plan, b.name, st)
+            # A step some rank of the node dropped is never analysed: the
+            # next step pairs with the one before it, as the analyses do.
+            held = (receipt.paired(plan, b.name) and not receipt.dropped(b.step, self.drops)
+                    and self._hold(b, unkept))
+            if unkept:
                 (unput if i < nc else unput_early).append(
                     BlockRef.from_event(b, None, None, self.node, st))
-                b.release()
+                if not held:
+                    b.release()
             else:
                 kept.append(b)
                 kept_states.append(st)
                 ncomplete += i < nc
         self.stats["blocks_not_put"] += len(unput) + len(unput_early)
         return _Taken(ev, kept, kept_states, ncomplete, unput, unput_early)
+
+    def _hold(self, b, unput):
+        """Keep b as its rank's last block of its array, for the plan's pair
+        reductions, in place of the one before: the block itself (its slot,
+        or its inline memory) when that cannot stall the rank, else a copy.
+        Whether the block itself is kept (a put must not release it)."""
+        key = (b.name, b.rank)
+        self._unhold(key)
+        # A ring of 3 slots or more keeps one free while another is written;
+        # a block packed into the store is released by the packing.
+        itself = ((b.ring_slots == 0 or b.ring_slots >= 3)
+                  and (unput or b.nbytes > PACK_MAX_MEAN)
+                  and all(s == b.step or not isinstance(h, _caudal.Block)
+                          for (_, r), (s, h) in self.previous.items() if r == b.rank))
+        self.previous[key] = (b.step, b if itself else np.array(b))
+        self.stats["held_for_pairs" if itself else "copied_for_pairs"] += 1
+        return itself
+
+    def _unhold(self, key):
+        _, held = self.previous.pop(key, (None, None))
+        if isinstance(held, _caudal.Block):
+            try:
+                held.release()
+            except BufferError:  # a view of it is still alive: it goes back when collected
+                pass
+
+    def _held(self, b):
+        """Whether b is held for a pair reduction (not to be released)."""
+        return self.previous.get((b.name, b.rank), (None, None))[1] is b
 
     def _ahead(self, ev):
         """ev received, and when its kept blocks are small (packed), the
@@ -397,7 +443,8 @@ class IngestActor:
         else:
             ref = ray.put([np.asarray(b) for b in blocks])
             for b in blocks:
-                b.release()
+                if not self._held(b):
+                    b.release()
         self.stats["put_seconds"] += time.perf_counter() - t0
         self.stats["puts"] += 1
         return [BlockRef.from_event(b, ref, i, self.node, st)
@@ -417,6 +464,8 @@ class IngestActor:
         """A rank left, cleanly (BYE: its counters) or not (its message);
         after the reports before it (Reporter.goodbye)."""
         bye = ev.type == "bye"
+        # (its blocks held for pairs stay: its last steps may still come,
+        # once the other ranks finished them)
         self.up.goodbye(ev.rank, bye, ev.counters if bye else ev.message)
 
     def _other(self, ev):

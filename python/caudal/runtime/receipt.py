@@ -15,6 +15,16 @@ store. A reduction not in the plan, or a step reported before the plan
 reached its ingest, takes the blocks' path as before; one not called for
 IDLE_STEPS analysed steps of its array leaves the plan.
 
+A pair reduction (caudal.temporal.change) is a per-block function of two
+steps of an array: at receipt, each block goes with its rank's block of the
+array's step before, which the ingest holds for it (its slot, or a copy
+where holding the slot could stall the rank), and the state is tagged with
+that step. It is planned when called on consecutive analysed steps (a window
+of two), and its states answer a call only when every block's tag is the
+call's older step: a step some ranks dropped and others did not leaves the
+next step without them (the blocks' path then, or an error when the blocks
+were not kept).
+
 Only caudal's own per-block functions are learned: their states are new
 objects (never views of the slot, which is given back after the call) and
 their arguments pickle to the same bytes each step.
@@ -26,6 +36,11 @@ kernels and its states, not a copy, a put and the store's memory. Reading
 such a step's data, its grid, or a reduction the plan did not have then
 fails with an error that names the array and the step (the user promised
 not to); a reduction first called on an unkept array is planned at once.
+An unkept array is left unput only once every analysis of it returned from
+a call (an analysis over a window of two is first called on the second
+step), so that the pair reductions they call are planned first; a pair
+reduction called on steps that are not consecutive keeps its array's blocks
+put for the rest of the run.
 """
 
 import collections
@@ -54,23 +69,51 @@ class Plan(NamedTuple):
     unkept: FrozenSet[str]  # arrays whose blocks are not put (when their states are there)
 
 
-def compute(plan, blocks, stats, pool=None):
+def paired(plan, name):
+    """Whether the plan has a pair reduction for array `name`: its ingests
+    then hold each rank's last block of it (`compute`'s previous)."""
+    return plan is not None and any(getattr(fn, "paired", False)
+                                     for _, fn, _ in plan.reductions.get(name, ()))
+
+
+def dropped(step, drops):
+    """Whether step is in one of drops' (first, last) ranges."""
+    return any(first <= step <= last for first, last in drops)
+
+
+def compute(plan, blocks, stats, pool=None, previous=None, drops=()):
     """Each block's states under `plan`, aligned with blocks: a tuple of
     (id, state) per block, empty for an array without planned reductions. A
     reduction that fails on a block is left out of its states (and counted):
     the block is then kept, and the analysis' own call meets the error.
-    pool: an executor for events of PARALLEL_BYTES or more, over blocks."""
+    pool: an executor for events of PARALLEL_BYTES or more, over blocks.
+    previous: (array, rank) -> (step, its block or a copy), the blocks that
+    pair reductions pair with (none: those are left out of the states);
+    a pair reduction's state is (that step, the function's state).
+    drops: (first, last) ranges of steps that ranks of the node dropped:
+    never analysed, so the block after one pairs with the one before."""
     t0 = time.perf_counter()
     todo = [plan.reductions.get(b.name, ()) for b in blocks]
     work = [i for i, t in enumerate(todo) if t]
     if not work:
         return [()] * len(blocks)
+    # Each block pairs with its rank's block before it: in this event (a
+    # rank ahead brings several steps at once) or held from an earlier one.
+    last, before = dict(previous or {}), []
+    for b, t in zip(blocks, todo):
+        if any(getattr(fn, "paired", False) for _, fn, _ in t):
+            key = (b.name, b.rank)
+            before.append(last.get(key))
+            if not dropped(b.step, drops):
+                last[key] = (b.step, b)
+        else:
+            before.append(None)
     if (pool is not None and len(work) > 1
             and sum(blocks[i].nbytes for i in work) >= PARALLEL_BYTES):
-        done = list(pool.map(lambda i: _reduce(blocks[i], todo[i]), work))
+        done = list(pool.map(lambda i: _reduce(blocks[i], todo[i], before[i]), work))
         stats["receipt_in_parallel"] += 1
     else:
-        done = [_reduce(blocks[i], todo[i]) for i in work]
+        done = [_reduce(blocks[i], todo[i], before[i]) for i in work]
     out = [()] * len(blocks)
     for i, (states, failed, cpu) in zip(work, done):
         out[i] = states
@@ -81,15 +124,23 @@ def compute(plan, blocks, stats, pool=None):
     return out
 
 
-def _reduce(block, todo):
+def _reduce(block, todo, before=None):
     """(states, how many failed, the functions' CPU seconds on this thread)
-    of a block under its array's reductions."""
+    of a block under its array's reductions; before: (step, block) of its
+    rank's previous step, for the pair reductions."""
     v = np.asarray(block)
     states, failed = [], 0
     t0 = time.thread_time()
     for rid, fn, args in todo:
         try:
-            states.append((rid, fn(v, *args)))
+            if getattr(fn, "paired", False):
+                if before is None or getattr(before[1], "released", False):
+                    continue  # nothing to pair with: the block is kept
+                step, old = before
+                dt = args[0] if args[0] is not None else float(block.step - step)
+                states.append((rid, (step, fn(v, np.asarray(old), dt))))
+            else:
+                states.append((rid, fn(v, *args)))
         except Exception:
             failed += 1
     return tuple(states), failed, time.thread_time() - t0
@@ -108,10 +159,18 @@ class Learner:
 
     def __init__(self, analyses):
         arrays = collections.defaultdict(list)
+        self.readers = collections.defaultdict(set)  # array -> ids of its analyses
         for a in analyses:
             for name in a.arrays:
                 arrays[name].append(getattr(a, "reductions_only", False))
+                self.readers[name].add(id(a))
         self.unkept = frozenset(n for n, only in arrays.items() if all(only))
+        # Analyses that returned from a call: an unkept array is left unput
+        # once all of its analyses did, so that what they call on its first
+        # steps (a pair over a window of two, say) is planned before.
+        self.returned_ids = set()
+        self.far = set()  # arrays that a pair reduction was called on non-consecutive steps of
+        self.sent_unkept = frozenset()  # the unkept arrays of the last plan made
         self.lock = threading.Lock()
         self.next_id = itertools.count()  # ids are never reused: old steps' states carry them
         self.ids = {}  # (function, pickled arguments) -> id, while live (see _prune)
@@ -143,11 +202,17 @@ class Learner:
                 self.calls[rid] = (fn, args, key)
             return rid
 
-    def called(self, array, rid, hit, partly=False):
+    def called(self, array, rid, hit, partly=False, consecutive=True):
         """An analysis called reduction `rid` on `array`: answered from the
         states computed at receipt (hit; partly: with blocks put before the
-        plan reduced where they lie) or from the blocks."""
+        plan reduced where they lie) or from the blocks. consecutive: False
+        for a pair reduction over steps with others between them, which
+        receipt cannot compute: it is not planned, and the array is kept."""
         with self.lock:
+            if not consecutive:
+                self.far.add(array)
+                self.counts["reductions_from_blocks"] += 1
+                return
             self.now[array].add(rid)
             self.counts["reductions_at_receipt" if hit else "reductions_from_blocks"] += 1
             self.counts["reductions_partly_at_receipt"] += partly
@@ -186,12 +251,26 @@ class Learner:
                                 self.dropped.popitem(last=False)
                 self.before[a] = now
             self._prune()
-            if not changed:
+            now_unkept = self._unkept()
+            if not changed and now_unkept == self.sent_unkept:
                 return None
+            self.sent_unkept = now_unkept
             reductions = {a: tuple((rid,) + self.calls[rid][:2] for rid in sorted(p))
                           for a, p in self.planned.items() if p}
             self.ever.update((a, rid) for a, p in reductions.items() for rid, _, _ in p)
-            return Plan(reductions, self.unkept)
+            return Plan(reductions, now_unkept)
+
+    def returned(self, analysis):
+        """An analysis returned from a call (its reductions were called)."""
+        with self.lock:
+            self.returned_ids.add(id(analysis))
+
+    def _unkept(self):
+        """The unkept arrays whose blocks are left unput now: every analysis
+        of them returned from a call, and none called a pair reduction on
+        steps of them that are not consecutive."""
+        return frozenset(a for a in self.unkept
+                         if a not in self.far and self.readers[a] <= self.returned_ids)
 
     def _prune(self):
         """Forget the reductions no array plans or called lately: a
@@ -212,19 +291,21 @@ class Learner:
                         self.counts["reductions_partly_at_receipt"],
                     "reductions_from_blocks": self.counts["reductions_from_blocks"],
                     "planned": {a: len(p) for a, p in self.planned.items() if p},
-                    "unkept": sorted(self.unkept)}
+                    "unkept": sorted(self.unkept - self.far),
+                    "kept_for_pairs_apart": sorted(self.unkept & self.far)}
 
 
 class Received:
     """One step of one array as the analyses see its states at receipt
     (StepArray's `received`): what blocks.ReceivedStep asks of it."""
 
-    __slots__ = ("blocks", "array", "layout", "learner", "tree")
+    __slots__ = ("blocks", "array", "layout", "learner", "tree", "before")
 
-    def __init__(self, blocks, array, layout, learner, tree):
+    def __init__(self, blocks, array, layout, learner, tree, before=None):
         self.blocks = blocks  # report.StepBlocks
         self.array, self.layout, self.learner = array, layout, learner
         self.tree = tree  # report.Tree: where the blocks without states are reduced
+        self.before = before  # the array's analysed step before this one, or None
 
     def states(self, fn, args):
         """[(rank, count, state), ...] of fn(block, *args) for every block
@@ -246,6 +327,34 @@ class Received:
                             if x[0] not in ranks]
         learner.called(array, rid, got is not None, partly=got is not None and bool(short))
         return got
+
+    def pair_states(self, fn, args, old):
+        """[(rank, count, state), ...] of pair reduction fn(block, the
+        rank's block of step `old`, *args) for every block, all computed at
+        receipt against step `old`; else None."""
+        learner, array = self.learner, self.array
+        rid = learner.rid(fn, args)
+        if rid is None:
+            return None
+        consecutive = old == self.before
+        got = None
+        if consecutive and learner.was_planned(array, rid):
+            have, short, lost = self.blocks.states(array, rid)
+            if have and not short and not lost and all(s[0] == old for _, _, s in have):
+                got = [(rank, count, s[1]) for rank, count, s in have]
+        learner.called(array, rid, got is not None, consecutive=consecutive)
+        return got
+
+    def pair_missed_error(self, kernel, old):
+        """Why a pair reduction over steps old and this one cannot be
+        computed."""
+        return ("%s against step %d was not computed as the blocks arrived, and they were not "
+                "kept: every analysis of %r is declared reductions_only. At receipt it is "
+                "computed against each rank's previous step, once an analysis called it on "
+                "consecutive steps (a window of two) twice in a row; a step that some ranks "
+                "dropped and others published leaves the step after it without it. Leave "
+                "reductions_only out to have it from the blocks"
+                % (kernel, old, self.array))
 
     def kept(self):
         """Whether the step's blocks of the array were put in the store."""

@@ -21,6 +21,7 @@ typedef struct {
     Py_ssize_t itemsize;
     int dtype, order, ndim;
     int in_shared_memory;
+    unsigned int ring_slots; /* caudal_block_ring_slots, read while held */
     Py_ssize_t shape[CAUDAL_MAX_DIMS];
     Py_ssize_t strides[CAUDAL_MAX_DIMS];
     Py_ssize_t exports;
@@ -90,6 +91,9 @@ PyObject *block_new(const caudal_step_block *b, PyObject *name)
     self->order = a->order;
     self->itemsize = (Py_ssize_t)caudal_dtype_size(a->dtype);
     self->in_shared_memory = b->in_shared_memory;
+    uint32_t slots = 0;
+    (void)caudal_block_ring_slots(b->block, &slots); /* b->block is held: never fails */
+    self->ring_slots = slots;
     self->exports = 0;
     self->weakrefs = NULL;
     self->name = Py_NewRef(name);
@@ -312,6 +316,8 @@ static PyMemberDef Block_members[] = {
     {"step", T_ULONGLONG, offsetof(BlockObject, step), READONLY, "its step"},
     {"count", T_ULONGLONG, offsetof(BlockObject, count), READONLY,
      "elements in the block (a variable array's length this step)"},
+    {"ring_slots", T_UINT, offsetof(BlockObject, ring_slots), READONLY,
+     "slots in the ring it lies in (its rank's ring depth); 0: read inline"},
     {NULL, 0, 0, 0, NULL}};
 
 static PyGetSetDef Block_getset[] = {
