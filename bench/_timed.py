@@ -1,6 +1,8 @@
-"""Run a command and write its wall time in seconds to the file named by
+"""Run a command and write its wall time and its CPU time (user + system,
+the command and what it waited for) in seconds, on one line, to the file named by
 $CAUDAL_BENCH_TIME_FILE (bench/bench_heat.py's timer: under `caudal run` the
-simulation's own wall time is not otherwise exposed).
+simulation's own times are not otherwise exposed). The CPU time leaves out
+the time the command was not running: what another process on its core took.
 
     CAUDAL_BENCH_TIME_FILE=t.txt python3 bench/_timed.py CMD ARGS...
 
@@ -10,6 +12,7 @@ status.
 """
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -22,9 +25,10 @@ def main(argv):
     t0 = time.perf_counter()
     rc = subprocess.call(argv, close_fds=False)
     elapsed = time.perf_counter() - t0
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out:
         with open(out, "w") as f:
-            f.write("%.6f\n" % elapsed)
+            f.write("%.6f %.6f\n" % (elapsed, ru.ru_utime + ru.ru_stime))
     return rc if rc >= 0 else 128 - rc
 
 

@@ -71,6 +71,13 @@ int cdk_moments_add(cdk_moments *m, const void *data, int dtype, int64_t n);
 /* *a becomes the state of the union of *a's and *b's values. */
 int cdk_moments_merge(cdk_moments *a, const cdk_moments *b);
 
+/* Add the n rates (now[i] - before[i]) / dt, each difference taken in
+ * double, to *m: the same state, to the last bit, as cdk_moments_add of
+ * those values in a float64 array, without the array (two blocks of one
+ * array at two steps, read once each). dt: nonzero and not NaN. */
+int cdk_moments_add_change(cdk_moments *m, const void *now, const void *before, int dtype,
+                           int64_t n, double dt);
+
 /* -------------------------------------------------------------- histograms
  *
  * `counts` holds nbins + 3 int64 and is added to, so blocks accumulate into

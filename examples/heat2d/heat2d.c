@@ -201,6 +201,7 @@ int main(int argc, char **argv)
     }
 
     double q = 0.05;
+    int told_type = 0; /* warned once of a steering value of another type */
     for (int step = 0; step < steps; step++) {
         exchange_halos(&g, u);
         double local = update(&g, u, v, block, q0, q);
@@ -221,12 +222,13 @@ int main(int argc, char **argv)
                 return fail(c, "put", rc);
             if ((rc = caudal_end_step(c)) != CAUDAL_OK)
                 return fail(c, "end_step", rc);
-            /* Rank 0 reads the steering value and every rank applies the same. */
-            double steer = q;
-            if (rank == 0 && caudal_steer_get_double(c, "q", &steer) != CAUDAL_OK)
-                steer = q;
-            MPI_Bcast(&steer, 1, MPI_DOUBLE, 0, g.cart);
-            q = steer;
+            /* Every rank applies the value rank 0 has, at the same step. */
+            rc = caudal_steer_get_double_mpi(c, g.cart, 0, "q", &q);
+            if (rc == CAUDAL_ERR_TYPE && rank == 0 && !told_type)
+                fprintf(stderr, "heat2d: the steering value q is not a number: ignored\n");
+            told_type |= rc == CAUDAL_ERR_TYPE;
+            if (rc != CAUDAL_OK && rc != CAUDAL_NO_VALUE && rc != CAUDAL_ERR_TYPE)
+                return fail(c, "steer_get_double_mpi", rc);
         }
     }
     if (c) {

@@ -30,7 +30,10 @@ __all__ = ["PointStats", "change"]
 
 
 def _change_block(new, old, dt):
-    d = np.subtract(flat_view(new), flat_view(old), dtype=np.float64)
+    a, b = flat_view(new), flat_view(old)
+    if a.dtype == b.dtype:  # fused in C: no array of the differences
+        return _kernels.moments_change(a, b, dt)
+    d = np.subtract(a, b, dtype=np.float64)
     d /= dt
     return _kernels.moments(d)
 

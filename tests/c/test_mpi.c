@@ -1,9 +1,10 @@
 /* Real MPI ranks publishing to a receiver. This driver listens on a unix
  * socket, runs `MPIEXEC... test_mpi_rank ENDPOINT` (its arguments, then the
  * endpoint), and checks what the 4 ranks publish: every byte of every block,
- * and that the blocks of the 2 x 2 decomposition tile the global field each
- * step. The receiver is not an MPI process, so MPI never has to start around
- * it. */
+ * that the blocks of the 2 x 2 decomposition tile the global field each step,
+ * and that a steering value sent while they run is applied by every rank at
+ * the same step (caudal_steer_get_double_mpi). The receiver is not an MPI
+ * process, so MPI never has to start around it. */
 #include "harness.h"
 #include "test_mpi.h"
 
@@ -44,6 +45,7 @@ int main(int argc, char **argv)
     int connected[TMPI_RANKS] = {0}, ends[TMPI_RANKS] = {0}, byes = 0;
     uint64_t blocks[TMPI_RANKS] = {0};
     uint8_t cover[TMPI_STEPS][TMPI_NX * TMPI_NY] = {{0}};
+    int64_t applied[TMPI_RANKS] = {-1, -1, -1, -1};
     int idle = 0, mpiexec_done = 0, status = 0;
     while (byes < TMPI_RANKS) {
         caudal_event ev;
@@ -109,6 +111,12 @@ int main(int argc, char **argv)
             CHECK(step_index(ev.step) == (uint64_t)ends[ev.rank]);
             CHECK(ev.nblocks == 2);
             ends[ev.rank]++;
+            if (ev.rank == 1 && ends[1] == 3) /* while the ranks read it collectively */
+                CHECK_RC(caudal_receiver_steer_double(r, -1, "q", 42.0), CAUDAL_OK);
+            break;
+        case CAUDAL_EVENT_STEER:
+            CHECK(!strcmp(ev.key, "applied") && ev.value_type == CAUDAL_VALUE_INT64);
+            applied[ev.rank] = ev.value_int64;
             break;
         case CAUDAL_EVENT_BYE:
             CHECK(ends[ev.rank] == TMPI_STEPS && blocks[ev.rank] == 2 * TMPI_STEPS);
@@ -120,6 +128,9 @@ int main(int argc, char **argv)
             CHECK(!"unexpected event");
         }
     }
+    /* Every rank applied the steering value at the same step. */
+    for (int i = 0; i < TMPI_RANKS; i++)
+        CHECK(applied[i] >= 2 && applied[i] == applied[0]);
     /* The four blocks tile the field at every step. */
     for (int i = 0; i < TMPI_STEPS; i++)
         for (int e = 0; e < TMPI_NX * TMPI_NY; e++)

@@ -79,6 +79,38 @@ static PyObject *k_moments(PyObject *self, PyObject *args, PyObject *kwds)
     return rc == CDK_OK ? moments_tuple(&m) : kbuf_raise(rc, "moments");
 }
 
+static PyObject *k_moments_change(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"now", "before", "dt", NULL};
+    PyObject *o1, *o2;
+    double dt;
+    kbuf a, b;
+    cdk_moments m;
+    (void)self;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOd:moments_change", kwlist, &o1, &o2, &dt) ||
+        kbuf_get(o1, "now", 0, 0, &a) < 0)
+        return NULL;
+    if (kbuf_get(o2, "before", 0, 0, &b) < 0) {
+        kbuf_release(&a);
+        return NULL;
+    }
+    if (a.n != b.n || a.dtype != b.dtype) {
+        kbuf_release(&a);
+        kbuf_release(&b);
+        PyErr_SetString(PyExc_ValueError,
+                        "moments_change: now and before differ in size or dtype");
+        return NULL;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    cdk_moments_init(&m);
+    rc = cdk_moments_add_change(&m, a.view.buf, b.view.buf, a.dtype, a.n, dt);
+    Py_END_ALLOW_THREADS
+    kbuf_release(&a);
+    kbuf_release(&b);
+    return rc == CDK_OK ? moments_tuple(&m) : kbuf_raise(rc, "moments_change");
+}
+
 static PyObject *k_moments_merge(PyObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"a", "b", NULL};
@@ -465,6 +497,9 @@ PyTypeObject KSketch_Type = {
 PyMethodDef kstats_methods[] = {
     {"moments", (PyCFunction)(void (*)(void))k_moments, METH_VARARGS | METH_KEYWORDS,
      "moments(block) -> (n, nan, mean, m2, m3, m4, min, max): NaN counted apart."},
+    {"moments_change", (PyCFunction)(void (*)(void))k_moments_change,
+     METH_VARARGS | METH_KEYWORDS,
+     "moments_change(now, before, dt) -> moments of (now - before) / dt, without the array."},
     {"moments_merge", (PyCFunction)(void (*)(void))k_moments_merge,
      METH_VARARGS | METH_KEYWORDS, "moments_merge(a, b) -> the state of both states' values."},
     {"histogram", (PyCFunction)(void (*)(void))k_histogram, METH_VARARGS | METH_KEYWORDS,
