@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -218,6 +219,34 @@ def test_blocks_that_do_not_tile_are_a_clear_error(tmp_path):
     p, _, _ = caudal_run(tmp_path, script, [sys.executable, TWO, "3", "--overlap"], ranks=3)
     assert p.returncode == 3, p.stdout + p.stderr
     assert "array 'a'" in p.stderr and "overlap" in p.stderr and "ranks 0 and 1" in p.stderr
+    # caudal run stopped the ranks: what MPICH says of the SIGTERM it sent
+    # ("BAD TERMINATION ...") goes to the run folder, not the console.
+    assert "BAD TERMINATION" not in p.stdout + p.stderr
+    tail = tmp_path / "run" / "simulation-after-stop.log"
+    assert tail.exists() == (str(tail) in p.stderr), p.stderr
+
+
+def test_the_simulations_output_passes_through_until_caudal_run_stops_it(tmp_path, capfd):
+    """simulation.Output: both streams as they come, then (once caudal run
+    stops the simulation) into the run folder's tail file, nothing lost."""
+    import subprocess
+
+    from caudal.runtime.simulation import Output
+
+    go = tmp_path / "go"
+    proc = subprocess.Popen(
+        ["sh", "-c", "echo before; echo warn >&2; while [ ! -e %s ]; do sleep 0.05; done; "
+                     "echo after; echo BANNER >&2" % go],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = Output(proc, tmp_path / "tail.log")
+    time.sleep(0.5)
+    out.divert()
+    go.touch()
+    proc.wait(10)
+    assert out.close() == tmp_path / "tail.log"
+    seen = capfd.readouterr()
+    assert seen.out == "before\n" and seen.err == "warn\n"
+    assert sorted((tmp_path / "tail.log").read_text().split()) == ["BANNER", "after"]
 
 
 GRAB = """

@@ -48,7 +48,7 @@ import warnings
 from ..analytics import analyses_in, finishers_in
 from . import budget, placement, slurm
 from .private import private_dir, ray_token, remove_stale_dirs, start_guard
-from .simulation import die_with_parent, stop_simulation
+from .simulation import Output, die_with_parent, stop_simulation
 
 EXIT = {"completed": 0, "analysis_failed": 1, "simulation_failed": 2,
         "declaration_error": 3, "runtime_failed": 4, "timeout": 5}
@@ -56,6 +56,7 @@ EXIT = {"completed": 0, "analysis_failed": 1, "simulation_failed": 2,
 PRIORITY = ("interrupted", "timeout", "declaration_error", "runtime_failed",
             "simulation_failed", "analysis_failed", "completed")
 
+SIM_TAIL = "simulation-after-stop.log"  # in the run folder: simulation.Output's tail
 DRAIN_QUIET_SECONDS = 5  # a drain ends after this long without progress
 
 
@@ -247,6 +248,7 @@ class Run:
         self.signals = signals
         self.debug = debug
         self.sim = None
+        self.sim_output = None  # simulation.Output: its stdout and stderr
         self.rc = None
         self.driver = None
         self.head = None
@@ -477,7 +479,9 @@ class Run:
         # Its own session: a Ctrl-C at the terminal reaches caudal run, which
         # stops the ranks in order, not the ranks directly.
         self.sim = subprocess.Popen(self.command, env=env, start_new_session=True,
-                                    preexec_fn=die_with_parent(os.getpid()))
+                                    preexec_fn=die_with_parent(os.getpid()),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.sim_output = Output(self.sim, self.run_dir / SIM_TAIL)
 
     def _start_ray(self, address):
         import ray
@@ -618,7 +622,15 @@ class Run:
             self.sim.wait(grace)
         except subprocess.TimeoutExpired:
             self.stopped_by_us = True
-            stop_simulation(self.sim)
+            self._stop_simulation()
+
+    def _stop_simulation(self, grace=None):
+        """Stop it (stop_simulation); what it and its MPI launcher print
+        from now on goes to the run folder (simulation.Output)."""
+        self.sim_output.divert()
+        if grace is None:
+            return stop_simulation(self.sim)
+        return stop_simulation(self.sim, grace=grace)
 
     def _drain(self):
         """Analyse what is complete, as long as steps keep coming; a second
@@ -657,7 +669,7 @@ class Run:
         if self.sim is not None:
             if stopping and self.sim.poll() is None:
                 self.stopped_by_us = True
-                self.rc = stop_simulation(self.sim)
+                self.rc = self._stop_simulation()
                 self._drain()  # what became complete (the ranks' steps sent before)
             else:
                 self.signals.armed = self.signals.reason is None
@@ -665,7 +677,7 @@ class Run:
                     self.rc = self.sim.wait(60)
                 except (_Stop, subprocess.TimeoutExpired):
                     self.stopped_by_us = True
-                    self.rc = stop_simulation(self.sim)
+                    self.rc = self._stop_simulation()
                 finally:
                     self.signals.armed = False
         run_finishers = self.driver is not None and not (
@@ -681,6 +693,9 @@ class Run:
             self.signals.armed = False
         summary = {"command": self.command, "returncode": self.rc,
                    "seconds": time.time() - t_start}
+        tail = self.sim_output.close() if self.sim_output is not None else None
+        if tail is not None:
+            summary["simulation_output_after_stop"] = str(tail)
         if self.alloc:
             summary["slurm"] = {"job_id": self.alloc.job_id, "ray_nodes": self.ray_nodes,
                                 "simulation_nodes": self.sim_nodes, "launcher": self.launcher}
@@ -722,6 +737,9 @@ class Run:
             print("caudal run: error: %s" % e, file=sys.stderr)
         if code:
             print("caudal run: %s" % message, file=sys.stderr)
+        if tail is not None:
+            print("caudal run: what the simulation and its MPI launcher printed after caudal "
+                  "run stopped it is in %s" % tail, file=sys.stderr)
         return code
 
     def _shutdown_ingests(self):
@@ -831,7 +849,7 @@ class Run:
     def _teardown(self):
         """Whatever happened: no simulation, no Ray, no private directory."""
         if self.sim is not None and self.sim.poll() is None:
-            stop_simulation(self.sim, grace=1)
+            self._stop_simulation(grace=1)
         if self.ray_started:
             import ray
 
