@@ -25,6 +25,17 @@ if ! command -v mpicc >/dev/null || ! command -v mpiexec >/dev/null; then
     fi
 fi
 
+# The Fortran module and example (gfortran; MPICH's mpif90 wraps it).
+if ! command -v gfortran >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "== installing gfortran from Debian"
+        apt_install gfortran
+    else
+        echo "setup: gfortran not found; install it (sudo apt-get install gfortran)" >&2
+        exit 1
+    fi
+fi
+
 # The multi-node tests make hosts out of network namespaces (ip, nsenter).
 if ! command -v ip >/dev/null || ! command -v nsenter >/dev/null; then
     if [ "$(id -u)" = 0 ]; then
