@@ -21,7 +21,7 @@ module caudal
     implicit none
     private
 
-    integer, parameter, public :: CAUDAL_OK = 0, CAUDAL_NO_VALUE = 1
+    integer, parameter, public :: CAUDAL_OK = 0, CAUDAL_NO_VALUE = 1, CAUDAL_ERR_INVALID = -1
     integer, parameter, public :: CAUDAL_INT32 = 3, CAUDAL_INT64 = 4, CAUDAL_FLOAT32 = 9, &
                                   CAUDAL_FLOAT64 = 10
     integer, parameter :: ORDER_F = 1
@@ -305,6 +305,10 @@ contains
         character(*), intent(in) :: name
         real(c_double), intent(in), target, contiguous :: a(:)
         integer(c_int64_t), intent(in) :: n
+        if (n < 0 .or. n > size(a, kind=c_int64_t)) then  ! past the array: refused here
+            rc = CAUDAL_ERR_INVALID
+            return
+        end if
         rc = c_put_var(c%p, cstr(name), int(CAUDAL_FLOAT64, c_int), c_loc(a), n)
     end function
 

@@ -227,7 +227,9 @@ CAUDAL_API int caudal_block_release(caudal_block *block);
  * depth); 0 for a block read inline, into memory of its own. A caller that
  * holds a block until its rank's next step arrives keeps one of those
  * slots: with fewer than 3, a rank under the block policy would wait for it
- * at every step, and with 1 for ever. Any thread. NULL: CAUDAL_ERR_INVALID. */
+ * at every step, and with 1 for ever. A held inline block counts against
+ * max_held_bytes, past which the rank's next blocks are not read. Any
+ * thread. NULL: CAUDAL_ERR_INVALID. */
 CAUDAL_API int caudal_block_ring_slots(const caudal_block *block, uint32_t *slots);
 
 /* Set a steering value for one rank, or for every rank (rank -1), the ones

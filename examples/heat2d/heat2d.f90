@@ -104,7 +104,7 @@ program heat2d_f
             call check(caudal_begin_step(c, step), "begin_step")
             call check(caudal_put(c, "temperature", u(:, 1:nyl)), "put")
             call check(caudal_end_step(c), "end_step")
-            ! Rank 0 reads the steering value, every rank applies it now.
+            ! Rank 0's steering value, broadcast: every rank applies it now.
             rc = caudal_steer_get_double(c, "q", q)
             call MPI_Bcast(q, 1, MPI_DOUBLE_PRECISION, 0, MPI_COMM_WORLD, ierr)
         end if

@@ -161,6 +161,10 @@ class Driver:
                 depth[name] = max(depth[name], a.window)
         self.windows = {n: collections.deque(maxlen=d) for n, d in depth.items()}
         self.layouts = {}  # array -> Layout, as the head built them
+        self.taking = None  # the head's take() in flight (see take)
+        self.backlog = collections.deque()  # steps taken, not analysed yet (see poll)
+        self.over = False
+        self.broken = []  # calls whose wait a signal broke: (analysis, step, call, t0, timeout)
         self.results = open(run_dir / "results.jsonl", "w")
         self.failures = open(run_dir / "errors.jsonl", "w")
         self.lock = threading.Lock()  # the two files
@@ -185,17 +189,28 @@ class Driver:
             self.failures.close()
 
     def poll(self, timeout=0.2):
-        """Analyse what is complete; True once the run is over."""
-        steps, over = self.take(timeout)
-        for complete in steps:
-            self.analyse(complete)
-        return over
+        """Analyse what is complete; True once the run is over. A signal
+        (caudal run's Ctrl-C) may break it anywhere: the calls it broke are
+        settled, and the steps taken and not analysed yet are analysed, by
+        the next poll, so none is lost."""
+        self._settle_broken()
+        if not self.backlog:
+            steps, self.over = self.take(timeout)
+            self.backlog.extend(steps)
+        while self.backlog:
+            self.analyse(self.backlog.popleft())
+        return self.over
 
     def take(self, timeout=0.2):
         """The complete steps the head holds (waiting up to timeout for
-        one), and whether the run is over; the layouts of their arrays kept."""
-        steps, over, self.declaration_errors, layouts = ray.get(
-            self.head.take.remote(timeout, len(self.layouts)))
+        one), and whether the run is over; the layouts of their arrays kept.
+        The head gives steps up when it answers: a call whose wait a signal
+        broke (caudal run's Ctrl-C) is kept and read by the next take, so
+        its steps are analysed, not lost."""
+        if self.taking is None:
+            self.taking = self.head.take.remote(timeout, len(self.layouts))
+        steps, over, self.declaration_errors, layouts = ray.get(self.taking)
+        self.taking = None
         self.layouts.update(layouts)
         return steps, over
 
@@ -278,7 +293,33 @@ class Driver:
         timeout = a.timeout if a.timeout is not None else self.analysis_timeout
         t1 = time.perf_counter()
         worker.submit(call, step)
-        call.done.wait(None if timeout is None or math.isinf(timeout) else timeout)
+        try:
+            call.done.wait(None if timeout is None or math.isinf(timeout) else timeout)
+        except BaseException:
+            # A signal broke the wait: the call runs on, and what it
+            # records is taken by the next poll (_settle_broken).
+            self.broken.append((a, step, call, t1, timeout))
+            raise
+        self._settle(a, step, call, t1, timeout)
+        return True
+
+    def _settle_broken(self):
+        """The calls a signal broke the wait of, each waited for up to the
+        rest of its deadline and settled; their steps count as analysed."""
+        while self.broken:
+            a, step, call, t1, timeout = self.broken[0]
+            if timeout is not None and not math.isinf(timeout):
+                call.done.wait(max(0.0, t1 + timeout - time.perf_counter()))
+            else:
+                call.done.wait()
+            self.broken.pop(0)
+            self.counts["steps"] += 1
+            self._settle(a, step, call, t1, timeout)
+
+    def _settle(self, a, step, call, t1, timeout):
+        """What a call that returned, raised or passed its deadline leaves:
+        its records, its error, the counts."""
+        worker = self.workers[id(a)]
         returned = call.close()
         self.seconds[a.name] += time.perf_counter() - t1
         if not returned:
@@ -295,9 +336,8 @@ class Driver:
         else:
             self.counts["calls"] += 1
             self._write(call.lines)
-        if returned and self.learner is not None:
+        if returned and call.error is None and self.learner is not None:
             self.learner.returned(a)
-        return True
 
     def _error(self, entry):
         with self.lock:

@@ -52,6 +52,10 @@ from .report import Reporter
 # A step's blocks are packed into one buffer when they are this small on
 # average: copying 64 KiB costs about what Ray spends per array of a list.
 PACK_MAX_MEAN = 64 << 10
+# An inline block (tcp, or larger than its slot) is held for a pair reduction
+# only up to this size, an eighth of the receiver's max_held_bytes (256 MiB);
+# a larger one is copied, so that holding it never stops the rank's reads.
+HOLD_INLINE_MAX = 32 << 20
 # Steps events with small blocks taken together when the ranks are ahead of
 # the ingest (one object, one report): bounds the latency of the first, and
 # what one object may keep in the store past the steps the memory budget
@@ -139,6 +143,7 @@ class IngestActor:
         # reductions pair each rank's next block of the array with
         self.previous = {}
         self.drops = collections.deque(maxlen=64)  # (first, last) of the ranks' latest drops
+        self.to_put = set()  # ids of blocks held for pairs that a put still needs
         # The node's cores, for the reductions at receipt of a node-step's blocks
         self.pool = (concurrent.futures.ThreadPoolExecutor(threads, "caudal-receipt")
                      if threads > 1 else None)
@@ -344,23 +349,36 @@ class IngestActor:
         Whether the block itself is kept (a put must not release it)."""
         key = (b.name, b.rank)
         self._unhold(key)
-        # A ring of 3 slots or more keeps one free while another is written;
-        # a block packed into the store is released by the packing.
-        itself = ((b.ring_slots == 0 or b.ring_slots >= 3)
+        # A ring of 3 slots or more keeps one free while another is written.
+        # An inline block counts against the receiver's max_held_bytes, past
+        # which it reads no more of the rank: held only when small beside it.
+        # A block packed into the store is released by the packing.
+        itself = ((b.ring_slots >= 3 or (b.ring_slots == 0 and b.nbytes <= HOLD_INLINE_MAX))
                   and (unput or b.nbytes > PACK_MAX_MEAN)
                   and all(s == b.step or not isinstance(h, _caudal.Block)
                           for (_, r), (s, h) in self.previous.items() if r == b.rank))
         self.previous[key] = (b.step, b if itself else np.array(b))
+        if itself and not unput:
+            self.to_put.add(id(b))
         self.stats["held_for_pairs" if itself else "copied_for_pairs"] += 1
         return itself
 
     def _unhold(self, key):
+        """Forget the block held for key; give it back unless a put still
+        needs it (the put gives it back then)."""
         _, held = self.previous.pop(key, (None, None))
-        if isinstance(held, _caudal.Block):
+        if isinstance(held, _caudal.Block) and id(held) not in self.to_put:
             try:
                 held.release()
             except BufferError:  # a view of it is still alive: it goes back when collected
                 pass
+
+    def _pack(self, blocks):
+        """_pack: the blocks copied and given back (held ones too: their
+        pairs are then left to the blocks' path)."""
+        for b in blocks:
+            self.to_put.discard(id(b))
+        return _pack(blocks)
 
     def _held(self, b):
         """Whether b is held for a pair reduction (not to be released)."""
@@ -378,7 +396,7 @@ class IngestActor:
         nbytes = sum(b.nbytes for b in first.blocks)
         if (first.blocks and not self._packed(first.blocks)) or nbytes > TOGETHER_BYTES:
             return [first], None, None
-        taken, packs = [first], [_pack(first.blocks)]
+        taken, packs = [first], [self._pack(first.blocks)]
         linger_until = self.last_report + REPORT_LINGER
         while len(taken) < STEPS_PER_PUT:
             wait = linger_until - time.monotonic()
@@ -393,7 +411,7 @@ class IngestActor:
                 return taken, packs, nxt
             t = self._receive(nxt)
             taken.append(t)
-            packs.append(_pack(t.blocks))
+            packs.append(self._pack(t.blocks))
             nbytes += sum(b.nbytes for b in t.blocks)
         return taken, packs, None
 
@@ -438,11 +456,12 @@ class IngestActor:
             return []
         t0 = time.perf_counter()
         if self._packed(blocks):
-            buf, layout = _caudal.pack_blocks(blocks)
+            buf, layout = self._pack(blocks)
             ref = ray.put(Packed(np.frombuffer(buf, np.uint8), layout))
         else:
             ref = ray.put([np.asarray(b) for b in blocks])
             for b in blocks:
+                self.to_put.discard(id(b))
                 if not self._held(b):
                     b.release()
         self.stats["put_seconds"] += time.perf_counter() - t0

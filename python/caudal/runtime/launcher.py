@@ -735,11 +735,11 @@ class Run:
         _print_refused(summary["ingest"])
         for e in self.decl_errors[1:4]:
             print("caudal run: error: %s" % e, file=sys.stderr)
-        if code:
-            print("caudal run: %s" % message, file=sys.stderr)
         if tail is not None:
             print("caudal run: what the simulation and its MPI launcher printed after caudal "
                   "run stopped it is in %s" % tail, file=sys.stderr)
+        if code:
+            print("caudal run: %s" % message, file=sys.stderr)
         return code
 
     def _shutdown_ingests(self):

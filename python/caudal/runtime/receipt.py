@@ -38,9 +38,11 @@ fails with an error that names the array and the step (the user promised
 not to); a reduction first called on an unkept array is planned at once.
 An unkept array is left unput only once every analysis of it returned from
 a call (an analysis over a window of two is first called on the second
-step), so that the pair reductions they call are planned first; a pair
-reduction called on steps that are not consecutive keeps its array's blocks
-put for the rest of the run.
+step), so that the pair reductions they call are planned first, and, with a
+pair reduction planned, once it was answered at receipt (so every ingest
+holds a previous block of every rank); a pair reduction called on steps
+that are not consecutive keeps its array's blocks put for the rest of the
+run.
 """
 
 import collections
@@ -147,9 +149,10 @@ def _reduce(block, todo, before=None):
 
 
 def complete(plan, name, states):
-    """Whether a block of array `name` has every planned state: only then
-    may it go unput."""
-    return name in plan.unkept and len(states) == len(plan.reductions.get(name, ()))
+    """Whether a block of array `name` has every planned state, of one
+    planned reduction at least: only then may it go unput."""
+    planned = plan.reductions.get(name, ())
+    return name in plan.unkept and bool(planned) and len(states) == len(planned)
 
 
 class Learner:
@@ -171,6 +174,7 @@ class Learner:
         self.returned_ids = set()
         self.far = set()  # arrays that a pair reduction was called on non-consecutive steps of
         self.sent_unkept = frozenset()  # the unkept arrays of the last plan made
+        self.paired_hit = set()  # arrays a pair reduction was answered at receipt on
         self.lock = threading.Lock()
         self.next_id = itertools.count()  # ids are never reused: old steps' states carry them
         self.ids = {}  # (function, pickled arguments) -> id, while live (see _prune)
@@ -202,13 +206,17 @@ class Learner:
                 self.calls[rid] = (fn, args, key)
             return rid
 
-    def called(self, array, rid, hit, partly=False, consecutive=True):
+    def called(self, array, rid, hit, partly=False, consecutive=True, pair=False):
         """An analysis called reduction `rid` on `array`: answered from the
         states computed at receipt (hit; partly: with blocks put before the
         plan reduced where they lie) or from the blocks. consecutive: False
         for a pair reduction over steps with others between them, which
-        receipt cannot compute: it is not planned, and the array is kept."""
+        receipt cannot compute: it is not planned, and the array is kept.
+        pair: a pair reduction, whose first hit says that every ingest holds
+        a previous block of every rank of the array."""
         with self.lock:
+            if pair and hit:
+                self.paired_hit.add(array)
             if not consecutive:
                 self.far.add(array)
                 self.counts["reductions_from_blocks"] += 1
@@ -267,10 +275,18 @@ class Learner:
 
     def _unkept(self):
         """The unkept arrays whose blocks are left unput now: every analysis
-        of them returned from a call, and none called a pair reduction on
-        steps of them that are not consecutive."""
+        of them returned from a call, none called a pair reduction on steps
+        of them that are not consecutive, and a pair reduction planned on
+        one was answered at receipt once (every block of a step had it: the
+        ingests hold a previous block of every rank, so none of them leaves
+        a block unput that another's pairs cannot do without)."""
         return frozenset(a for a in self.unkept
-                         if a not in self.far and self.readers[a] <= self.returned_ids)
+                         if a not in self.far and self.readers[a] <= self.returned_ids
+                         and (a in self.paired_hit or not self._pair_planned(a)))
+
+    def _pair_planned(self, array):
+        return any(getattr(self.calls[rid][0], "paired", False)
+                   for rid in self.planned.get(array, ()) if rid in self.calls)
 
     def _prune(self):
         """Forget the reductions no array plans or called lately: a
@@ -342,7 +358,7 @@ class Received:
             have, short, lost = self.blocks.states(array, rid)
             if have and not short and not lost and all(s[0] == old for _, _, s in have):
                 got = [(rank, count, s[1]) for rank, count, s in have]
-        learner.called(array, rid, got is not None, consecutive=consecutive)
+        learner.called(array, rid, got is not None, consecutive=consecutive, pair=True)
         return got
 
     def pair_missed_error(self, kernel, old):

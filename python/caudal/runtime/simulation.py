@@ -78,6 +78,7 @@ class Output:
         self.tail_path = tail_path
         self.lock = threading.Lock()
         self.diverted = False
+        self.closed = False  # close() returned: what comes later is dropped
         self.tail = None  # the file, opened at its first bytes
         self.threads = [threading.Thread(target=self._pump, args=(pipe, fd), daemon=True,
                                          name="caudal-sim-output")
@@ -96,6 +97,7 @@ class Output:
         for t in self.threads:
             t.join(timeout)
         with self.lock:
+            self.closed = True
             if self.tail is None:
                 return None
             self.tail.close()
@@ -111,6 +113,8 @@ class Output:
             if not data:
                 break
             with self.lock:
+                if self.closed:  # a rank that outlived mpiexec: drained, not kept
+                    continue
                 if self.diverted:
                     if self.tail is None:
                         self.tail = open(self.tail_path, "ab")
