@@ -141,6 +141,7 @@ class Driver:
     analysis_timeout: the run's default deadline per call, in seconds (None
     or math.inf: none); an analysis' own timeout= overrides it."""
 
+    BROKEN_WAIT = 2.0  # seconds a call broken by a stop is waited for (_settle_broken)
     LAG_SAMPLES = 4096  # lags kept for the quantiles: a uniform sample past that
 
     def __init__(self, analyses, head, ingests, run_dir, finishers=(), analysis_timeout=300.0,
@@ -304,25 +305,33 @@ class Driver:
         return True
 
     def _settle_broken(self):
-        """The calls a signal broke the wait of, each waited for up to the
-        rest of its deadline and settled; their steps count as analysed."""
+        """The calls a signal broke the wait of, each waited for up to
+        BROKEN_WAIT more (the run is being stopped: Ray itself may be going,
+        under scancel, and caudal run must end within Slurm's KillWait) and
+        settled; their steps count as analysed."""
         while self.broken:
             a, step, call, t1, timeout = self.broken[0]
+            wait = self.BROKEN_WAIT
             if timeout is not None and not math.isinf(timeout):
-                call.done.wait(max(0.0, t1 + timeout - time.perf_counter()))
-            else:
-                call.done.wait()
+                wait = min(wait, max(0.0, t1 + timeout - time.perf_counter()))
+            call.done.wait(wait)
             self.broken.pop(0)
             self.counts["steps"] += 1
-            self._settle(a, step, call, t1, timeout)
+            self._settle(a, step, call, t1, timeout, stopped=True)
 
-    def _settle(self, a, step, call, t1, timeout):
+    def _settle(self, a, step, call, t1, timeout, stopped=False):
         """What a call that returned, raised or passed its deadline leaves:
-        its records, its error, the counts."""
+        its records, its error, the counts. stopped: a broken call that did
+        not return while the run was being stopped."""
         worker = self.workers[id(a)]
         returned = call.close()
         self.seconds[a.name] += time.perf_counter() - t1
-        if not returned:
+        if not returned and stopped:
+            worker.late = True
+            self.counts["failures"] += 1
+            self._error({"analysis": a.name, "step": step, "stopped": True,
+                         "error": "the run was stopped while it ran; what it recorded is lost"})
+        elif not returned:
             worker.late = True
             self.counts["timeouts"] += 1
             self.counts["failures"] += 1

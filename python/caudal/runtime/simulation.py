@@ -94,8 +94,9 @@ class Output:
     def close(self, timeout=2.0):
         """Wait for both pipes to end (at most timeout: a rank that outlived
         mpiexec may hold them); the tail's path if anything went there."""
+        end = time.monotonic() + timeout  # for both: caudal run may be under Slurm's KillWait
         for t in self.threads:
-            t.join(timeout)
+            t.join(max(0.0, end - time.monotonic()))
         with self.lock:
             self.closed = True
             if self.tail is None:
