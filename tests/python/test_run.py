@@ -238,11 +238,15 @@ def test_the_simulations_output_passes_through_until_caudal_run_stops_it(tmp_pat
         ["sh", "-c", "echo before; echo warn >&2; while [ ! -e %s ]; do sleep 0.05; done; "
                      "echo after; echo BANNER >&2" % go],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out = Output(proc, tmp_path / "tail.log")
-    time.sleep(0.5)
-    out.divert()
-    go.touch()
-    proc.wait(10)
+    try:
+        out = Output(proc, tmp_path / "tail.log")
+        time.sleep(0.5)
+        out.divert()
+        go.touch()
+        proc.wait(10)
+    finally:  # no shell left waiting if a step above failed
+        proc.kill()
+        proc.wait()
     assert out.close() == tmp_path / "tail.log"
     seen = capfd.readouterr()
     assert seen.out == "before\n" and seen.err == "warn\n"
