@@ -59,11 +59,10 @@ def change(old, new, dt=None):
         if getattr(new, "step", None) is None or getattr(old, "step", None) is None:
             raise KernelError("change: give dt, or two steps of an array (StepArrays)")
         dt = new.step - old.step
+    r = as_reducible(new, "new")
     if not isinstance(dt, numbers.Real) or isinstance(dt, bool) or not dt or dt != dt:
         raise KernelError("change: %s against %s: dt must be a nonzero number, not %r"
-                          % (as_reducible(new, "new").describe(),
-                             as_reducible(old, "old").describe(), dt))
-    r = as_reducible(new, "new")
+                          % (r.describe(), as_reducible(old, "old").describe(), dt))
     if isinstance(r, ReceivedStep):  # caudal run: each rank's pair computed as it arrived
         state = r.pair_reduce(_change_block, _moments_merge, old,
                               (None if given is None else float(dt),), "change")

@@ -466,6 +466,23 @@ def particles(p, ctx):
 """
 
 
+def paced_particles(tmp_path, script, steps, policy):
+    """_particles_sim under caudal run, its ranks pacing their steps (so
+    that most come after the plan); under the drop policy rank 1 has a ring
+    of one slot and the analyses are slowed, so that it drops steps.
+    (p, results, run_dir, the folder of the ranks' own record)."""
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    sim = [sys.executable, SIM, str(steps), str(truth), "--pace", "0.02"]
+    extra, env = ("--max-pending", "1"), {}
+    if policy == "drop":
+        sim += ["--ring-depth", "1:1"]
+        extra += ("--policy", "drop")
+        env = {"CAUDAL_TEST_DELAY": "0.05"}
+    p, results, run_dir = caudal_run(tmp_path, script, sim, ranks=RANKS, extra=extra, env=env)
+    return p, results, run_dir, truth
+
+
 @pytest.mark.parametrize("policy", ["block", "drop"])
 def test_a_pair_reduction_under_both_policies_pairs_each_step_with_the_one_analysed_before(
         tmp_path, policy):
@@ -479,16 +496,8 @@ def test_a_pair_reduction_under_both_policies_pairs_each_step_with_the_one_analy
     variable-length particles is refused every step, naming the array."""
     script = tmp_path / "pairs.py"
     script.write_text(PAIRS)
-    truth = tmp_path / "truth"
-    truth.mkdir()
     steps = 30
-    sim = [sys.executable, SIM, str(steps), str(truth), "--pace", "0.02"]
-    extra, env = ("--max-pending", "1"), {}
-    if policy == "drop":
-        sim += ["--ring-depth", "1:1"]
-        extra += ("--policy", "drop")
-        env = {"CAUDAL_TEST_DELAY": "0.05"}
-    p, results, run_dir = caudal_run(tmp_path, script, sim, ranks=RANKS, extra=extra, env=env)
+    p, results, run_dir, _ = paced_particles(tmp_path, script, steps, policy)
     assert p.returncode == 1, p.stdout + p.stderr  # the particles' analysis failed
     summary = json.loads((run_dir / "summary.json").read_text())
     errors = [json.loads(line) for line in (run_dir / "errors.jsonl").read_text().splitlines()]
@@ -590,16 +599,8 @@ def test_reductions_only_over_fixed_and_variable_arrays_under_both_policies(tmp_
     own record); analysed and skipped steps make up every step."""
     script = tmp_path / "receipt.py"
     script.write_text(PARTICLES)
-    truth = tmp_path / "truth"
-    truth.mkdir()
     steps = 30
-    sim = [sys.executable, SIM, str(steps), str(truth), "--pace", "0.02"]
-    extra, env = ("--max-pending", "1"), {}
-    if policy == "drop":
-        sim += ["--ring-depth", "1:1"]
-        extra += ("--policy", "drop")
-        env = {"CAUDAL_TEST_DELAY": "0.05"}
-    p, results, run_dir = caudal_run(tmp_path, script, sim, ranks=RANKS, extra=extra, env=env)
+    p, results, run_dir, truth = paced_particles(tmp_path, script, steps, policy)
     assert p.returncode == 0, p.stdout + p.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     truth = read_truth(truth)

@@ -48,7 +48,7 @@ import warnings
 from ..analytics import analyses_in, finishers_in
 from . import budget, placement, slurm
 from .private import private_dir, ray_token, remove_stale_dirs, start_guard
-from .simulation import Output, die_with_parent, stop_simulation
+from .simulation import GRACE_SECONDS, Output, die_with_parent, stop_simulation
 
 EXIT = {"completed": 0, "analysis_failed": 1, "simulation_failed": 2,
         "declaration_error": 3, "runtime_failed": 4, "timeout": 5}
@@ -624,13 +624,11 @@ class Run:
             self.stopped_by_us = True
             self._stop_simulation()
 
-    def _stop_simulation(self, grace=None):
+    def _stop_simulation(self, grace=GRACE_SECONDS):
         """Stop it (stop_simulation); what it and its MPI launcher print
         from now on goes to the run folder (simulation.Output)."""
         self.sim_output.divert()
-        if grace is None:
-            return stop_simulation(self.sim)
-        return stop_simulation(self.sim, grace=grace)
+        return stop_simulation(self.sim, grace)
 
     def _drain(self):
         """Analyse what is complete, as long as steps keep coming; a second

@@ -71,11 +71,16 @@ class Plan(NamedTuple):
     unkept: FrozenSet[str]  # arrays whose blocks are not put (when their states are there)
 
 
+def is_pair(fn):
+    """Whether fn is a pair reduction's per-block function (marked
+    `paired`, as caudal.temporal's change is)."""
+    return getattr(fn, "paired", False)
+
+
 def paired(plan, name):
     """Whether the plan has a pair reduction for array `name`: its ingests
     then hold each rank's last block of it (`compute`'s previous)."""
-    return plan is not None and any(getattr(fn, "paired", False)
-                                     for _, fn, _ in plan.reductions.get(name, ()))
+    return plan is not None and any(is_pair(fn) for _, fn, _ in plan.reductions.get(name, ()))
 
 
 def dropped(step, drops):
@@ -103,7 +108,7 @@ def compute(plan, blocks, stats, pool=None, previous=None, drops=()):
     # rank ahead brings several steps at once) or held from an earlier one.
     last, before = dict(previous or {}), []
     for b, t in zip(blocks, todo):
-        if any(getattr(fn, "paired", False) for _, fn, _ in t):
+        if any(is_pair(fn) for _, fn, _ in t):
             key = (b.name, b.rank)
             before.append(last.get(key))
             if not dropped(b.step, drops):
@@ -135,7 +140,7 @@ def _reduce(block, todo, before=None):
     t0 = time.thread_time()
     for rid, fn, args in todo:
         try:
-            if getattr(fn, "paired", False):
+            if is_pair(fn):
                 if before is None or getattr(before[1], "released", False):
                     continue  # nothing to pair with: the block is kept
                 step, old = before
@@ -285,7 +290,7 @@ class Learner:
                          and (a in self.paired_hit or not self._pair_planned(a)))
 
     def _pair_planned(self, array):
-        return any(getattr(self.calls[rid][0], "paired", False)
+        return any(is_pair(self.calls[rid][0])
                    for rid in self.planned.get(array, ()) if rid in self.calls)
 
     def _prune(self):
@@ -367,8 +372,8 @@ class Received:
         return ("%s against step %d was not computed as the blocks arrived, and they were not "
                 "kept: every analysis of %r is declared reductions_only. At receipt it is "
                 "computed against each rank's previous step, once an analysis called it on "
-                "consecutive steps (a window of two) twice in a row; a step that some ranks "
-                "dropped and others published leaves the step after it without it. Leave "
+                "consecutive steps (a window of two); a step that some ranks dropped and "
+                "others published, or a rank's first step, leaves it without a pair. Leave "
                 "reductions_only out to have it from the blocks"
                 % (kernel, old, self.array))
 
