@@ -7,8 +7,9 @@
 !   usage: heat2d_f NX NY STEPS [--every K] [--mean FILE]
 !
 ! Each step the global mean and the mean of the first row (x index 1, every
-! y) come from MPI_Allreduce, and rank 0 writes "step mean rowmean" to FILE:
-! the simulation's own record, against which the tests check the analytics.
+! y) come from MPI_Allreduce, and rank 0 writes "step mean rowmean q" to FILE
+! (q the source strength that step applied): the simulation's own record,
+! against which the tests check the analytics and the steering.
 ! Without CAUDAL_ENDPOINT (no caudal run) it publishes nothing.
 program heat2d_f
     use, intrinsic :: iso_c_binding, only: c_double
@@ -60,7 +61,7 @@ program heat2d_f
     allocate(u(nx, 0:nyl + 1), un(nx, 0:nyl + 1))
     u = 0
     un = 0
-    q = 0.05
+    q = 0.05d0
 
     publish = endpoint_set()
     if (publish) then
@@ -97,8 +98,8 @@ program heat2d_f
 
         sums = [sum(u(:, 1:nyl)), sum(u(1, 1:nyl))]
         call MPI_Allreduce(sums, total, 2, MPI_DOUBLE_PRECISION, MPI_SUM, MPI_COMM_WORLD, ierr)
-        if (writing) write (out, '(i0, 2(1x, es25.17))') step, total(1) / (real(nx, c_double) &
-                                                          * ny), total(2) / ny
+        if (writing) write (out, '(i0, 3(1x, es25.17))') step, total(1) / (real(nx, c_double) &
+                                                          * ny), total(2) / ny, q
 
         if (publish .and. mod(step, every) == 0) then
             call check(caudal_begin_step(c, step), "begin_step")

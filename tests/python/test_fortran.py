@@ -4,7 +4,7 @@ examples/heat2d/heat2d.f90 compiled against the installed module with
 mpif90 as a user would, and run on 3 real MPI ranks under `caudal run`.
 Every step's global mean and the mean of the first row equal the
 simulation's own record (MPI_Allreduce), the global array has the declared
-Fortran shape, and a steering value reaches every rank."""
+Fortran shape, and a steering value reaches every rank at the same step."""
 
 import json
 import os
@@ -16,7 +16,10 @@ import pytest
 
 from conftest import ROOT
 
-STEPS = 14
+# Steering is asynchronous: the value set at step 4 reaches the ranks some
+# steps later (the first analysis call starts a Ray worker). 120 steps leave
+# room for that; which step applied it is read from the simulation's record.
+STEPS = 120
 NX, NY = 20, 15
 
 ANALYSIS = """
@@ -56,8 +59,9 @@ def heat2d_f(tmp_path_factory):
 
 
 def read(path):
-    return {int(s): (float(m), float(r))
-            for s, m, r in (line.split() for line in path.read_text().splitlines())}
+    """step -> (mean, row mean, q applied that step), rank 0's record."""
+    return {int(s): (float(m), float(r), float(q))
+            for s, m, r, q in (line.split() for line in path.read_text().splitlines())}
 
 
 def test_the_fortran_heat_example_publishes_what_it_computes(tmp_path, heat2d_f):
@@ -75,14 +79,20 @@ def test_the_fortran_heat_example_publishes_what_it_computes(tmp_path, heat2d_f)
         results.setdefault(r["name"], {})[r["step"]] = r["value"]
     sim = read(own)
     assert sorted(results["mean"]) == sorted(sim) == list(range(STEPS))
-    for s, (mean, row) in sim.items():
+    for s, (mean, row, _) in sim.items():
         assert results["shape"][s] == [NX, NY]
         assert results["mean"][s] == pytest.approx(mean, rel=1e-13)
         assert results["rowmean"][s] == pytest.approx(row, rel=1e-13, abs=1e-300)
-    # q = 0 from the step after 4 on every rank: the source is off and the
-    # plate cools, where the mean only grew before.
-    assert all(sim[s + 1][0] > sim[s][0] for s in range(4))
-    assert sim[STEPS - 1][0] < max(m for m, _ in sim.values())
+    # q = 0 from some step after 4 to the end (read after publishing step 4
+    # at the earliest). Rank 0 broadcasts what it read, so every rank applied
+    # it that step: heated the global mean only rises, and from the step the
+    # source went off on every rank it only falls; a rank still heating
+    # after the others would break that.
+    off = min(s for s, (_, _, q) in sim.items() if q == 0.0)
+    assert 4 < off < STEPS and all(sim[s][2] == 0.0 for s in range(off, STEPS))
+    assert all(sim[s][2] == 0.05 for s in range(off))
+    assert all(sim[s][0] > sim[s - 1][0] for s in range(1, off))
+    assert all(sim[s][0] < sim[s - 1][0] for s in range(off, STEPS))
 
 
 def test_the_fortran_example_refuses_bad_arguments(heat2d_f):
