@@ -36,6 +36,17 @@ if ! command -v gfortran >/dev/null; then
     fi
 fi
 
+# The report test opens report.html in a headless browser.
+if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "== installing chromium from Debian"
+        apt_install chromium
+    else
+        echo "setup: chromium not found; install it (sudo apt-get install chromium)" >&2
+        exit 1
+    fi
+fi
+
 # The multi-node tests make hosts out of network namespaces (ip, nsenter).
 if ! command -v ip >/dev/null || ! command -v nsenter >/dev/null; then
     if [ "$(id -u)" = 0 ]; then

@@ -61,6 +61,7 @@ from ._caudal import (  # noqa: F401
 
 # The kernels: one call each over a StepArray, a Dask or a NumPy array.
 from . import blocks, extract, features, md, stats, stencil, temporal  # noqa: F401,E402
+from .results import open_run  # noqa: F401,E402
 
 __version__ = "%d.%d.%d" % (
     _caudal.VERSION_MAJOR,
@@ -118,6 +119,7 @@ __all__ = [
     "stats",
     "stencil",
     "temporal",
+    "open_run",
     "Context",
     "StepArray",
     "ArrayInfo",

@@ -63,6 +63,9 @@ def _parser():
     from .runtime import launcher
 
     launcher.add_parser(sub)
+    from . import htmlreport
+
+    htmlreport.add_parser(sub)
     return p
 
 

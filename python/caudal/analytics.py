@@ -27,7 +27,9 @@ caudal.runtime.driver for what happens to the call itself.
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Mapping, Optional, Tuple
+
+import numpy as np
 
 
 class StepArray:
@@ -41,13 +43,15 @@ class StepArray:
     to an analysis that reads them (each call from any thread)."""
 
     __slots__ = ("step", "_data", "_blocks", "_make_data", "_make_blocks", "_shape", "_dtype",
-                 "_lock", "_tree", "received")
+                 "_lock", "_tree", "received", "name", "dims")
 
     def __init__(self, step, data=None, blocks=None, *, make_data=None, make_blocks=None,
-                 shape=None, dtype=None, tree=None, received=None):
+                 shape=None, dtype=None, tree=None, received=None, name=None, dims=None):
         import threading
 
         self.step = step
+        self.name = name  # the array's, as the simulation declared it
+        self.dims = dims  # its axes' names, as the analyses gave them (analysis(dims=))
         self._tree = tree  # (layout, run) for reductions down caudal run's relays
         # caudal run's reductions computed at receipt (runtime/receipt.Received)
         self.received = received
@@ -83,6 +87,23 @@ class StepArray:
         return self._tree
 
     @property
+    def xarray(self):
+        """The step as an xarray.DataArray over the Dask array: its axes
+        named as the analyses declared them (analysis(dims=), else dim_0,
+        ...), each with its global index as coordinate, so that a slice or
+        a coarsened copy keeps where it lies; attrs["step"] is the step."""
+        import xarray as xr
+
+        data = self.data
+        dims = tuple(self.dims) if self.dims else tuple("dim_%d" % i for i in range(data.ndim))
+        if len(dims) != data.ndim:
+            raise ValueError("array %r at step %s has %d axes, but its dims are %r"
+                             % (self.name, self.step, data.ndim, dims))
+        coords = {d: np.arange(n) for d, n in zip(dims, data.shape)}
+        return xr.DataArray(data, dims=dims, coords=coords, name=self.name,
+                            attrs={"step": self.step})
+
+    @property
     def shape(self):
         return self._shape if self._shape is not None else self.data.shape
 
@@ -104,6 +125,7 @@ class Analysis:
     name: str = ""
     timeout: Optional[float] = None  # seconds per call; None: the run's default
     reductions_only: bool = False  # reads its arrays only through caudal.stats' reductions
+    dims: Optional[Mapping[str, Tuple[str, ...]]] = None  # array -> its axes' names
 
     def __call__(self, *args, **kwargs):
         return self.func(*args, **kwargs)
@@ -119,10 +141,16 @@ def check_timeout(timeout, what="timeout"):
     return float(timeout)
 
 
-def analysis(*arrays, window=1, trigger="and", name=None, timeout=None, reductions_only=False):
+def analysis(*arrays, window=1, trigger="and", name=None, timeout=None, reductions_only=False,
+             dims=None):
     """Register the decorated function on `arrays` (names as the simulation
     declared them). `timeout`: seconds one call may take (math.inf for no
     deadline), overriding the run's --analysis-timeout for this analysis.
+
+    `dims` names the axes of an array, for StepArray.xarray: a tuple of
+    names when the analysis has one array, else a dict from array name to
+    tuple. The names belong to the array: every analysis that gives an
+    array dims must give the same ones.
 
     `reductions_only=True` promises that the function reads its arrays only
     through caudal.stats' reductions (moments, histogram, describe, sketch,
@@ -147,17 +175,55 @@ def analysis(*arrays, window=1, trigger="and", name=None, timeout=None, reductio
     timeout = check_timeout(timeout)
     if not isinstance(reductions_only, bool):
         raise ValueError("reductions_only must be True or False, not %r" % (reductions_only,))
+    dims = _check_dims(arrays, dims)
 
     def wrap(func):
         return Analysis(func, tuple(arrays), window, trigger, name or func.__name__, timeout,
-                        reductions_only)
+                        reductions_only, dims)
 
     return wrap
+
+
+def _check_dims(arrays, dims):
+    if dims is None:
+        return None
+    if not isinstance(dims, Mapping):
+        if len(arrays) != 1:
+            raise ValueError("dims for several arrays is a dict from array name to its axes' "
+                             "names, not %r" % (dims,))
+        dims = {arrays[0]: dims}
+    out = {}
+    for array, names in dims.items():
+        if array not in arrays:
+            raise ValueError("dims names the axes of %r, which is not one of the analysis' "
+                             "arrays %s" % (array, ", ".join(map(repr, arrays))))
+        if isinstance(names, str):
+            names = (names,)
+        names = tuple(names)
+        if (not names or not all(isinstance(n, str) and n for n in names)
+                or len(set(names)) != len(names)):
+            raise ValueError("the dims of %r are distinct non-empty strings, not %r"
+                             % (array, names))
+        out[array] = names
+    return out
 
 
 def analyses_in(namespace):
     """The analyses a loaded analytics script defines, in definition order."""
     return [v for v in namespace.values() if isinstance(v, Analysis)]
+
+
+def array_dims(analyses):
+    """array -> its axes' names, from every analysis that gives them; two
+    analyses that name one array's axes differently are an error."""
+    out, who = {}, {}
+    for a in analyses:
+        for array, names in (a.dims or {}).items():
+            if array in out and out[array] != names:
+                raise ValueError("analysis %r names the axes of %r %r, but analysis %r names "
+                                 "them %r" % (a.name, array, names, who[array], out[array]))
+            out[array], who[array] = names, a.name
+    return out
 
 
 @dataclass(frozen=True)
@@ -199,6 +265,7 @@ class Context:
     _steer: Callable = field(repr=False, default=None)
     _record: Callable = field(repr=False, default=None)
     _reported: Callable = field(repr=False, default=None)
+    _extract: Callable = field(repr=False, default=None)
 
     def steer(self, key, value, rank=-1):
         """Set steering value `key` (float, int or str) for one rank or all."""
@@ -207,6 +274,17 @@ class Context:
     def record(self, name, value):
         """Record a named result of this step (a scalar or a small array)."""
         self._record(self.analysis, self.step, name, value)
+
+    def extract(self, name, value, dims=None, coords=None, attrs=None):
+        """Keep an array of this step in the run's extracts.zarr under `name`:
+        a field, a slice or a coarse copy (caudal.extract), small enough to
+        gather here. `value` is a NumPy or Dask array, or an xarray.DataArray
+        (its dims and dimension coordinates are kept); `dims` names its
+        axes, `coords` maps a dim to its coordinate values. Every step of an
+        extract has its first step's shape and dims (caudal.results)."""
+        from .results import Extract
+
+        self._extract(Extract(name, self.step, value, dims, coords, attrs))
 
     def reported(self, key, rank=0):
         """The latest value the simulation reported under `key`, or None."""

@@ -51,6 +51,7 @@ import ray
 
 from ..analytics import Context
 from ..blocks import RAY, step_array
+from ..results import ExtractStore
 from . import receipt
 from .head import CompleteStep
 from .report import StepBlocks, Tree
@@ -77,6 +78,7 @@ class _Call:
         self.lock = threading.Lock()
         self.open = True  # until the driver stopped waiting for it
         self.lines = []
+        self.extracts = []  # results.Extract, written with the lines
         self.error = None  # (repr, traceback) of what it raised
         self.seconds = None
         self.done = threading.Event()
@@ -102,6 +104,11 @@ class _Call:
         with self.lock:
             if self.open:
                 self.lines.append(line)
+
+    def extract(self, e):
+        with self.lock:
+            if self.open:
+                self.extracts.append(e)
 
 
 class _Worker:
@@ -146,9 +153,10 @@ class Driver:
 
     def __init__(self, analyses, head, ingests, run_dir, finishers=(), analysis_timeout=300.0,
                  tree=None):
-        from ..analytics import check_timeout
+        from ..analytics import array_dims, check_timeout
 
         self.analyses = analyses
+        self.dims = array_dims(analyses)
         # Where reductions over a step that came through relays go.
         self.tree = tree if tree is not None else Tree(RAY.executors, RAY.relays)
         self.finishers = list(finishers)
@@ -168,6 +176,10 @@ class Driver:
         self.broken = []  # calls whose wait a signal broke: (analysis, step, call, t0, timeout)
         self.results = open(run_dir / "results.jsonl", "w")
         self.failures = open(run_dir / "errors.jsonl", "w")
+        # a line per step taken: when it was complete and analysed, for the
+        # report's lag and throughput (results.py)
+        self.pipeline = open(run_dir / "pipeline.jsonl", "w")
+        self.extract_store = ExtractStore(run_dir)
         self.lock = threading.Lock()  # the two files
         self.counts = collections.Counter()
         self.lags = []  # a uniform sample of LAG_SAMPLES, so memory stays bounded
@@ -175,6 +187,8 @@ class Driver:
         self.sampler = random.Random(0)
         self.seconds = collections.Counter()
         self.last_step = None
+        self.last_lag = None
+        self.arrays_analysed = {}  # array -> [steps a call got it new, last such step]
         self.declaration_errors = []  # the head's, as of the last poll
         self.workers = {}  # id of an analysis or finisher -> its _Worker
         # The reductions computed at receipt; CAUDAL_RECEIPT=0: none (the
@@ -188,6 +202,7 @@ class Driver:
         with self.lock:
             self.results.close()
             self.failures.close()
+            self.pipeline.close()
 
     def poll(self, timeout=0.2):
         """Analyse what is complete; True once the run is over. A signal
@@ -226,12 +241,14 @@ class Driver:
                 layout = self.layouts[name]
                 window = self.windows[name]
                 before = window[-1].step if window else None
-                window.append(step_array(
+                sa = step_array(
                     layout, functools.partial(blocks.of, name), step,
                     token=blocks.token, tree=blocks.tree(name, self.tree),
                     received=(None if learner is None
                               else receipt.Received(blocks, name, layout, learner, self.tree,
-                                                    before))))
+                                                    before)))
+                sa.name, sa.dims = name, self.dims.get(name)
+                window.append(sa)
                 updated.add(name)
         self.last_step = step
         called = False
@@ -246,15 +263,24 @@ class Driver:
         # A step on which no analysis ran (no trigger fired, too little
         # history, or every analysis it fired still busy) is not "analysed".
         self.counts["steps" if called else "steps_without_call"] += 1
+        if called:
+            for name in updated:
+                c = self.arrays_analysed.setdefault(name, [0, step])
+                c[0] += 1
+                c[1] = step
         plan = learner.step_done(updated) if learner is not None and called else None
         if plan is not None:  # no answer awaited: it applies from the ingests' next events
             for ingest in self.ingests:
                 ingest.set_plan.remote(plan)
             self.counts["plans_sent"] += 1
         self.seconds["driver"] += time.perf_counter() - t0
-        self._lag(time.time() - complete.completed)
+        now = time.time()
+        self._lag(now - complete.completed)
+        self.pipeline.write('{"step": %d, "complete": %.6f, "analysed": %.6f, "called": %s}\n'
+                            % (step, complete.completed, now, "true" if called else "false"))
 
     def _lag(self, lag):
+        self.last_lag = lag
         self.nlags += 1
         if len(self.lags) < self.LAG_SAMPLES:
             self.lags.append(lag)
@@ -290,7 +316,8 @@ class Driver:
                            lambda key, value, rank: self._steer(call, key, value, rank),
                            lambda analysis, step_, name, value:
                                self._record(call, analysis, step_, name, value),
-                           self._reported)
+                           self._reported,
+                           lambda e: self._extract(call, e))
         timeout = a.timeout if a.timeout is not None else self.analysis_timeout
         t1 = time.perf_counter()
         worker.submit(call, step)
@@ -339,12 +366,12 @@ class Driver:
                          "error": "timed out after %g s" % timeout, "timed_out": True})
         elif call.error is not None:
             self.counts["failures"] += 1
-            self._write(call.lines)  # what it recorded before it raised
+            self._write(call.lines, call.extracts)  # what it recorded before it raised
             self._error({"analysis": a.name, "step": step, "error": call.error[0],
                          "traceback": call.error[1]})
         else:
             self.counts["calls"] += 1
-            self._write(call.lines)
+            self._write(call.lines, call.extracts)
         if returned and call.error is None and self.learner is not None:
             self.learner.returned(a)
 
@@ -353,7 +380,10 @@ class Driver:
             self.failures.write(json.dumps(entry) + "\n")
             self.failures.flush()
 
-    def _write(self, lines):
+    def _write(self, lines, extracts=()):
+        for e in extracts:
+            self.extract_store.write(e)
+        self.counts["extracts"] += len(extracts)
         if not lines:
             return
         with self.lock:
@@ -376,8 +406,18 @@ class Driver:
         call.record(json.dumps({"analysis": analysis, "step": step, "name": name,
                                 "value": _plain(value)}) + "\n")
 
+    def _extract(self, call, e):
+        self.extract_store.check(e)  # in the caller's thread: a misfit fails that call
+        call.extract(e)
+
     def _reported(self, key, rank):
         return ray.get(self.head.value.remote(rank, key))
+
+    def progress(self):
+        """Where the analyses are, for caudal run's progress display."""
+        return {"last_step": self.last_step, "lag": self.last_lag,
+                "calls": self.counts["calls"], "failures": self.counts["failures"],
+                "arrays": {a: tuple(c) for a, c in self.arrays_analysed.items()}}
 
     def summary(self):
         lags = sorted(self.lags)
@@ -395,6 +435,7 @@ class Driver:
             "calls_running": sum(1 for w in self.workers.values() if w.busy()),
             "late_returns": self.counts["late_returns"] + late,
             "results": self.counts["results"],
+            "extracts": self.counts["extracts"],
             "analysis_timeout": (None if self.analysis_timeout is None
                                  or math.isinf(self.analysis_timeout) else self.analysis_timeout),
             "lag_seconds_median": pick(0.5),

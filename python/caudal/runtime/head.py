@@ -150,6 +150,9 @@ class HeadActor:
         self.calls = 0  # reports taken, for bench/bench_head.py
         self.introductions = 0  # introduce calls taken
         self.goodbyes = 0  # ranks_done calls taken
+        self.blocks_in = 0  # blocks counted in the parts: caudal run's progress
+        self.newest = None  # the highest step a block came for
+        self.complete = {}  # array -> [steps complete, last complete step]
 
     # ---- from the ingest actors (or the relays) -------------------------
 
@@ -194,7 +197,10 @@ class HeadActor:
             self.calls += 1
             self.children[child] = (part.ranks, part.floor)
             decided = self.decided
+            self.blocks_in += sum(part.counts.values())
             for (array, step), n in part.counts.items():
+                if self.newest is None or step > self.newest:
+                    self.newest = step
                 if step > decided:  # a step decided already is not reopened
                     self._pending(step).counts[array] += n
             for step, handles in part.blocks.items():
@@ -245,6 +251,24 @@ class HeadActor:
             self.ready.clear()
             self.changed.notify_all()
             return out, self._over(), list(self.declaration_errors), self.built[nlayouts:]
+
+    @_locked
+    def progress(self):
+        """Where the run is, for caudal run's progress display: cheap, and
+        bounded whatever the ranks and steps."""
+        ranks, floor = state(self.children.values())
+        return {
+            "ranks": ranks, "ranks_left": len(self.done), "nranks": self.nranks,
+            # the highest step every connected rank finished (None: none yet)
+            "published": None if floor is None or floor == math.inf or floor < 0 else floor,
+            "newest": self.newest,
+            "waiting": len(self.steps), "ready": len(self.ready),
+            "blocks": self.blocks_in,
+            "rank_steps_dropped": sum(self.drops.values()),
+            "complete": {a: tuple(c) for a, c in self.complete.items()},
+            "skipped": {a: sum(b - f + 1 for f, b in rs) for a, rs in self.skipped.items()},
+            "errors": len(self.errors),
+        }
 
     @_locked
     def value(self, rank, key):
@@ -347,6 +371,9 @@ class HeadActor:
                     _add_range(self.skipped[name], step, step)
                 else:
                     whole.append(name)
+                    c = self.complete.setdefault(name, [0, step])
+                    c[0] += 1
+                    c[1] = step
             if whole:
                 self.ready.append(CompleteStep(step, tuple(whole), time.time(),
                                                tuple(pending.blocks)))

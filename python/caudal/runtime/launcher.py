@@ -45,8 +45,11 @@ import time
 import traceback
 import warnings
 
-from ..analytics import analyses_in, finishers_in
+from ..analytics import analyses_in, array_dims, finishers_in
+from .. import htmlreport
+from ..results import write_tables
 from . import budget, placement, slurm
+from .progress import Progress
 from .private import private_dir, ray_token, remove_stale_dirs, start_guard
 from .simulation import GRACE_SECONDS, Output, die_with_parent, stop_simulation
 
@@ -102,6 +105,13 @@ def add_parser(sub):
                         "an analysis names `data`), so that a Dask graph's first tasks "
                         "start at once (Ray starts more as needed), else 0; with 0 the "
                         "first Dask graph or task waits about a second")
+    r.add_argument("--progress", type=float, default=30.0, metavar="SECONDS",
+                   help="when stderr is not a terminal (a batch job's log), print a line of "
+                        "progress every SECONDS (default 30; 0: none); on a terminal a live "
+                        "table shows it")
+    r.add_argument("--csv", action="store_true",
+                   help="also write the recorded values as results.csv (results.parquet "
+                        "is always written)")
     r.add_argument("--debug", action="store_true",
                    help="print tracebacks of internal errors (also CAUDAL_DEBUG=1)")
     r.add_argument("command", nargs="+", help="the simulation, after --")
@@ -126,6 +136,10 @@ def _load(path):
     analyses = analyses_in(namespace)
     if not analyses:
         raise SetupError("%s registers no analysis (use @caudal.analysis)" % path)
+    try:
+        array_dims(analyses)
+    except ValueError as e:
+        raise SetupError("%s: %s" % (path, e)) from None
     return analyses, finishers_in(namespace)
 
 
@@ -252,6 +266,8 @@ class Run:
         self.rc = None
         self.driver = None
         self.head = None
+        self.progress = None  # progress.Progress, while the loop runs
+        self.reporter = None  # the process writing report.html (htmlreport.start)
         self.ingests = []
         self.endpoints = []  # per ingest actor, where it listens
         self.labels = []  # per ingest actor, how messages name it
@@ -520,8 +536,12 @@ class Run:
     # ---- running -------------------------------------------------------
 
     def _loop(self):
+        import ray
+
         driver = self.driver
-        last_print = 0.0
+        last_shown = 0.0
+        progress = self.progress = Progress(sys.stderr, sys.stderr.isatty(),
+                                            max(0.0, self.args.progress))
         while True:
             over = driver.poll(0.2)
             self._check_ingests()
@@ -541,11 +561,13 @@ class Run:
                 # Ranks that died leave without goodbye; drain what came.
                 self._drain()
                 return
-            if sys.stderr.isatty() and time.time() - last_print > 1:
-                print("\rcaudal run: step %s analysed, %d calls, %d failures"
-                      % (driver.last_step, driver.counts["calls"], driver.counts["failures"]),
-                      end="", file=sys.stderr)
-                last_print = time.time()
+            if progress.on and time.monotonic() - last_shown >= 1.0:
+                last_shown = time.monotonic()
+                try:
+                    head = ray.get(self.head.progress.remote(), timeout=5)
+                except Exception:  # the head's loss is found by the checks above
+                    continue
+                progress.update(head, driver.progress())
 
     def _check_budget(self):
         """Print what each node's store must hold against what it has, once
@@ -661,6 +683,7 @@ class Run:
     def _finish(self, finishers, t_start):
         import ray
 
+        self._close_progress()
         reason_stop = self.signals.reason
         stopping = reason_stop or self.decl_errors or self.budget_error or (
             self.runtime_error and self.sim is not None and self.sim.poll() is None)
@@ -709,8 +732,6 @@ class Run:
         summary["ingest"] = self._shutdown_ingests()
         if self.budget is not None:
             summary["memory"] = self.budget
-        if self.driver is not None:
-            self.driver.close()
         if not self.decl_errors:  # also those the head finds at the end
             self.decl_errors = head.get("declaration_errors", [])
         reason, message = self._classify(summary, head)
@@ -726,8 +747,19 @@ class Run:
         summary["end"] = {"reason": reason, "message": message, "exit_code": code}
         (self.run_dir / "summary.json").write_text(
             json.dumps(_json_safe(summary), indent=2, default=str, allow_nan=False))
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
+        if self.driver is not None:
+            self.driver.close()  # results.jsonl whole before its table is made
+            try:
+                write_tables(self.run_dir, csv=self.args.csv)
+            except Exception as e:  # results.jsonl stays: the record is not lost
+                print("caudal run: results.parquet was not written (%s); results.jsonl holds "
+                      "every record" % _short(e), file=sys.stderr)
+            # Drawn in a process of its own while Ray shuts down (a second
+            # or more of matplotlib); waited for at the end of _teardown.
+            # Nothing of the private directory in its environment: the
+            # guard would take it for one of Ray's and stop it.
+            self.reporter = htmlreport.start(self.run_dir, env={
+                k: v for k, v in os.environ.items() if not (self.priv and self.priv in v)})
         if self.driver is not None:
             _print_summary(summary, self.run_dir)
         _print_refused(summary["ingest"])
@@ -844,8 +876,14 @@ class Run:
                                                  ", ".join(str(r) for r, _ in lost[1:])))
         return ": ".join(words[:2]) + ("; " + words[2] if len(words) > 2 else "")
 
+    def _close_progress(self):
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+
     def _teardown(self):
         """Whatever happened: no simulation, no Ray, no private directory."""
+        self._close_progress()
         if self.sim is not None and self.sim.poll() is None:
             self._stop_simulation(grace=1)
         if self.ray_started:
@@ -868,6 +906,11 @@ class Run:
                 pass
         if self.priv:
             shutil.rmtree(self.priv, ignore_errors=True)
+        if self.reporter is not None:
+            failed = htmlreport.wait(self.reporter)
+            if failed:
+                print("caudal run: report.html was not written (%s); caudal report %s tries "
+                      "again" % (failed, self.run_dir), file=sys.stderr)
 
 
 @contextlib.contextmanager

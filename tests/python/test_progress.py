@@ -1,0 +1,96 @@
+"""What `caudal run` shows while it runs: _particles_sim on 2 real MPI
+ranks, paced (50 ms a step) so the run lasts seconds, once with stderr a
+file (a batch job's log: a line per --progress seconds) and once in a
+pseudo-terminal (a live table, gone at the end, the summary line left)."""
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+
+from conftest import HERE
+
+SIM = os.path.join(HERE, "_particles_sim.py")
+ANALYSIS = """
+import caudal
+
+@caudal.analysis("field")
+def f(field, ctx):
+    ctx.record("mean", caudal.stats.moments(field[-1]).mean)
+
+@caudal.analysis("particles")
+def p(particles, ctx):
+    ctx.record("n", particles[-1].shape[0])
+"""
+STEPS = 60
+
+
+def command(tmp_path, *extra):
+    script = tmp_path / "a.py"
+    script.write_text(ANALYSIS)
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    return [sys.executable, "-m", "caudal", "run", "-n", "2", "--analytics", str(script),
+            "--run-dir", str(tmp_path / "run"), *extra, "--", sys.executable, SIM, str(STEPS),
+            str(truth), "--pace", "0.05"]
+
+
+LINE = re.compile(r"caudal run: +(\d+) s, ranks (\d)/2, step (\S+) published, (\S+) analysed "
+                  r"\(arrays complete/analysed: (.*?)\), (\d+) waiting, lag (\S+)( s)?, "
+                  r"(\d+) blocks/s, store (.*?), (\d+) rank-steps dropped, (\d+) failed$")
+
+
+def test_a_batch_log_gets_a_line_every_progress_seconds(tmp_path):
+    p = subprocess.run(command(tmp_path, "--progress", "1"), capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = [m for m in map(LINE.match, p.stderr.splitlines()) if m]
+    assert len(lines) >= 2, p.stderr  # a 3 s run, a line a second
+    analysed = [int(m.group(4)) for m in lines if m.group(4) != "-"]
+    assert analysed == sorted(analysed) and all(0 <= a < STEPS for a in analysed)
+    assert max(int(m.group(2)) for m in lines) == 2  # both connected while it ran
+    last = lines[-1]
+    assert last.group(11) == "0" and last.group(12) == "0"
+    # both arrays, complete / analysed counts no higher than the steps
+    arrays = dict((a, tuple(map(int, n.split("/")))) for a, n in
+                  (x.split(" ") for x in last.group(5).split("; ")))
+    assert set(arrays) == {"field", "particles"}
+    assert all(0 < a <= c <= STEPS for c, a in arrays.values())
+    assert re.match(r"\d+ (KiB|MiB) of \d+ MiB", last.group(10))
+    # no progress line without --progress on a run this short (30 s default)
+    assert "\x1b[" not in p.stderr  # no terminal codes in a log
+
+
+def test_a_terminal_gets_a_live_table_that_gives_way_to_the_summary(tmp_path):
+    main, sub = pty.openpty()
+    proc = subprocess.Popen(command(tmp_path), stdin=subprocess.DEVNULL, stdout=sub,
+                            stderr=sub, close_fds=True)
+    os.close(sub)
+    out = b""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([main], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the terminal's other side closed
+                break
+            if not chunk:
+                break
+            out += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(main)
+    assert proc.wait(60) == 0, out.decode(errors="replace")
+    text = out.decode(errors="replace")
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    # the table: its title, its header and a row per array
+    assert re.search(r"caudal run, \d+ s: ranks \d of 2 connected", plain), plain
+    assert "last analysed" in plain and "│ field" in plain and "│ particles" in plain
+    assert re.search(r"object store \d+ (KiB|MiB) of \d+ MiB", plain)
+    # redrawn in place (cursor moves), then the one summary line
+    assert "\x1b[" in text
+    assert re.search(r"caudal run: %d steps analysed" % STEPS, plain)

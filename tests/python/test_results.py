@@ -1,0 +1,204 @@
+"""The results folder: one `caudal run` of examples/heat2d on 4 real MPI
+ranks whose analyses record numbers, arrays, strings and dicts and keep
+extracts (a coarse field from xarray, a slice with coordinates), read back
+with caudal.open_run and checked against the simulation's own means; then
+the folder of a run that was killed (no table), read from results.jsonl."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import caudal
+
+NX, NY, STEPS = 32, 24, 12
+
+ANALYSIS = """
+import caudal, numpy as np
+
+@caudal.analysis("temperature", dims=("x", "y"))
+def fields(t, ctx):
+    x = t[-1]
+    ctx.record("mean", caudal.stats.moments(x).mean)
+    counts, _ = np.histogram(x.data.compute(), bins=8)
+    ctx.record("counts", counts)
+    ctx.record("label", "step %d" % ctx.step)
+    ctx.record("info", {"step": ctx.step, "shape": list(x.shape)})
+    ctx.extract("coarse", x.xarray.coarsen(x=8, y=8).mean())
+    ctx.extract("row", caudal.extract.slice(x, 0, 5), dims=("y",),
+                coords={"y": np.arange(x.shape[1]) * 0.5}, attrs={"units": "K"})
+    # From step 6 on this extract has another shape: those calls fail, with
+    # what they recorded before it kept.
+    ctx.record("before_misfit", ctx.step)
+    ctx.extract("misfit", np.zeros(3 if ctx.step < 6 else 4))
+
+@caudal.at_end
+def last(ctx):
+    ctx.record("last", ctx.step)
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, heat2d):
+    tmp = tmp_path_factory.mktemp("results")
+    script = tmp / "analysis.py"
+    script.write_text(ANALYSIS)
+    run_dir, means = tmp / "run", tmp / "means.txt"
+    p = subprocess.run([sys.executable, "-m", "caudal", "run", "-n", "4", "--analytics",
+                        str(script), "--run-dir", str(run_dir), "--csv", "--", heat2d, str(NX),
+                        str(NY), str(STEPS), "--mean", str(means)],
+                       capture_output=True, text=True, timeout=300)
+    sim = {int(s): float(m) for s, m in (line.split() for line in
+                                          means.read_text().splitlines())}
+    return p, run_dir, sim
+
+
+def test_the_records_read_back_as_the_simulation_computed_them(run):
+    p, run_dir, sim = run
+    assert p.returncode == 1, p.stdout + p.stderr  # the misfit calls failed
+    r = caudal.open_run(run_dir)
+    mean = r.scalar("mean")
+    assert list(mean.index) == list(range(STEPS))
+    for s, m in sim.items():
+        assert mean[s] == pytest.approx(m, rel=1e-12)
+    counts = r.array("counts", dims=("bin",))
+    assert counts.dims == ("step", "bin") and counts.shape == (STEPS, 8)
+    assert (counts.sum("bin") == NX * NY).all()
+    assert r["label"][3] == "step 3"
+    info = r.results[r.results["name"] == "info"]
+    assert [json.loads(j)["shape"] for j in info["json"]] == [[NX, NY]] * STEPS
+    assert r.scalar("last").to_dict() == {STEPS - 1: STEPS - 1}
+    assert sorted(r.names) == ["before_misfit", "counts", "info", "label", "last", "mean"]
+    assert r.names["counts"] == "array" and r.names["info"] == "json"
+    assert list(r.scalar("before_misfit").index) == list(range(STEPS))
+    assert r.summary["end"]["exit_code"] == 1 and r.summary["extracts"] == STEPS * 2 + 6
+    # results.csv: the same rows, arrays as JSON text
+    import pandas as pd
+
+    csv = pd.read_csv(run_dir / "results.csv")
+    assert len(csv) == len(r.results)
+    row = csv[(csv["name"] == "counts") & (csv["step"] == 2)]["array"].iloc[0]
+    assert json.loads(row) == counts.sel(step=2).values.tolist()
+
+
+def test_extracts_keep_their_steps_dims_and_coordinates(run):
+    _, run_dir, sim = run
+    r = caudal.open_run(run_dir)
+    assert r.extracts == ["coarse", "misfit", "row"]
+    coarse = r.extract("coarse")
+    assert coarse.dims == ("step", "x", "y") and coarse.shape == (STEPS, NX // 8, NY // 8)
+    assert list(coarse["step"].values) == list(range(STEPS))
+    # the centre of each 8-wide cell, from the global index coordinates
+    assert list(coarse["x"].values) == [3.5, 11.5, 19.5, 27.5]
+    for s, m in sim.items():  # equal cells: their mean is the field's
+        assert float(coarse.sel(step=s).mean()) == pytest.approx(m, rel=1e-12)
+    row = r["row"]
+    assert row.dims == ("step", "y") and list(row["y"].values) == list(np.arange(NY) * 0.5)
+    assert row.attrs["units"] == "K"
+    assert r.summary and caudal.open_run(run_dir).extract("row").shape == (STEPS, NY)
+    misfit = r.extract("misfit")
+    assert list(misfit["step"].values) == list(range(6))
+    errors = r.errors
+    assert sorted(errors["step"]) == list(range(6, STEPS))
+    assert all("extract 'misfit' at step %d has shape (4,)" % s in e and "at step 0 it had (3,)"
+               in e for s, e in zip(errors["step"], errors["error"]))
+
+
+def test_a_killed_runs_records_are_read_from_its_log(tmp_path):
+    lines = [{"analysis": "a", "step": s, "name": "x", "value": s * 1.5} for s in range(5)]
+    lines.append({"analysis": "b", "step": 2, "name": "x", "value": 7})
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    (tmp_path / "results.jsonl").write_text(text + '{"analysis": "a", "st')  # cut short
+    r = caudal.open_run(tmp_path)
+    assert len(r.results) == 6 and r.summary == {} and r.extracts == []
+    with pytest.raises(KeyError, match="recorded by analyses a, b: name one"):
+        r.scalar("x")
+    assert r.scalar("x", analysis="a").to_dict() == {s: s * 1.5 for s in range(5)}
+    with pytest.raises(KeyError, match="no record named 'y'.*recorded: x"):
+        r["y"]
+    with pytest.raises(KeyError, match="no extract named 'z'"):
+        r.extract("z")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="not a caudal run folder"):
+        caudal.open_run(empty)
+    with pytest.raises(FileNotFoundError, match="no run folder"):
+        caudal.open_run(tmp_path / "nowhere")
+
+
+def test_bad_dims_and_extracts_are_refused_with_their_names():
+    with pytest.raises(ValueError, match="not one of the analysis' arrays"):
+        caudal.analysis("a", dims={"b": ("x",)})
+    with pytest.raises(ValueError, match="a dict from array name"):
+        caudal.analysis("a", "b", dims=("x",))
+    one = caudal.analysis("t", dims=("x", "y"))(lambda t, ctx: None)
+    other = caudal.analysis("t", dims=("i", "j"))(lambda t, ctx: None)
+    from caudal.analytics import array_dims
+
+    with pytest.raises(ValueError, match="names the axes of 't'"):
+        array_dims([one, other])
+    from caudal.results import Extract
+
+    with pytest.raises(ValueError, match="extract 'e' at step 3: dims"):
+        Extract("e", 3, np.zeros((2, 2)), dims=("x",))
+    with pytest.raises(ValueError, match="coordinate 'x' has shape"):
+        Extract("e", 3, np.zeros(2), dims=("x",), coords={"x": [1, 2, 3]})
+    with pytest.raises(ValueError, match="array of numbers"):
+        Extract("e", 3, np.array(["a"]))
+    with pytest.raises(ValueError, match="name"):
+        Extract("a/b", 3, np.zeros(2))
+
+
+def test_the_report_shows_every_plot_in_a_browser(run, tmp_path):
+    """report.html, written by the run, opened in headless Chromium: a
+    screenshot that is not blank, and every plot an image with data on it."""
+    import base64
+    import html
+    import re
+    import shutil
+
+    import matplotlib.image as mpimg
+
+    _, run_dir, _ = run
+    page = (run_dir / "report.html").read_text()
+    plots = dict(re.findall(r'data-name="([^"]+)"[^>]*src="data:image/png;base64,([^"]+)"',
+                            page))
+    assert sorted(plots) == ["extract.coarse", "extract.misfit", "extract.row",
+                             "fields.before_misfit", "fields.counts", "fields.mean",
+                             "last.last", "pipeline"]
+    for name, data in plots.items():
+        png = tmp_path / ("%s.png" % name)
+        png.write_bytes(base64.b64decode(data))
+        img = mpimg.imread(png)[..., :3]
+        # more than the white page, the black axes and their labels
+        colours = {tuple(p) for p in (img.reshape(-1, 3) * 20).round().astype(int).tolist()}
+        assert len(colours) > 12, name
+    # the failed calls, named
+    assert "extract 'misfit' at step 6 has shape (4,)" in html.unescape(page)
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.fail("chromium not found: scripts/setup.sh installs it")
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                    "--window-size=1200,4000", "--screenshot=%s" % shot,
+                    (run_dir / "report.html").as_uri()], capture_output=True, timeout=120,
+                   check=True)
+    img = mpimg.imread(shot)[..., :3]
+    rows = np.flatnonzero((img < 0.9).any(axis=(1, 2)))  # rows with ink
+    assert img.shape[1] == 1200 and rows.size > 1000  # the plots, not an empty page
+    # the coloured heat maps and curves, not only text
+    assert ((img.max(axis=2) - img.min(axis=2)) > 0.3).sum() > 10000
+
+
+def test_caudal_report_rewrites_it_and_refuses_a_folder_that_is_not_a_run(run, tmp_path):
+    _, run_dir, _ = run
+    (run_dir / "report.html").unlink()
+    p = subprocess.run([sys.executable, "-m", "caudal", "report", str(run_dir)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "wrote %s" % (run_dir / "report.html") in p.stdout
+    assert 'data-name="fields.mean"' in (run_dir / "report.html").read_text()
+    p = subprocess.run([sys.executable, "-m", "caudal", "report", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "not a caudal run folder" in p.stdout
