@@ -95,6 +95,44 @@ def test_the_fortran_heat_example_publishes_what_it_computes(tmp_path, heat2d_f)
     assert all(sim[s][0] < sim[s - 1][0] for s in range(off, STEPS))
 
 
+def doc_blocks():
+    """The fortran blocks of README.md and docs/*.md (test_docs.py checks
+    that these are all of them)."""
+    from test_docs import blocks
+
+    return blocks("fortran")
+
+
+SNIPPET = """program snippet
+    use, intrinsic :: iso_c_binding, only: c_double
+    use caudal
+    implicit none
+    integer :: rc, rank, nranks, step, nx, ny, nyl, y0
+    real(c_double), allocatable :: u(:, :)
+    rank = 0; nranks = 1; step = 0; nx = 4; ny = 3; nyl = 3; y0 = 0
+    allocate(u(nx, 0:nyl + 1))
+    u = 0
+%s
+    print *, rc
+end program snippet
+"""
+
+
+def test_the_docs_fortran_snippets_compile_against_the_installed_module(heat2d_f, tmp_path):
+    prefix = os.path.join(os.path.dirname(heat2d_f), "prefix")
+    for where, _, code in doc_blocks():
+        src = tmp_path / "snippet.f90"
+        body = "\n".join("    " + line for line in code.splitlines()
+                         if not line.strip().startswith(("use caudal", "type(caudal_client)")))
+        decl = "    type(caudal_client) :: c\n" if "type(caudal_client)" in code else ""
+        src.write_text(SNIPPET.replace("    u = 0\n", "    u = 0\n").replace(
+            "implicit none\n", "implicit none\n" + decl) % body)
+        p = subprocess.run(["mpif90", "-fsyntax-only", "-Wall", "-Werror",
+                            "-I%s" % os.path.join(prefix, "include"), str(src)],
+                           capture_output=True, text=True, cwd=tmp_path)
+        assert p.returncode == 0, "%s:\n%s\n%s" % (where, src.read_text(), p.stderr)
+
+
 def test_the_fortran_example_refuses_bad_arguments(heat2d_f):
     p = subprocess.run(["mpiexec", "-n", "1", heat2d_f, "20", "x", "5"], capture_output=True,
                        text=True, timeout=60)

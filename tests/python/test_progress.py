@@ -38,9 +38,11 @@ def command(tmp_path, *extra):
             str(truth), "--pace", "0.05"]
 
 
-LINE = re.compile(r"caudal run: +(\d+) s, ranks (\d)/2, step (\S+) published, (\S+) analysed "
-                  r"\(arrays complete/analysed: (.*?)\), (\d+) waiting, lag (\S+)( s)?, "
-                  r"(\d+) blocks/s, store (.*?), (\d+) rank-steps dropped, (\d+) failed$")
+LINE = re.compile(r"caudal run: +(?P<t>\d+) s, ranks (?P<ranks>\d+)/(?P<of>\d+), "
+                  r"step (?P<published>\S+) published, (?P<analysed>\S+) analysed "
+                  r"\(arrays complete/analysed: (?P<arrays>.*?)\), (?P<waiting>\d+) waiting, "
+                  r"lag (?P<lag>\S+)( s)?, (?P<rate>\d+) blocks/s, store (?P<store>.*?), "
+                  r"(?P<dropped>\d+) rank-steps dropped, (?P<failed>\d+) failed$")
 
 
 def test_a_batch_log_gets_a_line_every_progress_seconds(tmp_path):
@@ -49,17 +51,17 @@ def test_a_batch_log_gets_a_line_every_progress_seconds(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     lines = [m for m in map(LINE.match, p.stderr.splitlines()) if m]
     assert len(lines) >= 2, p.stderr  # a 3 s run, a line a second
-    analysed = [int(m.group(4)) for m in lines if m.group(4) != "-"]
+    analysed = [int(m["analysed"]) for m in lines if m["analysed"] != "-"]
     assert analysed == sorted(analysed) and all(0 <= a < STEPS for a in analysed)
-    assert max(int(m.group(2)) for m in lines) == 2  # both connected while it ran
+    assert max(int(m["ranks"]) for m in lines) == 2 and {m["of"] for m in lines} == {"2"}
     last = lines[-1]
-    assert last.group(11) == "0" and last.group(12) == "0"
+    assert last["dropped"] == "0" and last["failed"] == "0"
     # both arrays, complete / analysed counts no higher than the steps
     arrays = dict((a, tuple(map(int, n.split("/")))) for a, n in
-                  (x.split(" ") for x in last.group(5).split("; ")))
+                  (x.split(" ") for x in last["arrays"].split("; ")))
     assert set(arrays) == {"field", "particles"}
     assert all(0 < a <= c <= STEPS for c, a in arrays.values())
-    assert re.match(r"\d+ (KiB|MiB) of \d+ MiB", last.group(10))
+    assert re.match(r"\d+ (KiB|MiB) of \d+ MiB", last["store"])
     # no progress line without --progress on a run this short (30 s default)
     assert "\x1b[" not in p.stderr  # no terminal codes in a log
 

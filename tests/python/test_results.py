@@ -202,3 +202,21 @@ def test_caudal_report_rewrites_it_and_refuses_a_folder_that_is_not_a_run(run, t
     p = subprocess.run([sys.executable, "-m", "caudal", "report", str(tmp_path)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "not a caudal run folder" in p.stdout
+
+
+def test_the_docs_results_snippets_run_on_this_folder(run):
+    """docs/results.md's open_run block, on this run's folder: each line
+    gives what its comment says."""
+    from test_docs import blocks
+
+    _, run_dir, sim = run
+    (where, _, code), = [b for b in blocks("python") if "open_run" in b[2]]
+    ns = {}
+    exec(compile(code.replace('"runs/demo-heat"', repr(str(run_dir))), where, "exec"), ns)
+    r = ns["run"]
+    assert isinstance(r, caudal.results.RunResults)
+    lines = [line.split("#")[0].strip() for line in code.splitlines()[3:] if line.strip()]
+    values = [eval(line, ns) for line in lines]
+    mean, counts, coarse, same = values[:4]
+    assert mean.to_dict() == pytest.approx(sim, rel=1e-12) and same.equals(mean)
+    assert counts.dims == ("step", "counts_0") and coarse.dims == ("step", "x", "y")

@@ -539,7 +539,6 @@ class Run:
         import ray
 
         driver = self.driver
-        last_shown = 0.0
         progress = self.progress = Progress(sys.stderr, sys.stderr.isatty(),
                                             max(0.0, self.args.progress))
         while True:
@@ -561,8 +560,7 @@ class Run:
                 # Ranks that died leave without goodbye; drain what came.
                 self._drain()
                 return
-            if progress.on and time.monotonic() - last_shown >= 1.0:
-                last_shown = time.monotonic()
+            if progress.due():
                 try:
                     head = ray.get(self.head.progress.remote(), timeout=5)
                 except Exception:  # the head's loss is found by the checks above

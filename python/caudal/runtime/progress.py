@@ -56,6 +56,7 @@ class Progress:
         self.clock = clock
         self.t0 = clock()
         self.last_shown = self.t0  # the first line after `every` seconds
+        self.last_update = self.t0 - 1.0
         self.last_blocks = (self.t0, 0)
         self.rate = 0.0
         self.store = None  # store_use(), as last asked
@@ -69,15 +70,20 @@ class Progress:
                              transient=True)
             self.live.start()
 
-    @property
-    def on(self):
-        return self.interactive or bool(self.every)
+    def due(self):
+        """Whether update() would show something now: caudal run asks the
+        head only then (a batch log's line every `every` seconds costs the
+        run one call per line, not one per second)."""
+        now = self.clock()
+        if self.interactive:
+            return now - self.last_update >= 1.0
+        return bool(self.every) and now - self.last_shown >= self.every
 
     def update(self, head, driver):
         """head: HeadActor.progress(); driver: Driver.progress()."""
-        now = self.clock()
+        now = self.last_update = self.clock()
         t, n = self.last_blocks
-        if now - t >= 1.0:
+        if now > t:
             self.rate = (head["blocks"] - n) / (now - t)
             self.last_blocks = (now, head["blocks"])
         if self.store_asked is None or now - self.store_asked >= STORE_EVERY:
