@@ -97,6 +97,21 @@ module caudal
             character(kind=c_char), intent(in) :: name(*)
             integer(c_int), value :: dtype
         end function
+        integer(c_int) function c_put_check(c, name, dtype, variable, ndim, dims) &
+            bind(c, name="caudal_put_check")
+            import :: c_int, c_ptr, c_char, c_int64_t
+            type(c_ptr), value :: c
+            character(kind=c_char), intent(in) :: name(*)
+            integer(c_int), value :: dtype, variable, ndim
+            integer(c_int64_t), intent(in) :: dims(*)
+        end function
+        integer(c_int) function c_set_error(c, status, array, message) &
+            bind(c, name="caudal_set_error")
+            import :: c_int, c_ptr, c_char
+            type(c_ptr), value :: c
+            integer(c_int), value :: status
+            character(kind=c_char), intent(in) :: array(*), message(*)
+        end function
         integer(c_int) function c_put_var(c, name, dtype, data, count) &
             bind(c, name="caudal_put_var")
             import :: c_int, c_ptr, c_char, c_int64_t
@@ -243,60 +258,73 @@ contains
         rc = c_put(c%p, cstr(name), int(dtype, c_int), data)
     end function
 
+    ! A typed put: its array's shape checked against the declaration first
+    ! (caudal_put_check), so a block of the wrong size is an error naming the
+    ! array and both shapes, not a read past the array.
+    integer function put_shaped(c, name, dtype, dims, data) result(rc)
+        type(caudal_client), intent(in) :: c
+        character(*), intent(in) :: name
+        integer, intent(in) :: dtype
+        integer(c_int64_t), intent(in) :: dims(:)
+        type(c_ptr), intent(in) :: data
+        rc = c_put_check(c%p, cstr(name), int(dtype, c_int), 0_c_int, int(size(dims), c_int), dims)
+        if (rc == CAUDAL_OK) rc = c_put(c%p, cstr(name), int(dtype, c_int), data)
+    end function
+
     integer function put_f64_1(c, name, a) result(rc)
         type(caudal_client), intent(in) :: c
         character(*), intent(in) :: name
         real(c_double), intent(in), target, contiguous :: a(:)
-        rc = caudal_put_ptr(c, name, CAUDAL_FLOAT64, c_loc(a))
+        rc = put_shaped(c, name, CAUDAL_FLOAT64, shape(a, kind=c_int64_t), c_loc(a))
     end function
 
     integer function put_f64_2(c, name, a) result(rc)
         type(caudal_client), intent(in) :: c
         character(*), intent(in) :: name
         real(c_double), intent(in), target, contiguous :: a(:, :)
-        rc = caudal_put_ptr(c, name, CAUDAL_FLOAT64, c_loc(a))
+        rc = put_shaped(c, name, CAUDAL_FLOAT64, shape(a, kind=c_int64_t), c_loc(a))
     end function
 
     integer function put_f64_3(c, name, a) result(rc)
         type(caudal_client), intent(in) :: c
         character(*), intent(in) :: name
         real(c_double), intent(in), target, contiguous :: a(:, :, :)
-        rc = caudal_put_ptr(c, name, CAUDAL_FLOAT64, c_loc(a))
+        rc = put_shaped(c, name, CAUDAL_FLOAT64, shape(a, kind=c_int64_t), c_loc(a))
     end function
 
     integer function put_f32_1(c, name, a) result(rc)
         type(caudal_client), intent(in) :: c
         character(*), intent(in) :: name
         real(c_float), intent(in), target, contiguous :: a(:)
-        rc = caudal_put_ptr(c, name, CAUDAL_FLOAT32, c_loc(a))
+        rc = put_shaped(c, name, CAUDAL_FLOAT32, shape(a, kind=c_int64_t), c_loc(a))
     end function
 
     integer function put_f32_2(c, name, a) result(rc)
         type(caudal_client), intent(in) :: c
         character(*), intent(in) :: name
         real(c_float), intent(in), target, contiguous :: a(:, :)
-        rc = caudal_put_ptr(c, name, CAUDAL_FLOAT32, c_loc(a))
+        rc = put_shaped(c, name, CAUDAL_FLOAT32, shape(a, kind=c_int64_t), c_loc(a))
     end function
 
     integer function put_f32_3(c, name, a) result(rc)
         type(caudal_client), intent(in) :: c
         character(*), intent(in) :: name
         real(c_float), intent(in), target, contiguous :: a(:, :, :)
-        rc = caudal_put_ptr(c, name, CAUDAL_FLOAT32, c_loc(a))
+        rc = put_shaped(c, name, CAUDAL_FLOAT32, shape(a, kind=c_int64_t), c_loc(a))
     end function
 
     integer function put_i32_1(c, name, a) result(rc)
         type(caudal_client), intent(in) :: c
         character(*), intent(in) :: name
         integer(c_int32_t), intent(in), target, contiguous :: a(:)
-        rc = caudal_put_ptr(c, name, CAUDAL_INT32, c_loc(a))
+        rc = put_shaped(c, name, CAUDAL_INT32, shape(a, kind=c_int64_t), c_loc(a))
     end function
 
     integer function put_i64_1(c, name, a) result(rc)
         type(caudal_client), intent(in) :: c
         character(*), intent(in) :: name
         integer(c_int64_t), intent(in), target, contiguous :: a(:)
-        rc = caudal_put_ptr(c, name, CAUDAL_INT64, c_loc(a))
+        rc = put_shaped(c, name, CAUDAL_INT64, shape(a, kind=c_int64_t), c_loc(a))
     end function
 
     ! A variable-length array's part this step: the first n elements of a.
@@ -305,8 +333,11 @@ contains
         character(*), intent(in) :: name
         real(c_double), intent(in), target, contiguous :: a(:)
         integer(c_int64_t), intent(in) :: n
+        character(64) :: what
         if (n < 0 .or. n > size(a, kind=c_int64_t)) then  ! past the array: refused here
-            rc = CAUDAL_ERR_INVALID
+            write (what, '(a, i0, a, i0, a)') "put_var of ", n, " elements from an array of ", &
+                size(a, kind=c_int64_t), ""
+            rc = c_set_error(c%p, int(CAUDAL_ERR_INVALID, c_int), cstr(name), cstr(trim(what)))
             return
         end if
         rc = c_put_var(c%p, cstr(name), int(CAUDAL_FLOAT64, c_int), c_loc(a), n)

@@ -314,3 +314,19 @@ def test_fortran_blocks_are_checked_in_test_fortran():
     assert [b[2] for b in blocks("fortran")] == [b[2] for b in test_fortran.doc_blocks()]
 
 
+
+
+def test_the_c_api_page_names_every_function_and_status_of_the_headers():
+    page = open(os.path.join(ROOT, "docs", "c_api.md")).read()
+    header = open(os.path.join(ROOT, "include", "caudal.h")).read()
+    mpi = open(os.path.join(ROOT, "include", "caudal_mpi.h")).read()
+    functions = set(re.findall(r"CAUDAL_API [^;(]*?\b(caudal_\w+)\(", header))
+    functions |= set(re.findall(r"static inline int (caudal_\w+)\(", mpi))
+    assert len(functions) > 30
+    for f in functions:
+        # a family (caudal_steer_get_double, `_int64`) may share a row
+        stem = re.sub(r"_(double|int64|string)(_mpi)?$", "", f)
+        assert f in page or (stem + "_double") in page, f
+    for name, value in re.findall(r"X\((\w+), (-?\d+), \"", header.split("CAUDAL_STATUS_LIST")[1]
+                                  .split("typedef")[0]):
+        assert "| `CAUDAL_%s` | %s |" % (name, value) in page, name

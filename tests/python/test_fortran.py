@@ -133,6 +133,83 @@ def test_the_docs_fortran_snippets_compile_against_the_installed_module(heat2d_f
         assert p.returncode == 0, "%s:\n%s\n%s" % (where, src.read_text(), p.stderr)
 
 
+BAD_PUTS = """program bad_puts
+    use, intrinsic :: iso_c_binding, only: c_double, c_int64_t
+    use caudal
+    implicit none
+    type(caudal_client) :: c
+    real(c_double) :: a(4, 2), b(4, 3), p(5)
+    integer :: rc
+    a = 1
+    b = 2
+    p = 3
+    rc = caudal_open(c, 0, 1)
+    if (rc /= CAUDAL_OK) error stop "open"
+    rc = caudal_declare(c, "t", CAUDAL_FLOAT64, [4, 3], [0, 0], [4, 3])
+    rc = caudal_declare_var(c, "p", CAUDAL_FLOAT64, 8_c_int64_t)
+    rc = caudal_begin_step(c, 7)
+    rc = caudal_put(c, "t", a)
+    print '(i0, "|", a)', rc, caudal_last_error(c)
+    rc = caudal_put_var(c, "p", p, 9_c_int64_t)
+    print '(i0, "|", a)', rc, caudal_last_error(c)
+    rc = caudal_put(c, "t", b)
+    print '(i0, "|", a)', rc, caudal_last_error(c)
+    rc = caudal_put_var(c, "p", p, 5_c_int64_t)
+    print '(i0, "|", a)', rc, caudal_last_error(c)
+    rc = caudal_end_step(c)
+    rc = caudal_close(c)
+    print '(i0)', rc
+end program bad_puts
+"""
+
+
+def test_a_fortran_put_of_the_wrong_size_is_refused_naming_the_array(heat2d_f, tmp_path):
+    """A block smaller than declared, and a put_var past its array: errors
+    naming rank, step and array, nothing read past the arrays; then the
+    right puts go through to a real receiver, which gets b's values."""
+    import threading
+
+    import numpy as np
+
+    import caudal
+
+    prefix = os.path.join(os.path.dirname(heat2d_f), "prefix")
+    lib = next(p for p in (os.path.join(prefix, "lib"), os.path.join(prefix, "lib64"))
+               if os.path.exists(os.path.join(p, "libcaudal.so")))
+    src = tmp_path / "bad_puts.f90"
+    src.write_text(BAD_PUTS)
+    exe = tmp_path / "bad_puts"
+    subprocess.run(["gfortran", "-Wall", "-Werror", "-I%s" % os.path.join(prefix, "include"),
+                    str(src), "-o", str(exe), "-L%s" % lib, "-lcaudal_fortran", "-lcaudal",
+                    "-Wl,-rpath,%s" % lib], check=True, cwd=tmp_path)
+    endpoint = "unix:%s" % (tmp_path / "ingest.sock")
+    got = {}
+    with caudal.Receiver(endpoint) as r:
+        def drain():
+            while True:
+                ev = r.next(timeout_ms=20000)
+                if ev is None or ev.type in ("bye", "disconnect"):
+                    return
+                if ev.type == "block":
+                    with ev.block as b:
+                        got[ev.name] = np.array(b, copy=True)
+        t = threading.Thread(target=drain)
+        t.start()
+        p = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, CAUDAL_ENDPOINT=endpoint))
+        t.join(30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    (shape_rc, shape_msg), (var_rc, var_msg), ok1, ok2, closed = [
+        tuple(line.split("|", 1)) if "|" in line else (line, "")
+        for line in p.stdout.split("\n") if line.strip()]
+    assert int(shape_rc) == caudal.ERR_SHAPE
+    assert "rank 0" in shape_msg and "step 7" in shape_msg and "'t'" in shape_msg
+    assert int(var_rc) == caudal.ERR_INVALID
+    assert "'p'" in var_msg and "put_var of 9 elements from an array of 5" in var_msg
+    assert int(ok1[0]) == int(ok2[0]) == int(closed[0]) == 0
+    assert np.array_equal(got["t"], np.full((4, 3), 2.0)) and list(got["p"]) == [3.0] * 5
+
+
 def test_the_fortran_example_refuses_bad_arguments(heat2d_f):
     p = subprocess.run(["mpiexec", "-n", "1", heat2d_f, "20", "x", "5"], capture_output=True,
                        text=True, timeout=60)
