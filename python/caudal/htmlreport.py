@@ -5,9 +5,9 @@ Self-contained (each plot a PNG inside the page, drawn by matplotlib's Agg
 backend, no script, nothing fetched), in this order: how the run ended;
 each recorded number over the steps (a plot per analysis and name); each
 recorded array of fixed shape (a histogram's counts, a profile) as a heat
-map over steps; each extract at its first, middle and last steps (a 2-D
-extract as an image, a 1-D one as curves, more axes cut to their first
-index); the pipeline's lag and throughput per step; the failed calls.
+map over steps; each extract at its first, middle and last steps, or at
+the steps `caudal report RUN --steps S1,S2` chooses (a 2-D extract as an
+image, a 1-D one as curves, more axes cut to their first index); the pipeline's lag and throughput per step; the failed calls.
 Every plot is an <img class="plot"> with its name in data-name, which the
 tests find.
 """
@@ -86,7 +86,17 @@ def _arrays(run, out):
         out.append(_img("%s.%s" % (analysis, name), fig))
 
 
-def _extracts(run, out):
+def _picks(x, steps):
+    """Positions along "step" to show: the chosen steps an extract has (the
+    nearest it has for each), else its first, middle and last."""
+    have = x["step"].values
+    n = len(have)
+    if not steps:
+        return sorted({0, n // 2, n - 1})
+    return sorted({int(np.abs(have - s).argmin()) for s in steps})
+
+
+def _extracts(run, out, steps=None):
     import matplotlib.pyplot as plt
 
     names = run.extracts
@@ -98,7 +108,7 @@ def _extracts(run, out):
         n = x.sizes["step"]
         if n == 0:
             continue
-        picks = sorted({0, n // 2, n - 1})
+        picks = _picks(x, steps)
         while x.ndim > 3:  # step and two axes are what a page shows
             x = x.isel({x.dims[-1]: 0})
         if x.ndim == 3:
@@ -194,8 +204,10 @@ def _errors(run, out):
     out.append("</ul>")
 
 
-def write(run_dir):
-    """Write RUN/report.html from the run's results folder; its path."""
+def write(run_dir, steps=None):
+    """Write RUN/report.html from the run's results folder; its path.
+    steps: the steps at which to show the extracts (the nearest each has),
+    else each one's first, middle and last."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -211,7 +223,7 @@ def write(run_dir):
     _ending(run, out)
     _scalars(run, out)
     _arrays(run, out)
-    _extracts(run, out)
+    _extracts(run, out, steps)
     _pipeline(run, out)
     _errors(run, out)
     out.append("</body></html>")
@@ -249,7 +261,7 @@ def wait(proc, timeout=300):
 def main(args):
     path = pathlib.Path(args.run)
     try:
-        out = write(path)
+        out = write(path, args.steps)
     except (FileNotFoundError, json.JSONDecodeError) as e:
         print("caudal report: %s" % e)
         return 2
@@ -266,4 +278,8 @@ def add_parser(sub):
                                    "(its --run-dir): plots of what it recorded and extracted, "
                                    "and of its pipeline. caudal run writes it at its end too.")
     r.add_argument("run", help="the run's results folder")
+    r.add_argument("--steps", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                   metavar="S1,S2,...",
+                   help="the steps at which to show the extracts (the nearest each has; "
+                        "default: its first, middle and last)")
     r.set_defaults(func=main)

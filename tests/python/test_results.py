@@ -195,10 +195,26 @@ def test_the_report_shows_every_plot_in_a_browser(run, tmp_path):
 def test_caudal_report_rewrites_it_and_refuses_a_folder_that_is_not_a_run(run, tmp_path):
     _, run_dir, _ = run
     (run_dir / "report.html").unlink()
-    p = subprocess.run([sys.executable, "-m", "caudal", "report", str(run_dir)],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "caudal", "report", str(run_dir), "--steps",
+                        "2,9"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "wrote %s" % (run_dir / "report.html") in p.stdout
-    assert 'data-name="fields.mean"' in (run_dir / "report.html").read_text()
+    page = (run_dir / "report.html").read_text()
+    assert 'data-name="fields.mean"' in page
+    # the row extract drawn at the steps chosen: their legend, in its image
+    import base64
+    import re
+
+    import matplotlib.image as mpimg
+
+    png = tmp_path / "row.png"
+    png.write_bytes(base64.b64decode(re.search(
+        r'data-name="extract.row"[^>]*src="data:image/png;base64,([^"]+)"', page).group(1)))
+    img = mpimg.imread(png)[..., :3]
+    tab = np.array([0.12, 0.47, 0.71])  # matplotlib's first colour: a curve per step
+    orange = np.array([1.0, 0.5, 0.05])  # the second
+    green = np.array([0.17, 0.63, 0.17])  # a third would be there with 3 steps
+    near = lambda c: (np.abs(img - c).sum(axis=2) < 0.15).sum()  # noqa: E731
+    assert near(tab) > 50 and near(orange) > 50 and near(green) == 0
     p = subprocess.run([sys.executable, "-m", "caudal", "report", str(tmp_path)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "not a caudal run folder" in p.stdout
