@@ -140,7 +140,9 @@ def _extent(v, axis):
     """The span of an axis from its coordinates (cell centres), else its
     indices."""
     d = v.dims[axis]
-    c = np.asarray(v[d].values, dtype=float) if d in v.coords else np.arange(v.shape[axis])
+    c = np.arange(v.shape[axis], dtype=float)
+    if d in v.coords and np.issubdtype(v[d].dtype, np.number):  # labels, dates: by index
+        c = np.asarray(v[d].values, dtype=float)
     half = (c[1] - c[0]) / 2 if len(c) > 1 else 0.5
     return (c[0] - half, c[-1] + half)
 
@@ -183,7 +185,8 @@ def _ending(run, out):
             ("message", end.get("message")),
             ("seconds", "%.1f" % s["seconds"] if "seconds" in s else None),
             ("steps analysed", s.get("steps_analysed")),
-            ("calls / failed", "%s / %s" % (s.get("calls"), s.get("failures"))),
+            ("calls / failed / skipped", "%s / %s / %s" % (s.get("calls"), s.get("failures"),
+                                                           s.get("calls_skipped", 0))),
             ("rank-steps dropped", s.get("rank_steps_dropped")),
             ("lag median / p99 (s)", "%s / %s" % (_num(s.get("lag_seconds_median")),
                                                  _num(s.get("lag_seconds_p99"))))]
@@ -196,12 +199,17 @@ def _errors(run, out):
     e = run.errors
     if e.empty:
         return
-    out.append("<h2>Failed calls (%d)</h2><ul>" % len(e))
-    for _, r in e.head(MAX_ERRORS).iterrows():
-        out.append("<li>%s, step %s: %s</li>" % (html.escape(str(r.get("analysis"))),
-                                                 html.escape(str(r.get("step"))),
-                                                 html.escape(str(r.get("error")))))
-    out.append("</ul>")
+    # A skipped call (its previous one still ran) did not fail: listed apart.
+    skipped = (e["skipped"] == True) if "skipped" in e else np.zeros(len(e), bool)  # noqa: E712
+    for title, rows in (("Failed calls", e[~skipped]), ("Skipped calls", e[skipped])):
+        if rows.empty:
+            continue
+        out.append("<h2>%s (%d)</h2><ul>" % (title, len(rows)))
+        for _, r in rows.head(MAX_ERRORS).iterrows():
+            out.append("<li>%s, step %s: %s</li>" % (html.escape(str(r.get("analysis"))),
+                                                     html.escape(str(r.get("step"))),
+                                                     html.escape(str(r.get("error")))))
+        out.append("</ul>")
 
 
 def write(run_dir, steps=None):

@@ -31,6 +31,7 @@ written.
 
 import json
 import pathlib
+import shutil
 import threading
 
 import numpy as np
@@ -38,6 +39,11 @@ import numpy as np
 __all__ = ["open_run", "RunResults"]
 
 EXTRACTS = "extracts.zarr"
+SIM_TAIL = "simulation-after-stop.log"  # the simulation's output once caudal run stops it
+# What caudal run writes in a run folder; a run given a folder that holds an
+# earlier run's removes them first, so the two never mix (clear).
+RUN_FILES = ("results.jsonl", "errors.jsonl", "pipeline.jsonl", "summary.json",
+             "results.parquet", "results.csv", "report.html", EXTRACTS, SIM_TAIL)
 _KINDS = ("value", "text", "array", "json")
 
 
@@ -71,10 +77,35 @@ def _row(record):
     return row
 
 
+def clear(run_dir):
+    """Remove an earlier run's outputs from run_dir (RUN_FILES); the names
+    removed. Files of the user's own are left, and a folder with no sign of
+    a caudal run (its logs, summary.json) is left whole: a results.csv in a
+    folder that never held a run is not ours to remove."""
+    removed = []
+    if not any((pathlib.Path(run_dir) / n).exists() for n in RUN_FILES[:4]):
+        return removed
+    for name in RUN_FILES:
+        p = pathlib.Path(run_dir) / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
 def read_records(run_dir):
     """The records of results.jsonl, in the order written. A last line cut
     short (a killed run) is left out."""
-    path = pathlib.Path(run_dir) / "results.jsonl"
+    return read_lines(pathlib.Path(run_dir) / "results.jsonl")
+
+
+def read_lines(path):
+    """The JSON lines of one of the run's logs; a last line cut short (a
+    killed run) is left out, a broken line before it is an error."""
     out = []
     if not path.exists():
         return out
@@ -175,22 +206,26 @@ class Extract:
 
 
 class ExtractStore:
-    """extracts.zarr, written by the driver: each extract's first step fixes
-    its form, and each later step is appended along "step". check() runs in
-    the analysis' thread, so a step that does not fit fails its call."""
+    """extracts.zarr, written by the driver: each extract's first step
+    written fixes its form (not one of a call whose records were lost, past
+    its deadline), and each later step is appended along "step". check()
+    runs in the analysis' thread, so a step that does not fit fails its
+    call."""
 
     def __init__(self, run_dir):
         self.path = pathlib.Path(run_dir) / EXTRACTS
         self.lock = threading.Lock()
-        self.forms = {}  # name -> (shape, dtype, dims, first step)
+        self.forms = {}  # name -> (shape, dtype, dims, first step), as written
         self.group = None
 
     def check(self, e):
         with self.lock:
             form = self.forms.get(e.name)
-            if form is None:
-                self.forms[e.name] = (e.data.shape, e.data.dtype, e.dims, e.step)
-                return
+        if form is not None:
+            self._fits(e, form)
+
+    @staticmethod
+    def _fits(e, form):
         shape, dtype, dims, first = form
         if e.data.shape != shape or e.dims != dims:
             raise ValueError("extract %r at step %s has shape %s and dims %r, but at step %s it "
@@ -205,9 +240,12 @@ class ExtractStore:
 
         with self.lock:
             if self.group is None:
-                self.group = zarr.open_group(str(self.path), mode="a", zarr_format=2)
-            if e.name not in self.group:
+                self.group = zarr.open_group(str(self.path), mode="w", zarr_format=2)
+            if e.name not in self.forms:
+                self.forms[e.name] = (e.data.shape, e.data.dtype, e.dims, e.step)
                 self._create(e)
+            else:
+                self._fits(e, self.forms[e.name])  # two of one name in one call
             g = self.group[e.name]
             data, steps = g[e.name], g["step"]
             n = steps.shape[0]
@@ -273,8 +311,7 @@ class RunResults:
     def errors(self):
         import pandas as pd
 
-        p = self.path / "errors.jsonl"
-        rows = [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+        rows = read_lines(self.path / "errors.jsonl")
         return pd.DataFrame(rows, columns=None if rows else ["analysis", "step", "error"])
 
     @property
@@ -283,14 +320,7 @@ class RunResults:
         times), called, and lag (analysed - complete, seconds)."""
         import pandas as pd
 
-        p = self.path / "pipeline.jsonl"
-        rows = []
-        if p.exists():
-            for line in p.read_text().splitlines():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass  # a last line cut short by a kill
+        rows = read_lines(self.path / "pipeline.jsonl")
         df = pd.DataFrame(rows, columns=["step", "complete", "analysed", "called"])
         df["lag"] = df["analysed"] - df["complete"]
         return df

@@ -236,3 +236,97 @@ def test_the_docs_results_snippets_run_on_this_folder(run):
     mean, counts, coarse, same = values[:4]
     assert mean.to_dict() == pytest.approx(sim, rel=1e-12) and same.equals(mean)
     assert counts.dims == ("step", "counts_0") and coarse.dims == ("step", "x", "y")
+
+
+def test_a_reused_run_folder_holds_only_the_new_runs_results(run, tmp_path, heat2d):
+    """--run-dir given a folder an earlier run wrote: its results, table,
+    CSV, extracts and report are replaced, not mixed with the new run's; a
+    file of the user's own stays."""
+    import shutil
+
+    _, first, _ = run
+    again = tmp_path / "again"
+    shutil.copytree(first, again)
+    (again / "notes.txt").write_text("mine")
+    script = tmp_path / "other.py"
+    script.write_text("import caudal\n\n@caudal.analysis('temperature')\n"
+                      "def other(t, ctx):\n    ctx.record('other', ctx.step)\n")
+    p = subprocess.run([sys.executable, "-m", "caudal", "run", "-n", "2", "--analytics",
+                        str(script), "--run-dir", str(again), "--", heat2d, "16", "8", "5"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "%s held an earlier run's results; they are replaced" % again in p.stderr
+    r = caudal.open_run(again)
+    assert r.names == {"other": "value"} and r.extracts == []
+    assert r.scalar("other").to_dict() == {s: s for s in range(5)}
+    assert r.errors.empty and not (again / "results.csv").exists()
+    assert (again / "notes.txt").read_text() == "mine"
+    assert (again / "report.html").exists() and "fields.mean" not in (
+        again / "report.html").read_text()
+
+
+def test_a_folder_that_never_held_a_run_is_not_cleared(tmp_path):
+    from caudal.results import clear
+
+    (tmp_path / "results.csv").write_text("theirs")
+    assert clear(tmp_path) == [] and (tmp_path / "results.csv").read_text() == "theirs"
+    (tmp_path / "summary.json").write_text("{}")
+    assert clear(tmp_path) == ["summary.json", "results.csv"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def _extract(name, step, data, **kw):
+    from caudal.results import Extract
+
+    return Extract(name, step, np.asarray(data), **kw)
+
+
+def test_an_extracts_form_is_fixed_by_its_first_step_written(tmp_path):
+    """A call whose records were lost (past its deadline) does not fix the
+    form; two of one name in one call that disagree fail at the write."""
+    from caudal.results import ExtractStore
+
+    store = ExtractStore(tmp_path)
+    store.check(_extract("e", 1, np.zeros(3)))  # its call is then lost: never written
+    second = _extract("e", 2, np.arange(4.0))
+    store.check(second)
+    store.write(second)
+    with pytest.raises(ValueError, match=r"extract 'e' at step 3 has shape \(3,\).*at step 2"):
+        store.check(_extract("e", 3, np.zeros(3)))
+    store.check(_extract("f", 3, np.zeros(2)))
+    store.check(_extract("f", 3, np.zeros(5)))  # the same call: neither written yet
+    store.write(_extract("f", 3, np.zeros(2)))
+    with pytest.raises(ValueError, match="extract 'f' at step 3 has shape"):
+        store.write(_extract("f", 3, np.zeros(5)))
+    (tmp_path / "summary.json").write_text("{}")
+    x = caudal.open_run(tmp_path).extract("e")
+    assert x.sizes["step"] == 1 and x.sel(step=2).values.tolist() == [0, 1, 2, 3]
+
+
+def test_the_report_of_a_cut_run_with_labelled_axes_and_skipped_calls(tmp_path):
+    """A folder as a killed run leaves it (logs with a cut last line), with
+    an extract whose axis has text labels and a skipped call: the report
+    draws it, and counts the skipped call apart from the failed ones."""
+    from caudal import htmlreport
+    from caudal.results import ExtractStore
+
+    store = ExtractStore(tmp_path)
+    for s in range(3):
+        store.write(_extract("species", s, np.arange(6.0).reshape(2, 3) * s,
+                             dims=("kind", "x"), coords={"kind": np.array(["O", "H"])}))
+    errors = [{"analysis": "a", "step": 1, "error": "ValueError: bad"},
+              {"analysis": "a", "step": 2, "error": "skipped: its call for step 1 is still "
+               "running", "skipped": True, "running_step": 1}]
+    (tmp_path / "errors.jsonl").write_text(
+        "".join(json.dumps(e) + "\n" for e in errors) + '{"analysis": "a", "st')
+    (tmp_path / "pipeline.jsonl").write_text(
+        "".join('{"step": %d, "complete": %d, "analysed": %d.5, "called": true}\n' % (s, s, s)
+                for s in range(3)) + '{"step": 3, "comp')
+    (tmp_path / "results.jsonl").write_text(
+        "".join(json.dumps({"analysis": "a", "step": s, "name": "x", "value": s}) + "\n"
+                for s in range(3)))
+    r = caudal.open_run(tmp_path)
+    assert len(r.errors) == 2 and r.pipeline["lag"].tolist() == [0.5, 0.5, 0.5]
+    page = (htmlreport.write(tmp_path)).read_text()
+    assert "Failed calls (1)" in page and "Skipped calls (1)" in page
+    assert 'data-name="extract.species"' in page and 'data-name="pipeline"' in page

@@ -178,7 +178,7 @@ class Driver:
         self.failures = open(run_dir / "errors.jsonl", "w")
         # a line per step taken: when it was complete and analysed, for the
         # report's lag and throughput (results.py)
-        self.pipeline = open(run_dir / "pipeline.jsonl", "w")
+        self.pipeline = open(run_dir / "pipeline.jsonl", "w", buffering=1)  # line by line
         self.extract_store = ExtractStore(run_dir)
         self.lock = threading.Lock()  # the two files
         self.counts = collections.Counter()
@@ -366,12 +366,12 @@ class Driver:
                          "error": "timed out after %g s" % timeout, "timed_out": True})
         elif call.error is not None:
             self.counts["failures"] += 1
-            self._write(call.lines, call.extracts)  # what it recorded before it raised
+            self._write(call.lines, call.extracts, a.name)  # what it recorded before it raised
             self._error({"analysis": a.name, "step": step, "error": call.error[0],
                          "traceback": call.error[1]})
         else:
             self.counts["calls"] += 1
-            self._write(call.lines, call.extracts)
+            self._write(call.lines, call.extracts, a.name)
         if returned and call.error is None and self.learner is not None:
             self.learner.returned(a)
 
@@ -380,10 +380,13 @@ class Driver:
             self.failures.write(json.dumps(entry) + "\n")
             self.failures.flush()
 
-    def _write(self, lines, extracts=()):
+    def _write(self, lines, extracts=(), analysis=None):
         for e in extracts:
-            self.extract_store.write(e)
-        self.counts["extracts"] += len(extracts)
+            try:
+                self.extract_store.write(e)
+                self.counts["extracts"] += 1
+            except ValueError as err:  # a misfit check() could not see: two in one call
+                self._error({"analysis": analysis, "step": e.step, "error": str(err)})
         if not lines:
             return
         with self.lock:

@@ -47,7 +47,8 @@ import warnings
 
 from ..analytics import analyses_in, array_dims, finishers_in
 from .. import htmlreport
-from ..results import write_tables
+from .. import results
+from ..results import SIM_TAIL, write_tables
 from . import budget, placement, slurm
 from .progress import Progress
 from .private import private_dir, ray_token, remove_stale_dirs, start_guard
@@ -59,7 +60,6 @@ EXIT = {"completed": 0, "analysis_failed": 1, "simulation_failed": 2,
 PRIORITY = ("interrupted", "timeout", "declaration_error", "runtime_failed",
             "simulation_failed", "analysis_failed", "completed")
 
-SIM_TAIL = "simulation-after-stop.log"  # in the run folder: simulation.Output's tail
 DRAIN_QUIET_SECONDS = 5  # a drain ends after this long without progress
 
 
@@ -318,6 +318,9 @@ class Run:
         self.analyses = analyses
         self.run_dir = pathlib.Path(args.run_dir or "runs/%s" % time.strftime("%Y%m%d-%H%M%S"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if results.clear(self.run_dir):
+            print("caudal run: %s held an earlier run's results; they are replaced"
+                  % self.run_dir, file=sys.stderr)
         self.command = self._command()
         self.priv = private_dir()
         self.guard = start_guard(self.priv)
