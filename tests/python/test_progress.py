@@ -28,9 +28,9 @@ def p(particles, ctx):
 STEPS = 60
 
 
-def command(tmp_path, *extra):
+def command(tmp_path, *extra, analysis=ANALYSIS):
     script = tmp_path / "a.py"
-    script.write_text(ANALYSIS)
+    script.write_text(analysis)
     truth = tmp_path / "truth"
     truth.mkdir()
     return [sys.executable, "-m", "caudal", "run", "-n", "2", "--analytics", str(script),
@@ -42,7 +42,8 @@ LINE = re.compile(r"caudal run: +(?P<t>\d+) s, ranks (?P<ranks>\d+)/(?P<of>\d+),
                   r"step (?P<published>\S+) published, (?P<analysed>\S+) analysed "
                   r"\(arrays complete/analysed: (?P<arrays>.*?)\), (?P<waiting>\d+) waiting, "
                   r"lag (?P<lag>\S+)( s)?, (?P<rate>\d+) blocks/s, store (?P<store>.*?), "
-                  r"(?P<dropped>\d+) rank-steps dropped, (?P<failed>\d+) failed$")
+                  r"(?P<dropped>\d+) rank-steps dropped, (?P<failed>\d+) failed"
+                  r"(, analysis (?P<running>\S+) on step (?P<on>\d+) for (?P<for>\d+) s)?$")
 
 
 def test_a_batch_log_gets_a_line_every_progress_seconds(tmp_path):
@@ -64,6 +65,29 @@ def test_a_batch_log_gets_a_line_every_progress_seconds(tmp_path):
     assert re.match(r"\d+ (KiB|MiB) of \d+ MiB", last["store"])
     # no progress line without --progress on a run this short (30 s default)
     assert "\x1b[" not in p.stderr  # no terminal codes in a log
+
+
+def test_a_long_call_keeps_the_lines_coming_and_is_named(tmp_path):
+    """An analysis that takes 5 s on one step: caudal run's loop waits for
+    it, and the batch log still gets its line a second, naming the call."""
+    slow = ANALYSIS + """
+import time
+
+@caudal.analysis("field")
+def slow(field, ctx):
+    if ctx.step == 10:
+        time.sleep(5)
+"""
+    p = subprocess.run(command(tmp_path, "--progress", "1", analysis=slow), capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = [m for m in map(LINE.match, p.stderr.splitlines()) if m]
+    during = [m for m in lines if m["running"]]
+    assert {(m["running"], m["on"]) for m in during} == {("slow", "10")}, p.stderr
+    held = [int(m["for"]) for m in during]
+    assert len(during) >= 2 and held == sorted(held) and 2 <= held[0] and held[-1] <= 6
+    times = [int(m["t"]) for m in during]
+    assert times[-1] > times[0]  # the clock moves while the counts stand
 
 
 def test_a_terminal_gets_a_live_table_that_gives_way_to_the_summary(tmp_path):

@@ -149,6 +149,7 @@ class Driver:
     or math.inf: none); an analysis' own timeout= overrides it."""
 
     BROKEN_WAIT = 2.0  # seconds a call broken by a stop is waited for (_settle_broken)
+    TICK = 1.0  # while a call runs, while_waiting() is called about this often
     LAG_SAMPLES = 4096  # lags kept for the quantiles: a uniform sample past that
 
     def __init__(self, analyses, head, ingests, run_dir, finishers=(), analysis_timeout=300.0,
@@ -191,6 +192,10 @@ class Driver:
         self.arrays_analysed = {}  # array -> [steps a call got it new, last such step]
         self.declaration_errors = []  # the head's, as of the last poll
         self.workers = {}  # id of an analysis or finisher -> its _Worker
+        self.running = None  # (name, step, perf_counter at start) of the call waited for
+        # caudal run's progress display, called while a call runs: the run's
+        # loop is waiting for the call, and the display would freeze
+        self.while_waiting = None
         # The reductions computed at receipt; CAUDAL_RECEIPT=0: none (the
         # benchmarks' baseline, and tests of the paths behind it).
         self.learner = (receipt.Learner(analyses) if os.environ.get("CAUDAL_RECEIPT") != "0"
@@ -321,15 +326,29 @@ class Driver:
         timeout = a.timeout if a.timeout is not None else self.analysis_timeout
         t1 = time.perf_counter()
         worker.submit(call, step)
+        self.running = (a.name, step, t1)
         try:
-            call.done.wait(None if timeout is None or math.isinf(timeout) else timeout)
+            self._wait(call, t1, timeout)
         except BaseException:
             # A signal broke the wait: the call runs on, and what it
             # records is taken by the next poll (_settle_broken).
             self.broken.append((a, step, call, t1, timeout))
             raise
+        finally:
+            self.running = None
         self._settle(a, step, call, t1, timeout)
         return True
+
+    def _wait(self, call, t1, timeout):
+        """Wait for the call up to its deadline, calling while_waiting()
+        every TICK seconds meanwhile."""
+        end = None if timeout is None or math.isinf(timeout) else t1 + timeout
+        while True:
+            left = self.TICK if end is None else min(self.TICK, end - time.perf_counter())
+            if left <= 0 or call.done.wait(left):
+                return
+            if self.while_waiting is not None:
+                self.while_waiting()
 
     def _settle_broken(self):
         """The calls a signal broke the wait of, each waited for up to
@@ -418,7 +437,10 @@ class Driver:
 
     def progress(self):
         """Where the analyses are, for caudal run's progress display."""
+        running = self.running
         return {"last_step": self.last_step, "lag": self.last_lag,
+                "running": (None if running is None
+                            else (running[0], running[1], time.perf_counter() - running[2])),
                 "calls": self.counts["calls"], "failures": self.counts["failures"],
                 "arrays": {a: tuple(c) for a, c in self.arrays_analysed.items()}}
 

@@ -539,11 +539,9 @@ class Run:
     # ---- running -------------------------------------------------------
 
     def _loop(self):
-        import ray
-
         driver = self.driver
-        progress = self.progress = Progress(sys.stderr, sys.stderr.isatty(),
-                                            max(0.0, self.args.progress))
+        self.progress = Progress(sys.stderr, sys.stderr.isatty(), max(0.0, self.args.progress))
+        driver.while_waiting = self._show_progress
         while True:
             over = driver.poll(0.2)
             self._check_ingests()
@@ -563,12 +561,21 @@ class Run:
                 # Ranks that died leave without goodbye; drain what came.
                 self._drain()
                 return
-            if progress.due():
-                try:
-                    head = ray.get(self.head.progress.remote(), timeout=5)
-                except Exception:  # the head's loss is found by the checks above
-                    continue
-                progress.update(head, driver.progress())
+            self._show_progress()
+
+    def _show_progress(self):
+        """Update the progress display when it is due: from the loop, and
+        from the driver while a call runs."""
+        import ray
+
+        progress = self.progress
+        if progress is None or not progress.due():
+            return
+        try:
+            head = ray.get(self.head.progress.remote(), timeout=5)
+        except Exception:  # the head's loss is found by the loop's checks
+            return
+        progress.update(head, self.driver.progress())
 
     def _check_budget(self):
         """Print what each node's store must hold against what it has, once

@@ -20,6 +20,7 @@ import time
 
 STORE_EVERY = 5.0  # seconds between asks for the object store's use
 REDRAW = 0.5  # seconds between redraws on a terminal
+RUNNING_SHOWN = 2.0  # seconds a call runs before the display names it
 
 
 def _mib(n):
@@ -112,7 +113,8 @@ class Progress:
                    _step(head["published"]), _step(driver["last_step"]), arrays or "none yet",
                    head["waiting"] + head["ready"],
                    "-" if driver["lag"] is None else "%.2f s" % driver["lag"], self.rate,
-                   self._store_text(), head["rank_steps_dropped"], driver["failures"]))
+                   self._store_text(), head["rank_steps_dropped"], driver["failures"])
+                + _running(driver, ", "))
 
     def _table(self, head, driver, now):
         from rich.table import Table
@@ -137,7 +139,8 @@ class Progress:
                         head["waiting"] + head["ready"],
                         "-" if driver["lag"] is None else "%.2f s" % driver["lag"], self.rate,
                         self._store_text(), head["rank_steps_dropped"], driver["calls"],
-                        driver["failures"]))
+                        driver["failures"])
+                     + _running(driver, "; "))
         t.caption_justify = "left"
         return t
 
@@ -145,3 +148,13 @@ class Progress:
         if self.live is not None:
             self.live.stop()
             self.live = None
+
+
+def _running(driver, sep):
+    """The call the analyses wait for, once it has run RUNNING_SHOWN
+    seconds: what holds the run while the counts stand still."""
+    running = driver.get("running")
+    if running is None or running[2] < RUNNING_SHOWN:
+        return ""
+    name, step, seconds = running
+    return "%sanalysis %s on step %s for %.0f s" % (sep, name, step, seconds)
