@@ -62,6 +62,9 @@ struct conn {
     int dead;     /* socket ended or cut: DISCONNECT (or nothing after BYE) due */
     uint64_t end_seq; /* when it went dead, in the receiver's order of finding out */
     int rejected; /* cut for a protocol error: frames still buffered are ignored */
+    int mute;     /* a send to it failed: nothing more is sent, but what it sent
+                     before (a rank that died with steps in the socket) is
+                     still read to the end, which ends the connection */
     int reported; /* the last event of this connection was given */
     int status;
     char why[400];
@@ -206,17 +209,31 @@ static void conn_reject(conn *cn, int status, const char *fmt, ...)
     conn_end(cn, status, "%s", text);
 }
 
+/* Push out what cn's socket takes now. A send that fails (the rank closed
+ * or died) mutes the connection rather than ending it: the frames the rank
+ * sent before are still in the socket, and ending now would lose the steps
+ * they finish. */
+static int flush_out(conn *cn)
+{
+    if (cdl_outq_flush(&cn->out, cn->fd, NULL) == CAUDAL_OK)
+        return CAUDAL_OK;
+    cn->mute = 1;
+    cdl_outq_free(&cn->out);
+    cdl_outq_init(&cn->out, NULL, NULL);
+    return CAUDAL_ERR_IO;
+}
+
 static void conn_send(conn *cn, const uint8_t *frame, size_t n)
 {
-    if (cn->dead)
+    if (cn->dead || cn->mute)
         return;
-    int err_no = 0;
-    if (n == 0 || cdl_outq_copy(&cn->out, frame, n, 0) != CAUDAL_OK ||
-        cdl_outq_flush(&cn->out, cn->fd, &err_no) != CAUDAL_OK) {
-        conn_end(cn, CAUDAL_ERR_IO, "rank %d: sending to it failed: %s", cn->rank,
-                 strerror(err_no));
+    if (n == 0 || cdl_outq_copy(&cn->out, frame, n, 0) != CAUDAL_OK) {
+        conn_end(cn, CAUDAL_ERR_NOMEM, "rank %d: out of memory queueing a frame for it",
+                 cn->rank);
         return;
     }
+    if (flush_out(cn) != CAUDAL_OK)
+        return;
     if (cn->out.bytes > cn->r->max_queued)
         conn_end(cn, CAUDAL_ERR_IO, "rank %d does not read its socket (%zu bytes queued for "
                  "it)", cn->rank, cn->out.bytes);
@@ -1112,7 +1129,7 @@ int caudal_receiver_next(caudal_receiver *r, caudal_event *ev, int timeout_ms)
             /* Over the held limit, leave the bytes in the socket: TCP flow
              * control then holds the rank's slots, and its policy applies. */
             uint32_t in = cn->held_inline < r->max_held && !cn->held_wait ? EPOLLIN : 0;
-            uint32_t want = cn->dead ? 0 : in | (cn->out.count ? EPOLLOUT : 0);
+            uint32_t want = cn->dead ? 0 : in | (cn->out.count && !cn->mute ? EPOLLOUT : 0);
             bad = arm(r, cn->fd, &cn->armed, want, cn);
         }
         if (bad) {
@@ -1159,12 +1176,8 @@ int caudal_receiver_next(caudal_receiver *r, caudal_event *ev, int timeout_ms)
             if (who == &r->wake_fd)
                 continue; /* process_released drains it */
             conn *cn = who;
-            if (re & EPOLLOUT) {
-                int err_no = 0;
-                if (cdl_outq_flush(&cn->out, cn->fd, &err_no) != CAUDAL_OK)
-                    conn_end(cn, CAUDAL_ERR_IO, "rank %d: connection lost: %s", cn->rank,
-                             strerror(err_no));
-            }
+            if (re & EPOLLOUT)
+                flush_out(cn);
             if (re & (EPOLLIN | EPOLLHUP | EPOLLERR))
                 conn_read(cn);
         }
