@@ -12,6 +12,7 @@ Every plot is an <img class="plot"> with its name in data-name, which the
 tests find.
 """
 
+import argparse
 import base64
 import html
 import io
@@ -178,7 +179,10 @@ def _num(x):
 
 def _ending(run, out):
     s = run.summary
-    end = s.get("end") or {}
+    end = s.get("end")
+    if end is None:  # killed (or still running): what its logs say
+        _unfinished(run, out)
+        return
     rows = [("command", " ".join(s.get("command") or []) if isinstance(s.get("command"), list)
              else s.get("command")),
             ("ended", "%s (exit code %s)" % (end.get("reason", "?"), end.get("exit_code"))),
@@ -195,6 +199,18 @@ def _ending(run, out):
         for k, v in rows if v is not None))
 
 
+def _unfinished(run, out):
+    e, p = run.errors, run.pipeline
+    skipped = int((e["skipped"] == True).sum()) if "skipped" in e else 0  # noqa: E712
+    rows = [("ended", "did not finish: no summary.json (caudal run was killed, or still "
+                      "runs); the figures below are from its logs"),
+            ("steps analysed", int(p["called"].sum()) if len(p) else 0),
+            ("calls failed / skipped", "%d / %d" % (len(e) - skipped, skipped))]
+    out.append("<table class='end'>%s</table>" % "".join(
+        "<tr><th>%s</th><td>%s</td></tr>" % (html.escape(k), html.escape(str(v)))
+        for k, v in rows))
+
+
 def _errors(run, out):
     e = run.errors
     if e.empty:
@@ -209,6 +225,9 @@ def _errors(run, out):
             out.append("<li>%s, step %s: %s</li>" % (html.escape(str(r.get("analysis"))),
                                                      html.escape(str(r.get("step"))),
                                                      html.escape(str(r.get("error")))))
+        if len(rows) > MAX_ERRORS:
+            out.append("<li>and %d more: errors.jsonl holds them all</li>"
+                       % (len(rows) - MAX_ERRORS))
         out.append("</ul>")
 
 
@@ -280,13 +299,21 @@ def main(args):
     return 0
 
 
+def _step_list(text):
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a list of steps (integers separated by "
+                                         "commas, as 10,50,90)" % text) from None
+
+
 def add_parser(sub):
     r = sub.add_parser("report", help="write RUN/report.html from a run's results folder",
                        description="Write report.html into a caudal run's results folder "
                                    "(its --run-dir): plots of what it recorded and extracted, "
                                    "and of its pipeline. caudal run writes it at its end too.")
     r.add_argument("run", help="the run's results folder")
-    r.add_argument("--steps", type=lambda v: [int(x) for x in v.split(",")], default=None,
+    r.add_argument("--steps", type=_step_list, default=None,
                    metavar="S1,S2,...",
                    help="the steps at which to show the extracts (the nearest each has; "
                         "default: its first, middle and last)")

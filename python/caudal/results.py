@@ -412,6 +412,8 @@ class RunResults:
 
 def _kind(rows):
     kinds = [k for k in _KINDS if rows[k].notna().any()]
+    if not kinds:  # a row holds one of the four, null only when it is a NaN value
+        return "value"
     return kinds[0] if len(kinds) == 1 else "mixed"
 
 

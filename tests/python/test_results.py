@@ -109,14 +109,19 @@ def test_extracts_keep_their_steps_dims_and_coordinates(run):
 def test_a_killed_runs_records_are_read_from_its_log(tmp_path):
     lines = [{"analysis": "a", "step": s, "name": "x", "value": s * 1.5} for s in range(5)]
     lines.append({"analysis": "b", "step": 2, "name": "x", "value": 7})
+    # a number that is NaN at every step still reads as numbers
+    lines += [{"analysis": "a", "step": s, "name": "nan", "value": float("nan")}
+              for s in range(3)]
     text = "".join(json.dumps(line) + "\n" for line in lines)
     (tmp_path / "results.jsonl").write_text(text + '{"analysis": "a", "st')  # cut short
     r = caudal.open_run(tmp_path)
-    assert len(r.results) == 6 and r.summary == {} and r.extracts == []
+    assert len(r.results) == 9 and r.summary == {} and r.extracts == []
+    nan = r.scalar("nan")
+    assert nan.index.tolist() == [0, 1, 2] and nan.isna().all() and nan.dtype == np.float64
     with pytest.raises(KeyError, match="recorded by analyses a, b: name one"):
         r.scalar("x")
     assert r.scalar("x", analysis="a").to_dict() == {s: s * 1.5 for s in range(5)}
-    with pytest.raises(KeyError, match="no record named 'y'.*recorded: x"):
+    with pytest.raises(KeyError, match="no record named 'y'.*recorded: nan, x"):
         r["y"]
     with pytest.raises(KeyError, match="no extract named 'z'"):
         r.extract("z")
@@ -329,4 +334,8 @@ def test_the_report_of_a_cut_run_with_labelled_axes_and_skipped_calls(tmp_path):
     assert len(r.errors) == 2 and r.pipeline["lag"].tolist() == [0.5, 0.5, 0.5]
     page = (htmlreport.write(tmp_path)).read_text()
     assert "Failed calls (1)" in page and "Skipped calls (1)" in page
+    # No summary.json: the header says so, and counts from the logs.
+    assert "did not finish: no summary.json" in page and "None" not in page
+    assert "<th>steps analysed</th><td>3</td>" in page
+    assert "<th>calls failed / skipped</th><td>1 / 1</td>" in page
     assert 'data-name="extract.species"' in page and 'data-name="pipeline"' in page
