@@ -400,7 +400,9 @@ def test_ctrl_c_stops_the_run_in_order(tmp_path):
     priv = run.private_dir()
     run.wait_steps(3)
     os.killpg(run.p.pid, signal.SIGINT)  # as a Ctrl-C at the terminal
-    run.ended(130, "interrupted", timeout=120)
+    err, _ = run.ended(130, "interrupted", timeout=120)
+    # While the complete steps are analysed, the user is told how to skip it.
+    assert "stopping: analysing the steps complete before the stop (Ctrl-C again" in err, err
     assert_means_are_the_simulations(run.means(), oracle(orc))
     run.assert_nothing_left(priv)
 

@@ -4,6 +4,7 @@ MPI ranks of examples/heat2d, the analytics of examples/analytics."""
 import collections
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 
 import pytest
 
+import caudal
 from conftest import ROOT
 
 STATS = os.path.join(ROOT, "examples", "analytics", "heat_stats.py")
@@ -74,17 +76,20 @@ def mean(t, ctx):
 def test_steps_that_wait_behind_each_other_go_into_the_store_together(tmp_path, heat2d):
     """Ranks ahead of their ingest (a tiny grid, 2 ranks: a step's blocks
     may come in two events, one rank's early; an analysis slower than the
-    simulation and --max-pending 1, so the head holds the ingest's reports
+    simulation and --max-pending 4, so the head holds the ingest's reports
     back and the ranks fill their deep rings): the steps waiting in the
     receiver are taken together, their small blocks put as one object and
     reported in one call (IngestActor._ahead), and every step's mean is
-    still the simulation's own."""
+    still the simulation's own. No more than --max-pending are taken
+    together, so the steps complete and not analysed yet stay under 4 times
+    it (the head's P, one report's P, and as many taken by the driver),
+    however small the steps."""
     script = tmp_path / "mean.py"
     script.write_text(SLOW_MEAN)
     means = tmp_path / "mean.txt"
     p, results, run_dir = caudal_run(tmp_path, script,
                                      [heat2d, "16", "8", "60", "--mean", str(means)], ranks=2,
-                                     extra=("--ring-depth", "64", "--max-pending", "1"),
+                                     extra=("--ring-depth", "64", "--max-pending", "4"),
                                      env={"CAUDAL_DEMO_THRESHOLD": "1e9"})
     assert p.returncode == 0, p.stdout + p.stderr
     want = oracle(means)
@@ -94,6 +99,10 @@ def test_steps_that_wait_behind_each_other_go_into_the_store_together(tmp_path, 
     (ingest,) = json.loads((run_dir / "summary.json").read_text())["ingest"]
     assert ingest["blocks"] == 120
     assert ingest.get("steps_put_together", 0) > 1, ingest
+    pipeline = caudal.open_run(run_dir).pipeline
+    waiting = max(int(((pipeline["complete"] <= t) & (pipeline["analysed"] > t)).sum())
+                  for t in pipeline["complete"])
+    assert waiting <= 4 * 4, waiting
 
 
 def test_steering_reaches_the_simulation(tmp_path, heat2d):
@@ -390,6 +399,24 @@ def test_an_analysis_of_an_array_no_rank_declared_fails_the_run(tmp_path, heat2d
     assert summary["end"]["reason"] == "analysis_failed"
     assert summary["arrays_never_declared"] == [["f", "temprature"]]
     assert not results
+
+
+def test_every_array_no_rank_declared_is_named_beside_failed_calls(tmp_path, heat2d):
+    """Two typos and an analysis that fails: the last line names both
+    (analysis, array) pairs and the failed calls, not only the first."""
+    script = tmp_path / "typos.py"
+    script.write_text("import caudal\n\n@caudal.analysis('temprature')\n"
+                      "def f(t, ctx):\n    pass\n\n@caudal.analysis('temp')\n"
+                      "def g(t, ctx):\n    pass\n\n@caudal.analysis('temperature')\n"
+                      "def h(t, ctx):\n    raise ValueError('no')\n")
+    p, results, run_dir = caudal_run(tmp_path, script, [heat2d, "32", "32", "3"])
+    assert p.returncode == 1, p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert re.search(r"\d+ analysis call\(s\) failed, see ", last), last
+    assert "analysis f reads array temprature, analysis g reads array temp, " in last, last
+    assert "declared: temperature" in last, last
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["arrays_never_declared"] == [["f", "temprature"], ["g", "temp"]]
 
 
 WHERE_KERNELS_RUN = '''

@@ -193,8 +193,9 @@ class Driver:
         self.declaration_errors = []  # the head's, as of the last poll
         self.workers = {}  # id of an analysis or finisher -> its _Worker
         self.running = None  # (name, step, perf_counter at start) of the call waited for
-        # caudal run's progress display, called while a call runs: the run's
-        # loop is waiting for the call, and the display would freeze
+        # caudal run's progress display, called while a call runs and between
+        # the steps of a backlog: the run's loop is waiting, and the display
+        # would freeze
         self.while_waiting = None
         # The reductions computed at receipt; CAUDAL_RECEIPT=0: none (the
         # benchmarks' baseline, and tests of the paths behind it).
@@ -220,6 +221,8 @@ class Driver:
             self.backlog.extend(steps)
         while self.backlog:
             self.analyse(self.backlog.popleft())
+            if self.while_waiting is not None:  # a backlog of steps takes a while too
+                self.while_waiting()
         return self.over
 
     def take(self, timeout=0.2):

@@ -60,7 +60,9 @@ HOLD_INLINE_MAX = 32 << 20
 # the ingest (one object, one report): bounds the latency of the first, and
 # what one object may keep in the store past the steps the memory budget
 # counts. (Large blocks taken together too, packed, overflowed test_load's
-# store under its budget: not done.)
+# store under its budget: not done.) caudal run takes at most --max-pending
+# of them together, so that the steps waiting for the analyses stay near
+# what the user allowed however small they are.
 STEPS_PER_PUT = 32
 TOGETHER_BYTES = 4 << 20
 # While steps come faster than this, an ingest sends one report per
@@ -108,7 +110,9 @@ CONTROL_THREADS = 6
 
 @ray.remote(num_cpus=0, max_concurrency=CONTROL_THREADS)
 class IngestActor:
-    def __init__(self, endpoint, token, head, node, name=None, threads=1):
+    def __init__(self, endpoint, token, head, node, name=None, threads=1,
+                 steps_per_put=STEPS_PER_PUT):
+        self.steps_per_put = max(1, min(STEPS_PER_PUT, steps_per_put))
         self.per_rank = os.environ.get("CAUDAL_INGEST_PER_RANK") == "1"
         self.made_dir = _socket_dir(endpoint)
         self.receiver = _caudal.Receiver(endpoint, token=token, gather=not self.per_rank)
@@ -388,7 +392,7 @@ class IngestActor:
         """ev received, and when its kept blocks are small (packed), the
         steps events with small blocks waiting behind it or arriving until
         REPORT_LINGER after the last report, up to TOGETHER_BYTES and
-        STEPS_PER_PUT, each received and packed as it is
+        steps_per_put, each received and packed as it is
         taken (its slots given back at once: no rank's ring is held while
         more are taken): ([_Taken, ...], their packs or None for large
         blocks, the first event not taken or None)."""
@@ -398,7 +402,7 @@ class IngestActor:
             return [first], None, None
         taken, packs = [first], [self._pack(first.blocks)]
         linger_until = self.last_report + REPORT_LINGER
-        while len(taken) < STEPS_PER_PUT:
+        while len(taken) < self.steps_per_put:
             wait = linger_until - time.monotonic()
             nxt = self.receiver.next(int(wait * 1000) if wait > 0 else 0)
             if nxt is None:

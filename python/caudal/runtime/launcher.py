@@ -298,6 +298,9 @@ class Run:
             raise SetupError("--timeout must be positive")
         if args.ranks < 1:
             raise SetupError("-n must be at least 1")
+        if args.max_pending < 1:
+            raise SetupError("--max-pending %d: the complete steps that may wait for the "
+                             "analyses must be at least 1" % args.max_pending)
         if args.workers is not None and args.workers < 0:
             raise SetupError("--workers %d: the Ray workers to start per node must be 0 or "
                              "more" % args.workers)
@@ -454,7 +457,8 @@ class Run:
         cores = {n["NodeID"]: max(1, int(n["Resources"].get("CPU", 1))) for n in alive}
         self.ingests = [IngestActor.options(
             max_concurrency=CONTROL_THREADS + cores.get(p.node, 1), **on_node(p.node)
-        ).remote(p.listen, token, targets[p.name], p.node, p.name, cores.get(p.node, 1))
+        ).remote(p.listen, token, targets[p.name], p.node, p.name, cores.get(p.node, 1),
+                 steps_per_put=args.max_pending)
             for p in places]
         # The kernels run in them (blocks.RAY.executors): one per node;
         # reductions over many nodes go down the relays (report.Tree).
@@ -699,6 +703,9 @@ class Run:
             if stopping and self.sim.poll() is None:
                 self.stopped_by_us = True
                 self.rc = self._stop_simulation()
+                if reason_stop:  # the progress display is gone: say why it still runs
+                    print("caudal run: stopping: analysing the steps complete before the stop "
+                          "(Ctrl-C again skips them)", file=sys.stderr, flush=True)
                 self._drain()  # what became complete (the ranks' steps sent before)
             else:
                 self.signals.armed = self.signals.reason is None
@@ -827,10 +834,12 @@ class Run:
         unknown = self._arrays_never_declared(head)
         if unknown:  # a typo in an array's name would otherwise pass as "0 steps"
             summary["arrays_never_declared"] = unknown
-            found.setdefault("analysis_failed", "analysis %s reads array %s, which no rank "
-                             "declared (declared: %s)" % (
-                                 unknown[0][0], unknown[0][1],
-                                 ", ".join(head.get("arrays_declared", [])) or "none"))
+            text = "%s, which no rank declared (declared: %s)" % (
+                ", ".join("analysis %s reads array %s" % pair for pair in unknown),
+                ", ".join(head.get("arrays_declared", [])) or "none")
+            # Said beside failed calls too: the typo is likely their cause.
+            found["analysis_failed"] = ("%s; %s" % (found["analysis_failed"], text)
+                                        if "analysis_failed" in found else text)
         found["completed"] = "completed: %d steps analysed" % summary.get("steps_analysed", 0)
         reason = next(r for r in PRIORITY if r in found)
         return reason, found[reason]
@@ -1036,8 +1045,12 @@ def _print_summary(s, run_dir):
     blocks = sum(i.get("blocks", 0) for i in ingest)
     nbytes = sum(i.get("bytes", 0) for i in ingest)
     dropped = s.get("rank_steps_dropped", s.get("steps_dropped_by_ranks", 0))
+    skipped = s.get("calls_skipped", 0)
     print("caudal run: %d steps analysed, %d blocks (%.1f MiB) received, %d rank-steps "
-          "dropped, %d calls, %d failed, lag median %.3f s, p99 %.3f s, %.1f s in all; %s"
+          "dropped, %d calls succeeded, %d failed%s, lag median %.3f s, p99 %.3f s, "
+          "%.1f s in all; %s"
           % (s.get("steps_analysed", 0), blocks, nbytes / 2**20, dropped,
-             s.get("calls", 0), s.get("failures", 0), s.get("lag_seconds_median") or 0.0,
+             s.get("calls", 0), s.get("failures", 0),
+             ", %d skipped (their analysis still running)" % skipped if skipped else "",
+             s.get("lag_seconds_median") or 0.0,
              s.get("lag_seconds_p99") or 0.0, s["seconds"], run_dir), file=sys.stderr)
