@@ -520,7 +520,13 @@ def test_a_pair_reduction_under_both_policies_pairs_each_step_with_the_one_analy
     assert ingest["held_for_pairs"] >= (10 if policy == "block" else 1), ingest
     if policy == "drop":  # rank 1's every block (small ones kept are copied anyway)
         assert ingest["copied_for_pairs"] >= 10, ingest
-    assert summary["receipt"]["reductions_at_receipt"] >= 20, summary["receipt"]
+    receipt = summary["receipt"]
+    # Under drop a step after one rank 1 dropped pairs over it from blocks:
+    # with --max-pending 1 the ingest takes one step at a time, rank 1 drops
+    # more often apart, and fewer pairs are whole at receipt (14 of 24).
+    assert receipt["reductions_at_receipt"] >= (20 if policy == "block" else 10), receipt
+    assert (receipt["reductions_at_receipt"] + receipt["reductions_from_blocks"]
+            >= len(analysed) - 1), receipt
 
 
 PARTICLES = """
