@@ -1129,7 +1129,7 @@ int caudal_receiver_next(caudal_receiver *r, caudal_event *ev, int timeout_ms)
             /* Over the held limit, leave the bytes in the socket: TCP flow
              * control then holds the rank's slots, and its policy applies. */
             uint32_t in = cn->held_inline < r->max_held && !cn->held_wait ? EPOLLIN : 0;
-            uint32_t want = cn->dead ? 0 : in | (cn->out.count && !cn->mute ? EPOLLOUT : 0);
+            uint32_t want = cn->dead ? 0 : in | (cn->out.count ? EPOLLOUT : 0);
             bad = arm(r, cn->fd, &cn->armed, want, cn);
         }
         if (bad) {

@@ -194,21 +194,31 @@ def _ending(run, out):
             ("rank-steps dropped", s.get("rank_steps_dropped")),
             ("lag median / p99 (s)", "%s / %s" % (_num(s.get("lag_seconds_median")),
                                                  _num(s.get("lag_seconds_p99"))))]
+    _end_table(rows, out)
+
+
+def _unfinished(run, out):
+    e, p = run.errors, run.pipeline
+    skipped = int(_skipped(e).sum())
+    _end_table([("ended", "did not finish: no summary.json (caudal run was killed, or still "
+                          "runs); the figures below are from its logs"),
+                ("steps analysed", int(p["called"].sum()) if len(p) else 0),
+                ("calls failed / skipped", "%d / %d" % (len(e) - skipped, skipped))], out)
+
+
+def _end_table(rows, out):
+    """The table of how the run ended; rows whose value is None left out."""
     out.append("<table class='end'>%s</table>" % "".join(
         "<tr><th>%s</th><td>%s</td></tr>" % (html.escape(k), html.escape(str(v)))
         for k, v in rows if v is not None))
 
 
-def _unfinished(run, out):
-    e, p = run.errors, run.pipeline
-    skipped = int((e["skipped"] == True).sum()) if "skipped" in e else 0  # noqa: E712
-    rows = [("ended", "did not finish: no summary.json (caudal run was killed, or still "
-                      "runs); the figures below are from its logs"),
-            ("steps analysed", int(p["called"].sum()) if len(p) else 0),
-            ("calls failed / skipped", "%d / %d" % (len(e) - skipped, skipped))]
-    out.append("<table class='end'>%s</table>" % "".join(
-        "<tr><th>%s</th><td>%s</td></tr>" % (html.escape(k), html.escape(str(v)))
-        for k, v in rows))
+def _skipped(errors):
+    """Which entries of errors.jsonl are calls skipped (their analysis'
+    previous call still ran), not failed."""
+    if "skipped" not in errors:
+        return np.zeros(len(errors), bool)
+    return (errors["skipped"] == True).to_numpy()  # noqa: E712
 
 
 def _errors(run, out):
@@ -216,7 +226,7 @@ def _errors(run, out):
     if e.empty:
         return
     # A skipped call (its previous one still ran) did not fail: listed apart.
-    skipped = (e["skipped"] == True) if "skipped" in e else np.zeros(len(e), bool)  # noqa: E712
+    skipped = _skipped(e)
     for title, rows in (("Failed calls", e[~skipped]), ("Skipped calls", e[skipped])):
         if rows.empty:
             continue
